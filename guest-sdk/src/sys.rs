@@ -1,0 +1,74 @@
+//! The raw host interface: the `wasmbatch` import module of ABI v1, and nothing else.
+//!
+//! On `wasm32` these are imports the host provides. On other targets (a plugin's own
+//! unit tests, or a native build of the same code for comparison) they fall back to
+//! plain process behaviour so that the same source compiles and runs everywhere.
+
+#[cfg(target_arch = "wasm32")]
+mod imports {
+    #[link(wasm_import_module = "wasmbatch")]
+    unsafe extern "C" {
+        /// Sets the failure message of the call in progress.
+        pub fn set_error(ptr: *const u8, len: usize);
+        /// Emits one log line at `level` (0 error … 4 trace).
+        pub fn log(level: u32, ptr: *const u8, len: usize);
+        /// Records the message of a panic; the guest traps right after.
+        pub fn panic(ptr: *const u8, len: usize);
+    }
+
+    unsafe extern "C" {
+        /// Synthesized by wasm-ld: runs the static constructors (WASI preopens, …).
+        pub fn __wasm_call_ctors();
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn set_error(message: &str) {
+    // SAFETY: the pointer and length describe a live, initialized byte slice.
+    unsafe { imports::set_error(message.as_ptr(), message.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn log(level: u32, line: &str) {
+    // SAFETY: as above.
+    unsafe { imports::log(level, line.as_ptr(), line.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn panic(message: &str) {
+    // SAFETY: as above.
+    unsafe { imports::panic(message.as_ptr(), message.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn call_ctors() {
+    // SAFETY: called once, from `_initialize`, before any other export runs.
+    unsafe { imports::__wasm_call_ctors() }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn set_error(message: &str) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(message.to_owned()));
+}
+
+/// Native builds only: takes the message the last failed call set.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_error() -> Option<String> {
+    LAST_ERROR.with(|e| e.borrow_mut().take())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn log(level: u32, line: &str) {
+    eprintln!("[{}] {line}", crate::Level::from_u32(level).as_str());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn panic(_message: &str) {}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn call_ctors() {}

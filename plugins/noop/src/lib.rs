@@ -1,0 +1,16 @@
+//! `noop` — accepts any batch and does nothing: the baseline for measuring the host.
+//!
+//! Every cost of a batch through this plugin is the host's: copying the batch into the
+//! guest, the call, and (under `serve`) HTTP. Items are not even parsed.
+//!
+//! Build: `cargo build --target wasm32-wasip1 --release -p noop`
+//! Run:   `wasmbatch serve --plugin target/wasm32-wasip1/release/noop.wasm`
+
+use serde::de::IgnoredAny;
+use wasmbatch_guest::{Context, Result};
+
+fn handle(_ctx: &Context, _items: Vec<IgnoredAny>) -> Result<()> {
+    Ok(())
+}
+
+wasmbatch_guest::plugin!(handle: handle);

@@ -1,0 +1,342 @@
+//! The command line: `wasmbatch serve` and `wasmbatch compile`.
+//!
+//! Argument structs (clap) and the code that wires the library together for each
+//! command. `main.rs` only calls [`main`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::compile;
+use crate::engine::{Engine, EngineConfig};
+use crate::http::{ServerConfig, serve};
+use crate::logging::{self, LogFormat};
+use crate::plugin::{CallLimits, Plugin};
+use crate::pool::{PoolConfig, WorkerPool};
+use crate::sandbox::Sandbox;
+use crate::spec::JobSpec;
+
+/// Runs WebAssembly batch handlers behind the Cortex batch container contract.
+#[derive(Debug, Parser)]
+#[command(name = "wasmbatch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a plugin as the pod's web server: POST / with a batch, POST
+    /// /on-job-complete, GET /healthz.
+    Serve(ServeArgs),
+    /// Validate a plugin and write its precompiled artifact, which `serve --plugin`
+    /// loads without compiling.
+    Compile(CompileArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The plugin: a .wasm module, a .wat text module, or an artifact written by
+    /// `wasmbatch compile`.
+    #[arg(long, value_name = "FILE")]
+    pub plugin: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "CORTEX_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The job spec, passed to init and shown to guests at /cortex/spec/job.json.
+    #[arg(long, value_name = "FILE", default_value = "/cortex/spec/job.json")]
+    pub job_spec: PathBuf,
+    /// Batches handled at once, one warm instance each [default: number of CPUs].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Batches that may wait for a free instance before new ones get 503
+    /// [default: 4 × concurrency].
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Largest request body accepted (e.g. 16MiB); larger ones get 413.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// How long a client may take to send its request headers.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Guest sandbox and limits.
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Options shared by every command that runs guests.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Host directory guests see read-write at /mnt [default: /mnt, when it exists].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_mount")]
+    pub mount: Option<PathBuf>,
+    /// Mount nothing at /mnt, even when /mnt exists.
+    #[arg(long)]
+    pub no_mount: bool,
+    /// Linear memory one instance may use (e.g. 512MiB); past it, out_of_memory.
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+    pub max_memory: u64,
+    /// Wall-clock limit of one batch (and of on-job-complete); past it, timeout.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub batch_timeout: Duration,
+    /// Wall-clock limit of starting an instance (_initialize and init).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub init_timeout: Duration,
+    /// Replace each instance after this many batches (1: a fresh instance per batch).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub recycle_after: Option<u64>,
+    /// Bytes of guest stdout and of stderr logged per call; the rest is counted.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub output_limit: u64,
+    /// Where compiled modules are cached [default: ~/.cache/wasmbatch].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; read and write no cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+/// Options of `compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The module to compile (.wasm or .wat).
+    pub input: PathBuf,
+    /// Where to write the artifact [default: the input with the extension .cwasm].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `16MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, …
+/// as powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size such as 16MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text} is too large"))
+}
+
+/// Parses a duration: `250ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s"))?;
+    let seconds = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text}: {e}"))
+}
+
+/// Parses the command line, runs the command, and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Compile(args) => run_compile(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl GuestArgs {
+    fn mount(&self) -> Option<PathBuf> {
+        if self.no_mount {
+            return None;
+        }
+        self.mount.clone().or_else(|| Path::new("/mnt").is_dir().then(|| PathBuf::from("/mnt")))
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { self.cache_dir.clone().or_else(compile::default_cache_dir) }
+    }
+
+    fn limits(&self) -> CallLimits {
+        CallLimits {
+            batch_timeout: self.batch_timeout,
+            init_timeout: self.init_timeout,
+            output_limit: usize::try_from(self.output_limit).unwrap_or(usize::MAX),
+            ..CallLimits::default()
+        }
+    }
+}
+
+/// Compiles (or loads) a plugin and checks it against the ABI, for `instances` live
+/// instances at once.
+fn load_plugin(guest: &GuestArgs, path: &Path, spec: &JobSpec, instances: usize) -> anyhow::Result<Arc<Plugin>> {
+    let engine = Arc::new(Engine::new(EngineConfig {
+        max_memory: guest.max_memory,
+        // The workers' instances, plus the version probe and one being replaced.
+        max_instances: u32::try_from(instances + 2).context("too many instances")?,
+    })?);
+    let started = Instant::now();
+    let (module, origin) = compile::load(&engine, path, guest.cache_dir().as_deref())?;
+    let mount = guest.mount();
+    let sandbox = Arc::new(Sandbox::new(&spec.bytes(), mount.as_deref())?);
+    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits())
+        .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
+    tracing::info!(
+        plugin = %path.display(),
+        module = origin.as_str(),
+        load_ms = started.elapsed().as_secs_f64() * 1e3,
+        mount = mount.as_ref().map(|m| m.display().to_string()).unwrap_or_else(|| "none".into()),
+        on_job_complete = plugin.capabilities().on_job_complete,
+        "plugin loaded"
+    );
+    Ok(Arc::new(plugin))
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let spec = match JobSpec::load(&args.job_spec)? {
+        Some(spec) => spec,
+        None => {
+            tracing::warn!(path = %args.job_spec.display(), "no job spec found; starting with an empty spec");
+            JobSpec::empty()
+        }
+    };
+    let concurrency = args
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency)?;
+
+    // Readiness: the port is bound only once an instance has started and its init
+    // succeeded, so a TCP probe on the port tells the truth.
+    let started = Instant::now();
+    let first = plugin.instance(Arc::new(AtomicBool::new(false))).map_err(|f| {
+        let stderr = if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
+        anyhow::anyhow!("the plugin failed to start: {f}{stderr}")
+    })?;
+    tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1e3, "first instance ready");
+
+    let pool_config = PoolConfig {
+        concurrency,
+        queue_depth: args.queue_depth.unwrap_or(concurrency * 4),
+        recycle_after: args.guest.recycle_after,
+    };
+    let pool = WorkerPool::new(plugin, &pool_config, Some(first))?;
+    let server_config = ServerConfig {
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        default_job_id: spec.job_id().map(str::to_owned),
+        header_timeout: args.header_timeout,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmbatch-io")
+        .build()
+        .context("cannot start the I/O runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr: SocketAddr = listener.local_addr()?;
+        tracing::info!(%addr, concurrency, queue_depth = pool_config.queue_depth, "listening");
+        serve(listener, pool, server_config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn run_compile(args: CompileArgs) -> anyhow::Result<()> {
+    let output = args.output.clone().unwrap_or_else(|| args.input.with_extension("cwasm"));
+    let engine = Arc::new(Engine::new(EngineConfig { max_instances: 2, ..EngineConfig::default() })?);
+    let started = Instant::now();
+    let module = compile::compile_file(&engine, &args.input)?;
+    let compiled_ms = started.elapsed().as_secs_f64() * 1e3;
+    // The whole load-time check, version probe included, before anything is written.
+    let spec = JobSpec::empty();
+    let sandbox = Arc::new(Sandbox::new(&spec.bytes(), None)?);
+    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), CallLimits::default())
+        .with_context(|| format!("plugin {} is not a wasmbatch guest", args.input.display()))?;
+    compile::write_artifact(&module, &output)?;
+    let caps = plugin.capabilities();
+    eprintln!(
+        "compiled {} to {} in {compiled_ms:.0} ms (init: {}, on_job_complete: {})",
+        args.input.display(),
+        output.display(),
+        if caps.init { "yes" } else { "no" },
+        if caps.on_job_complete { "yes" } else { "no" },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2GB"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

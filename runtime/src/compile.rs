@@ -1,0 +1,193 @@
+//! Turning a plugin file into a wasmtime `Module`, as fast as possible.
+//!
+//! A plugin file is a `.wasm` binary, a `.wat` text module, or a precompiled artifact
+//! written by `wasmbatch compile`. Compiling with Cranelift takes a while for a large
+//! module, so compiled code is kept in an on-disk cache keyed by the SHA-256 of the
+//! module and the engine's compatibility key: a second start of the same `.wasm` on
+//! the same wasmbatch build skips compilation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Module, Precompiled};
+
+use crate::engine::Engine;
+
+/// How a module was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled now (and stored in the cache if there is one).
+    Compiled,
+    /// Loaded from the compile cache.
+    CacheHit,
+    /// Loaded from a precompiled artifact given as the plugin.
+    Precompiled,
+}
+
+impl Origin {
+    /// The origin's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::CacheHit => "cache_hit",
+            Origin::Precompiled => "precompiled",
+        }
+    }
+}
+
+/// A plugin file could not be turned into a module.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid WebAssembly module.
+    #[error("plugin {path} is not a valid WebAssembly module: {message}")]
+    Invalid {
+        /// The plugin file.
+        path: PathBuf,
+        /// Wasmtime's explanation.
+        message: String,
+    },
+    /// A precompiled artifact does not fit this engine.
+    #[error(
+        "precompiled plugin {path} cannot be loaded by this wasmbatch: {message} (recompile it with `wasmbatch compile`)"
+    )]
+    Incompatible {
+        /// The artifact.
+        path: PathBuf,
+        /// Wasmtime's explanation.
+        message: String,
+    },
+    /// The output of `wasmbatch compile` could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The output path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/wasmbatch`, else `~/.cache/wasmbatch`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmbatch"))
+}
+
+fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, CompileError> {
+    Module::new(engine.wasmtime(), bytes).map_err(|e| CompileError::Invalid { path: path.into(), message: format!("{e:#}") })
+}
+
+/// Loads the plugin at `path`, through the cache in `cache_dir` when given.
+pub fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Module, Origin), CompileError> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
+    if let Some(Precompiled::Module) = wasmtime::Engine::detect_precompiled(&bytes) {
+        // SAFETY: a precompiled artifact is native code; wasmbatch only loads what its
+        // own `compile` command wrote (documented for `--plugin`). Wasmtime still checks
+        // that the artifact matches this engine's version and settings.
+        let module = unsafe { Module::deserialize(engine.wasmtime(), &bytes) }
+            .map_err(|e| CompileError::Incompatible { path: path.into(), message: format!("{e:#}") })?;
+        return Ok((module, Origin::Precompiled));
+    }
+    let Some(dir) = cache_dir else {
+        return Ok((compile(engine, path, &bytes)?, Origin::Compiled));
+    };
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let entry = dir.join(format!("{hex}-{}.cwasm", engine.compatibility_key()));
+    if entry.is_file() {
+        // SAFETY: cache entries are written only by `store` below, under a name that
+        // binds them to this module's hash and this engine's compatibility key.
+        match unsafe { Module::deserialize_file(engine.wasmtime(), &entry) } {
+            Ok(module) => {
+                tracing::debug!(entry = %entry.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compile cache hit");
+                return Ok((module, Origin::CacheHit));
+            }
+            Err(e) => tracing::warn!(entry = %entry.display(), "ignoring unreadable compile cache entry: {e:#}"),
+        }
+    }
+    let module = compile(engine, path, &bytes)?;
+    tracing::info!(plugin = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled plugin");
+    if let Err(e) = store(&module, dir, &entry) {
+        tracing::warn!(dir = %dir.display(), "cannot write the compile cache: {e}");
+    }
+    Ok((module, Origin::Compiled))
+}
+
+/// Writes `module` to `entry` atomically (a temporary file renamed into place), so a
+/// concurrent reader never sees half an artifact.
+fn store(module: &Module, dir: &Path, entry: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = module.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), bytes)?;
+    tmp.persist(entry).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Compiles the module at `path` (no cache).
+pub fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError> {
+    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
+    compile(engine, path, &bytes)
+}
+
+/// Writes `module`'s precompiled artifact to `output` (`wasmbatch compile`).
+pub fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
+    let write = |source| CompileError::Write { path: output.into(), source };
+    let artifact = module.serialize().map_err(|e| write(std::io::Error::other(format!("{e:#}"))))?;
+    std::fs::write(output, artifact).map_err(write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    const WAT: &str = r#"(module (func (export "f") (result i32) i32.const 7))"#;
+
+    #[test]
+    fn second_load_hits_the_cache_and_precompiled_files_load_directly() {
+        let engine = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("p.wat");
+        std::fs::write(&plugin, WAT).unwrap();
+        let cache = dir.path().join("cache");
+
+        assert_eq!(load(&engine, &plugin, Some(&cache)).unwrap().1, Origin::Compiled);
+        assert_eq!(load(&engine, &plugin, Some(&cache)).unwrap().1, Origin::CacheHit);
+        assert_eq!(load(&engine, &plugin, None).unwrap().1, Origin::Compiled);
+
+        // A corrupt cache entry is replaced, not fatal.
+        let entry = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&entry, b"garbage").unwrap();
+        assert_eq!(load(&engine, &plugin, Some(&cache)).unwrap().1, Origin::Compiled);
+        assert_eq!(load(&engine, &plugin, Some(&cache)).unwrap().1, Origin::CacheHit);
+
+        let artifact = dir.path().join("p.cwasm");
+        write_artifact(&compile_file(&engine, &plugin).unwrap(), &artifact).unwrap();
+        assert_eq!(load(&engine, &artifact, None).unwrap().1, Origin::Precompiled);
+    }
+
+    #[test]
+    fn invalid_and_missing_files_are_reported_with_their_path() {
+        let engine = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.wasm");
+        std::fs::write(&bad, b"\0asm\x01\0\0\0\x99").unwrap();
+        let err = load(&engine, &bad, None).unwrap_err();
+        assert!(matches!(err, CompileError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("bad.wasm"), "{err}");
+        let err = load(&engine, &dir.path().join("none.wasm"), None).unwrap_err();
+        assert!(matches!(err, CompileError::Read { .. }), "{err}");
+    }
+}

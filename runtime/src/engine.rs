@@ -1,0 +1,118 @@
+//! The wasmtime engine, narrowed to what wasmbatch uses.
+//!
+//! One [`Engine`] per process: Cranelift, the pooling instance allocator sized for the
+//! number of instances we keep, epoch interruption driven by one ticker thread. Every
+//! knob a user can turn is in [`EngineConfig`]; nothing else of wasmtime's `Config`
+//! leaks out of this module.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the ticker thread advances the epoch: the resolution of timeouts.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// What the engine is built for.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Linear memory one instance may grow to, in bytes.
+    pub max_memory: u64,
+    /// Instances alive at the same time (the pool's slots).
+    pub max_instances: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_memory: 512 << 20, max_instances: 16 }
+    }
+}
+
+/// A configured wasmtime engine and its epoch ticker.
+pub struct Engine {
+    inner: wasmtime::Engine,
+    config: EngineConfig,
+    stop: Arc<AtomicBool>,
+}
+
+/// The engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+impl Engine {
+    /// Builds the engine and starts its ticker thread.
+    pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
+        let inner = wasmtime::Engine::new(&wasmtime_config(&config)).map_err(|e| EngineError(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = inner.clone();
+        let ticker_stop = stop.clone();
+        thread::Builder::new()
+            .name("wasmbatch-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("epoch ticker thread: {e}")))?;
+        Ok(Engine { inner, config, stop })
+    }
+
+    /// The wasmtime engine.
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// What the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// A string that changes whenever compiled code from this engine would not load in
+    /// another: the key of the compile cache, next to the module's hash.
+    pub fn compatibility_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wasmtime_config(config: &EngineConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    // One instance, memory and table per slot; a module with more than one memory or
+    // table is rejected at instantiation with wasmtime's own message.
+    pool.total_core_instances(config.max_instances)
+        .total_memories(config.max_instances)
+        .total_tables(config.max_instances)
+        .total_stacks(config.max_instances)
+        .total_component_instances(0)
+        .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+
+    let mut c = Config::new();
+    c.epoch_interruption(true)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compatibility_key_is_stable_for_one_engine_config() {
+        let a = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
+        let b = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
+        assert_eq!(a.compatibility_key(), b.compatibility_key());
+    }
+}

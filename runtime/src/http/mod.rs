@@ -1,0 +1,12 @@
+//! HTTP: the server side of the Cortex batch container contract.
+//!
+//! - `server`: `POST /`, `POST /on-job-complete`, `GET /healthz` on a bound listener,
+//!   with graceful shutdown.
+//! - `error`: every failure a request can meet, mapped to a status in one place.
+//! - `batch`: checks that a request body is a JSON array, off the I/O threads.
+
+pub mod batch;
+pub mod error;
+pub mod server;
+
+pub use server::{ServerConfig, serve};

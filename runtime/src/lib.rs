@@ -1,0 +1,34 @@
+//! wasmbatch runs WebAssembly batch handlers ("plugins", built for `wasm32-wasip1`)
+//! for the Cortex Batch API model of work, behind the standard container contract.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the wasmtime engine — pooling allocator, epoch ticker, our config type.
+//! - [`compile`]: plugin files to modules; precompiled artifacts; the compile cache.
+//! - [`abi`]: guest ABI v1 — export and import names and types; module validation.
+//! - [`sandbox`]: what a guest sees — the job spec, `/mnt`, nothing else.
+//! - [`plugin`]: a linked plugin and its warm [`plugin::Instance`]s; typed failures.
+//! - [`failure`]: [`failure::Failure`] and its kinds (timeout, out_of_memory, …).
+//! - [`pool`]: worker threads, one instance each, behind a bounded queue.
+//! - [`spec`]: the job spec file (`/cortex/spec/job.json`).
+//! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown.
+//! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
+//! - [`cli`]: the `wasmbatch` command line.
+//!
+//! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI
+//! between the two is specified in `docs/abi.md`.
+
+#![deny(missing_docs)]
+
+pub mod abi;
+mod capture;
+pub mod cli;
+pub mod compile;
+pub mod engine;
+pub mod failure;
+pub mod http;
+pub mod logging;
+pub mod plugin;
+pub mod pool;
+pub mod sandbox;
+pub mod spec;

@@ -1,0 +1,490 @@
+//! A loaded plugin and its warm instances.
+//!
+//! [`Plugin`] holds the compiled module, pre-linked against WASI and the host module
+//! (`InstancePre`), plus the sandbox and limits every instance gets. [`Instance`] is
+//! one live guest: created, `_initialize`d and `init`ed once, then called batch after
+//! batch until a fatal failure ([`FailureKind::is_fatal`]) poisons it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Caller, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::abi::{self, AbiError, Capabilities};
+use crate::capture::Capture;
+use crate::engine::Engine;
+use crate::failure::{Failure, FailureKind};
+use crate::sandbox::Sandbox;
+
+/// Limits applied to every call into a guest.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// Wall-clock limit of one `handle` or `on_job_complete` call.
+    pub batch_timeout: Duration,
+    /// Wall-clock limit of creating an instance: `_initialize` plus `init`.
+    pub init_timeout: Duration,
+    /// Bytes of stdout and of stderr kept per call; the rest is counted and dropped.
+    pub output_limit: usize,
+    /// Host log lines (the `log` import) accepted per call.
+    pub log_line_limit: u32,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            batch_timeout: Duration::from_secs(300),
+            init_timeout: Duration::from_secs(300),
+            output_limit: 16 << 10,
+            log_line_limit: 1000,
+        }
+    }
+}
+
+/// A plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module breaks the ABI.
+    #[error(transparent)]
+    Abi(#[from] AbiError),
+    /// The module imports something the host does not define.
+    #[error("cannot link the module: {0}")]
+    Link(String),
+    /// The version probe failed to run.
+    #[error("cannot start the module to check its ABI version: {0}")]
+    Probe(Failure),
+}
+
+/// A compiled plugin ready to be instantiated.
+pub struct Plugin {
+    engine: Arc<Engine>,
+    pre: InstancePre<HostState>,
+    capabilities: Capabilities,
+    sandbox: Arc<Sandbox>,
+    spec: Arc<[u8]>,
+    limits: CallLimits,
+}
+
+/// The store data of one instance.
+pub(crate) struct HostState {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+    deadline: Instant,
+    cancel: Arc<AtomicBool>,
+    error: Option<String>,
+    panic: Option<String>,
+    job_id: Arc<str>,
+    log_lines: u32,
+    log_line_limit: u32,
+    logs_dropped: u64,
+}
+
+/// The error our epoch callback raises to stop a guest.
+#[derive(Debug)]
+enum Interrupt {
+    Deadline,
+    Cancelled,
+}
+
+impl std::fmt::Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interrupt::Deadline => "deadline exceeded",
+            Interrupt::Cancelled => "cancelled",
+        })
+    }
+}
+
+impl std::error::Error for Interrupt {}
+
+/// Caps linear memory and remembers that the cap was hit, so that the trap that
+/// follows a failed allocation is reported as out-of-memory.
+struct MemoryLimiter {
+    max: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+fn guest_bytes<'a>(caller: &'a mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<&'a [u8]> {
+    const MAX: usize = 64 << 10;
+    let memory = caller
+        .get_export(abi::MEMORY)
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+    let (ptr, len) = (ptr as u32 as usize, (len as u32 as usize).min(MAX));
+    memory
+        .data(caller)
+        .get(ptr..ptr.saturating_add(len))
+        .ok_or_else(|| wasmtime::Error::msg(format!("host call with out-of-bounds pointer {ptr}+{len}")))
+}
+
+fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine.wasmtime());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)?;
+    linker.func_wrap(abi::HOST_MODULE, "set_error", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+        let message = String::from_utf8_lossy(guest_bytes(&mut caller, ptr, len)?).into_owned();
+        caller.data_mut().error = Some(message);
+        Ok(())
+    })?;
+    linker.func_wrap(abi::HOST_MODULE, "panic", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+        let message = String::from_utf8_lossy(guest_bytes(&mut caller, ptr, len)?).into_owned();
+        caller.data_mut().panic = Some(message);
+        Ok(())
+    })?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "log",
+        |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+            let line = String::from_utf8_lossy(guest_bytes(&mut caller, ptr, len)?).into_owned();
+            let state = caller.data_mut();
+            if state.log_lines >= state.log_line_limit {
+                state.logs_dropped += 1;
+                return Ok(());
+            }
+            state.log_lines += 1;
+            crate::logging::guest_log(&state.job_id, level, &line);
+            Ok(())
+        },
+    )?;
+    Ok(linker)
+}
+
+impl Plugin {
+    /// Links `module`, checks it against ABI v1 (exports, imports, and the version the
+    /// guest reports), and prepares instances that see `sandbox` and get `spec` in init.
+    pub fn new(
+        engine: Arc<Engine>,
+        module: &Module,
+        sandbox: Arc<Sandbox>,
+        spec: Arc<[u8]>,
+        limits: CallLimits,
+    ) -> Result<Plugin, LoadError> {
+        let capabilities = abi::validate(module)?;
+        let linker = link(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let plugin = Plugin { engine, pre, capabilities, sandbox, spec, limits };
+        plugin.check_version()?;
+        Ok(plugin)
+    }
+
+    /// The optional parts of the ABI this plugin has.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// The sandbox its instances see.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// The limits every call gets.
+    pub fn limits(&self) -> &CallLimits {
+        &self.limits
+    }
+
+    fn check_version(&self) -> Result<(), LoadError> {
+        let mut raw = self.instantiate(Arc::new(AtomicBool::new(false))).map_err(LoadError::Probe)?;
+        let version = raw.call_version().map_err(LoadError::Probe)?;
+        if version != abi::ABI_VERSION {
+            return Err(AbiError::VersionMismatch { found: version }.into());
+        }
+        Ok(())
+    }
+
+    fn instantiate(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+        let stdout = Capture::new(self.limits.output_limit);
+        let stderr = Capture::new(self.limits.output_limit);
+        let wasi = self
+            .sandbox
+            .wasi(stdout.clone(), stderr.clone())
+            .map_err(|e| Failure::new(FailureKind::Trap, format!("cannot prepare the sandbox: {e}")))?;
+        let max_memory = self.engine.config().max_memory;
+        let state = HostState {
+            wasi,
+            limiter: MemoryLimiter { max: usize::try_from(max_memory).unwrap_or(usize::MAX), hit: false },
+            deadline: Instant::now() + self.limits.init_timeout,
+            cancel,
+            error: None,
+            panic: None,
+            job_id: Arc::from(""),
+            log_lines: 0,
+            log_line_limit: self.limits.log_line_limit,
+            logs_dropped: 0,
+        };
+        let mut store = Store::new(self.engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::new(Interrupt::Cancelled));
+            }
+            if Instant::now() >= state.deadline {
+                return Err(wasmtime::Error::new(Interrupt::Deadline));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
+
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                let mut failure = classify(e, store.data_mut(), self.limits.init_timeout, max_memory);
+                failure.stderr_tail = stderr.take_tail();
+                return Err(failure);
+            }
+        };
+        // `abi::validate` checked every export's presence and type, so a missing one
+        // here is a bug in the validation, reported rather than unwrapped.
+        let missing = |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
+        let exports = Exports {
+            memory: instance.get_memory(&mut store, abi::MEMORY).ok_or_else(|| missing(abi::MEMORY))?,
+            version: instance.get_typed_func(&mut store, abi::ABI_VERSION_FN).map_err(|_| missing(abi::ABI_VERSION_FN))?,
+            alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
+            handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
+            init: instance.get_typed_func(&mut store, abi::INIT).ok(),
+            on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
+        };
+        let initialize: Option<TypedFunc<(), ()>> = instance.get_typed_func(&mut store, abi::INITIALIZE).ok();
+        let mut raw = Instance {
+            store,
+            exports,
+            stdout,
+            stderr,
+            max_memory,
+            poisoned: false,
+            batches: 0,
+            batch_timeout: self.limits.batch_timeout,
+        };
+        if let Some(initialize) = initialize {
+            let timeout = self.limits.init_timeout;
+            raw.call(timeout, "", |store, _| initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into))?;
+        }
+        Ok(raw)
+    }
+
+    /// A new instance: instantiated, `_initialize`d, and `init`ed with the job spec.
+    /// `cancel` interrupts every call of the instance once it is set.
+    pub fn instance(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+        let mut instance = self.instantiate(cancel)?;
+        if let Some(init) = instance.exports.init {
+            let spec = self.spec.clone();
+            let job_id = serde_json::from_slice::<serde_json::Value>(&spec)
+                .ok()
+                .and_then(|v| v.get("job_id").and_then(|j| j.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            instance.call(self.limits.init_timeout, &job_id, |store, ex| {
+                let (ptr, len) = put(store, ex, &spec)?;
+                Ok(init.call(store, (ptr, len))?)
+            })?;
+        }
+        Ok(instance)
+    }
+}
+
+/// The ABI's exports of one instance (all `Copy` handles into its store).
+#[derive(Clone, Copy)]
+struct Exports {
+    memory: Memory,
+    version: TypedFunc<(), i32>,
+    alloc: TypedFunc<i32, i32>,
+    handle: TypedFunc<(i32, i32, i32, i32), i32>,
+    init: Option<TypedFunc<(i32, i32), i32>>,
+    on_job_complete: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
+}
+
+/// How a call went wrong before its status was known.
+enum CallError {
+    /// Wasmtime raised an error: a trap, an interrupt, an exit, a host-call error.
+    Wasm(wasmtime::Error),
+    /// The host gave up on the call itself (e.g. the guest could not allocate).
+    Host(Failure),
+}
+
+impl From<wasmtime::Error> for CallError {
+    fn from(e: wasmtime::Error) -> Self {
+        CallError::Wasm(e)
+    }
+}
+
+/// Copies `bytes` into a buffer the guest allocates; ownership passes to the guest.
+fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32, i32), CallError> {
+    if bytes.is_empty() {
+        return Ok((0, 0));
+    }
+    let len = i32::try_from(bytes.len()).map_err(|_| {
+        CallError::Host(Failure::new(FailureKind::InvalidInput, format!("{} bytes do not fit a 32-bit guest", bytes.len())))
+    })?;
+    let ptr = ex.alloc.call(&mut *store, len)?;
+    if ptr == 0 {
+        let limit = store.data().limiter.max >> 20;
+        return Err(CallError::Host(Failure::new(
+            FailureKind::OutOfMemory,
+            format!("the guest could not allocate {} bytes for its input (memory limit {limit} MiB)", bytes.len()),
+        )));
+    }
+    ex.memory.write(&mut *store, ptr as u32 as usize, bytes).map_err(|_| {
+        CallError::Host(Failure::new(FailureKind::Trap, format!("wasmbatch_alloc returned {ptr}, outside the guest's memory")))
+    })?;
+    Ok((ptr, len))
+}
+
+/// Turns a wasmtime error into a typed failure, using what the store recorded.
+fn classify(e: wasmtime::Error, state: &mut HostState, timeout: Duration, max_memory: u64) -> Failure {
+    let (kind, message) = if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
+        match interrupt {
+            Interrupt::Deadline => (FailureKind::Timeout, format!("the call did not finish within {timeout:?}")),
+            Interrupt::Cancelled => (FailureKind::Cancelled, "the call was cancelled".to_string()),
+        }
+    } else if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        (FailureKind::Exit(exit.0), format!("the guest exited with code {}", exit.0))
+    } else if state.limiter.hit {
+        (FailureKind::OutOfMemory, format!("the guest tried to grow its memory past the limit of {} MiB", max_memory >> 20))
+    } else if let Some(message) = state.panic.take() {
+        (FailureKind::Panic, message)
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        (FailureKind::Trap, format!("wasm trap: {trap}"))
+    } else {
+        (FailureKind::Trap, format!("{e:#}"))
+    };
+    Failure::new(kind, message)
+}
+
+/// One live guest instance.
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    stdout: Capture,
+    stderr: Capture,
+    max_memory: u64,
+    poisoned: bool,
+    batches: u64,
+    batch_timeout: Duration,
+}
+
+impl Instance {
+    /// Runs `f` against the guest under a fresh deadline, then turns its result (a
+    /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
+    /// output tagged with `job_id`.
+    fn call<F>(&mut self, timeout: Duration, job_id: &str, f: F) -> Result<(), Failure>
+    where
+        F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
+    {
+        let state = self.store.data_mut();
+        state.error = None;
+        state.panic = None;
+        state.limiter.hit = false;
+        state.log_lines = 0;
+        state.deadline = Instant::now() + timeout;
+        if *state.job_id != *job_id {
+            state.job_id = Arc::from(job_id);
+        }
+        self.store.set_epoch_deadline(1);
+
+        let exports = self.exports;
+        let result = match f(&mut self.store, &exports) {
+            Ok(abi::status::OK) => Ok(()),
+            Ok(status) => {
+                let message = self.store.data_mut().error.take();
+                Err(match status {
+                    abi::status::FAILED => Failure::new(
+                        FailureKind::GuestError,
+                        message.unwrap_or_else(|| "the guest returned status 1 (failed) without a message".into()),
+                    ),
+                    abi::status::INVALID_INPUT => Failure::new(
+                        FailureKind::InvalidInput,
+                        message.unwrap_or_else(|| "the guest returned status 2 (invalid input) without a message".into()),
+                    ),
+                    other => Failure::new(
+                        FailureKind::GuestError,
+                        format!("the guest returned unknown status {other}{}", message.map(|m| format!(": {m}")).unwrap_or_default()),
+                    ),
+                })
+            }
+            Err(CallError::Host(failure)) => Err(failure),
+            Err(CallError::Wasm(e)) => Err(classify(e, self.store.data_mut(), timeout, self.max_memory)),
+        };
+        self.flush_output(job_id);
+        let tail = self.stderr.take_tail();
+        result.map_err(|mut failure| {
+            failure.stderr_tail = tail;
+            if failure.kind.is_fatal() {
+                self.poisoned = true;
+            }
+            failure
+        })
+    }
+
+    fn flush_output(&mut self, job_id: &str) {
+        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let drained = capture.drain();
+            crate::logging::guest_output(job_id, stream, &drained.head, drained.dropped);
+        }
+        let state = self.store.data_mut();
+        if state.logs_dropped > 0 {
+            tracing::warn!(job_id, dropped = state.logs_dropped, "guest log lines over the limit of {} per call were dropped", state.log_line_limit);
+            state.logs_dropped = 0;
+        }
+    }
+
+    fn call_version(&mut self) -> Result<i32, Failure> {
+        let mut version = 0;
+        self.call(Duration::from_secs(5), "", |store, ex| {
+            version = ex.version.call(store, ())?;
+            Ok(abi::status::OK)
+        })?;
+        Ok(version)
+    }
+
+    /// Hands one batch (a JSON array, as bytes) to the guest's `handle`.
+    pub fn handle(&mut self, job_id: &str, batch: &[u8]) -> Result<(), Failure> {
+        self.batches += 1;
+        let timeout = self.batch_timeout;
+        self.call(timeout, job_id, |store, ex| {
+            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
+            let (batch_ptr, batch_len) = put(store, ex, batch)?;
+            Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
+        })
+    }
+
+    /// Runs the guest's on-job-complete hook with `body` (a JSON object). `None` when
+    /// the plugin has no such hook.
+    pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
+        let hook = self.exports.on_job_complete?;
+        let timeout = self.batch_timeout;
+        Some(self.call(timeout, job_id, |store, ex| {
+            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
+            let (body_ptr, body_len) = put(store, ex, body)?;
+            Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)
+        }))
+    }
+
+    /// Whether a fatal failure has left this instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Batches handed to this instance so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Bytes of linear memory the guest has now.
+    pub fn memory_size(&self) -> usize {
+        self.exports.memory.data_size(&self.store)
+    }
+}

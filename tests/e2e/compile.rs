@@ -1,0 +1,64 @@
+//! Loading plugins: precompiled artifacts, the compile cache, ABI validation, and a
+//! guest written in WAT from the ABI document alone.
+
+use crate::harness::{Server, guest_file, plugin, wasmbatch};
+
+#[test]
+fn compiled_artifact_is_served_without_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("noop.cwasm");
+    let out = wasmbatch().arg("compile").arg(plugin("noop")).arg("-o").arg(&artifact).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = Server::with(&artifact).start();
+    let loaded = server.wait_for_log("plugin loaded", |l| l["message"] == "plugin loaded");
+    assert_eq!(loaded["module"], "precompiled");
+    assert_eq!(server.batch("[1,2,3]").status, 200);
+}
+
+#[test]
+fn second_start_hits_the_compile_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap().to_string();
+    let first = Server::with(plugin("textstats")).args(["--cache-dir", &cache_arg]).start();
+    let line = first.wait_for_log("plugin loaded", |l| l["message"] == "plugin loaded");
+    assert_eq!(line["module"], "compiled");
+    drop(first);
+    let second = Server::with(plugin("textstats")).args(["--cache-dir", &cache_arg]).start();
+    let line = second.wait_for_log("plugin loaded", |l| l["message"] == "plugin loaded");
+    assert_eq!(line["module"], "cache_hit");
+    let docs = r#"[{"id":"a","text":"One sentence here. And another one!"}]"#;
+    assert_eq!(second.batch(docs).status, 200);
+}
+
+#[test]
+fn hand_written_wat_guest_handles_batches() {
+    let server = Server::with(guest_file("minimal.wat")).start();
+    assert_eq!(server.batch("[1,2]").status, 200);
+    server.wait_for_log("WASI stdout of the WAT guest", |l| l["message"] == "minimal: handled a batch" && l["job_id"] == "job-1");
+    server.wait_for_log("log import of the WAT guest", |l| l["message"] == "minimal guest called");
+    let reply = server.batch("[]");
+    assert_eq!((reply.status, reply.kind().as_str(), reply.message().as_str()), (500, "guest_error", "empty batch"));
+    // A batch larger than the initial page makes the guest grow its memory.
+    let big = format!("[{}]", vec!["123456789"; 20_000].join(","));
+    assert_eq!(server.batch(&big).status, 200);
+}
+
+#[test]
+fn invalid_plugins_are_refused_by_name() {
+    let (status, logs) = Server::with(guest_file("no-handle.wat")).try_start().err().expect("must not start");
+    assert!(status.contains("exit status: 1"), "{status}");
+    assert!(logs.contains("does not export `wasmbatch_handle`"), "{logs}");
+
+    let (_, logs) = Server::with(guest_file("abi-v2.wat")).try_start().err().expect("must not start");
+    assert!(logs.contains("implements ABI version 2, but this host speaks version 1"), "{logs}");
+
+    let out = wasmbatch().arg("compile").arg(guest_file("no-handle.wat")).arg("-o").arg("/dev/null").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wasmbatch_handle"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    let (_, logs) = Server::with(&junk).try_start().err().expect("must not start");
+    assert!(logs.contains("is not a valid WebAssembly module"), "{logs}");
+}

@@ -1,0 +1,284 @@
+//! Shared helpers: build the plugins once, start and stop the real binary, speak HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The plugin crates built for the tests.
+const PLUGINS: &[&str] = &["noop", "sum", "textstats", "misbehave"];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runtime/ has a parent").to_path_buf()
+}
+
+/// The target directory this test binary was built in (`…/target`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // …/target/debug/deps/e2e-<hash>
+    exe.ancestors().nth(3).expect("test binary lives in target/<profile>/deps").to_path_buf()
+}
+
+/// Path of a plugin's `.wasm`, building all of them on first use.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target = target_dir().join("wasm-plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--release", "--target", "wasm32-wasip1", "--target-dir"])
+            .arg(&target);
+        for p in PLUGINS {
+            cmd.args(["-p", p]);
+        }
+        let out = cmd.output().expect("run cargo to build the plugins");
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let hint = if stderr.contains("wasm32-wasip1") && stderr.contains("target may not be installed") {
+                "\nThe wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1`.\n"
+            } else {
+                ""
+            };
+            panic!("building the test plugins failed{hint}\n{stderr}");
+        }
+        target.join("wasm32-wasip1").join("release")
+    });
+    dir.join(format!("{name}.wasm"))
+}
+
+/// A file in `tests/guests/`.
+pub fn guest_file(name: &str) -> PathBuf {
+    workspace_root().join("tests").join("guests").join(name)
+}
+
+pub fn wasmbatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasmbatch"))
+}
+
+/// One running `wasmbatch serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _cache: tempfile::TempDir,
+}
+
+/// A fluent builder for `serve` arguments.
+pub struct ServeBuilder {
+    args: Vec<String>,
+    plugin: PathBuf,
+    port: u16,
+}
+
+impl ServeBuilder {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Starts the server and waits until it logs that it is listening.
+    pub fn start(self) -> Server {
+        self.try_start().unwrap_or_else(|(status, logs)| panic!("server exited early ({status}):\n{logs}"))
+    }
+
+    /// Starts the server; `Err((exit status, logs))` if it exits before listening.
+    pub fn try_start(self) -> Result<Server, (String, String)> {
+        let cache = tempfile::tempdir().unwrap();
+        let mut child = wasmbatch()
+            .args(["--log-format", "json", "serve", "--host", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--plugin")
+            .arg(&self.plugin)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(&self.args)
+            .env_remove("CORTEX_PORT")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmbatch");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "listening" {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => {
+                Ok(Server { child, addr: addr.parse().expect("listening addr"), logs, _cache: cache })
+            }
+            Err(_) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                // Let the reader thread drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                let logs = logs.lock().unwrap().join("\n");
+                Err((status, logs))
+            }
+        }
+    }
+}
+
+/// The outcome of one HTTP request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// `error.kind` of a JSON error body.
+    pub fn kind(&self) -> String {
+        self.json()["error"]["kind"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// `error.message` of a JSON error body.
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build()
+}
+
+fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = response.status();
+    Reply { status, body: response.into_string().unwrap_or_default() }
+}
+
+impl Server {
+    pub fn with(plugin: impl AsRef<Path>) -> ServeBuilder {
+        ServeBuilder {
+            args: vec!["--concurrency".into(), "1".into(), "--no-mount".into()],
+            plugin: plugin.as_ref().to_path_buf(),
+            port: 0,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` to `path` with the job ID header when given.
+    pub fn post(&self, path: &str, job_id: Option<&str>, body: &str) -> Reply {
+        let mut req = agent().post(&self.url(path)).set("Content-Type", "application/json");
+        if let Some(id) = job_id {
+            req = req.set("X-Cortex-Job-ID", id);
+        }
+        reply(req.send_string(body))
+    }
+
+    /// POSTs a batch to `/` for job `job-1`.
+    pub fn batch(&self, body: &str) -> Reply {
+        self.post("/", Some("job-1"), body)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        reply(agent().get(&self.url(path)).call())
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Reply {
+        reply(agent().request(method, &self.url(path)).call())
+    }
+
+    /// Every log line so far, parsed.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits (bounded) until a log line satisfies `pred`, and returns it.
+    pub fn wait_for_log(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no log line {what} in:\n{}", self.logs.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn all_logs_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until `path` exists.
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes a job spec to a temp dir and returns (dir, path).
+pub fn spec_file(spec: &Value) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
+    (dir, path)
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `wasmbatch` binary on an ephemeral port, real plugins
+//! compiled for wasm32-wasip1, real HTTP. One test binary, shared helpers in `harness`.
+
+mod harness;
+
+mod compile;
+mod faults;
+mod sandbox;
+mod serve;
