@@ -48,7 +48,13 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Cortex-Job-ID: $job_id" \
   -d '{"message":"job_complete"}' "http://$addr/on-job-complete")
 echo "POST /on-job-complete -> $code"
 
-echo "summary ($work/mnt/$job_id/summary.json):"
-cat "$work/mnt/$job_id/summary.json"; echo
+echo "summary written by the plugin to /mnt/$job_id/summary.json:"
+python3 - "$work/mnt/$job_id/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"  documents: {s['documents']}, words: {s['words']}, distinct words: {s['distinct_words']}")
+print(f"  mean reading ease (Flesch): {s['mean_reading_ease']}")
+print("  top words: " + ", ".join(f"{w} ({n})" for w, n in s["top_words"]))
+PY
 kill -TERM "$server"; wait "$server"
 echo "server stopped cleanly"

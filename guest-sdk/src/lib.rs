@@ -425,9 +425,7 @@ pub mod __private {
         let items: Vec<T> = match serde_json::from_slice(&batch) {
             Ok(items) => items,
             Err(e) => {
-                return report(Err(Error::invalid_input(format!(
-                    "batch does not match the handler's item type: {e}"
-                ))));
+                return report(Err(Error::invalid_input(format!("batch does not match the handler's item type: {e}"))));
             }
         };
         drop(batch);
@@ -499,10 +497,9 @@ mod tests {
     fn job_complete_accepts_cortex_and_extended_bodies() {
         let plain: JobComplete = serde_json::from_str(r#"{"message":"job_complete"}"#).unwrap();
         assert_eq!(plain.total, None);
-        let counted: JobComplete = serde_json::from_str(
-            r#"{"message":"job_complete","job_id":"x","succeeded":3,"failed":1,"total":4}"#,
-        )
-        .unwrap();
+        let counted: JobComplete =
+            serde_json::from_str(r#"{"message":"job_complete","job_id":"x","succeeded":3,"failed":1,"total":4}"#)
+                .unwrap();
         assert_eq!((counted.succeeded, counted.failed, counted.total), (Some(3), Some(1), Some(4)));
     }
 

@@ -136,7 +136,8 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
             WASI_MODULE => {}
             HOST_MODULE => {
                 let known = HOST_FUNCTIONS.iter().find(|(n, _)| *n == import.name());
-                let fits = |params: &[ValType]| matches!(import.ty(), ExternType::Func(f) if same_signature(&f, params, &[]));
+                let fits =
+                    |params: &[ValType]| matches!(import.ty(), ExternType::Func(f) if same_signature(&f, params, &[]));
                 match known {
                     Some((_, params)) if fits(params) => {}
                     Some((_, params)) => {
@@ -170,7 +171,7 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
         None => return Err(AbiError::MissingExport { name: MEMORY, what: "the linear memory".into() }),
     }
 
-    let mut present = |name: &'static str| -> Result<bool, AbiError> {
+    let present = |name: &'static str| -> Result<bool, AbiError> {
         let (_, params, results, required) =
             FUNCTIONS.iter().find(|(n, ..)| *n == name).expect("every ABI function is listed");
         match module.get_export(name) {
@@ -189,7 +190,11 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
     present(ABI_VERSION_FN)?;
     present(ALLOC)?;
     present(HANDLE)?;
-    Ok(Capabilities { initialize: present(INITIALIZE)?, init: present(INIT)?, on_job_complete: present(ON_JOB_COMPLETE)? })
+    Ok(Capabilities {
+        initialize: present(INITIALIZE)?,
+        init: present(INIT)?,
+        on_job_complete: present(ON_JOB_COMPLETE)?,
+    })
 }
 
 #[cfg(test)]
@@ -269,7 +274,9 @@ mod tests {
     #[test]
     fn export_of_the_wrong_kind_is_named() {
         let err = check(&format!(r#"{CORE} (global (export "wasmbatch_init") i32 (i32.const 0))"#)).unwrap_err();
-        assert!(matches!(err, AbiError::WrongExportType { name: "wasmbatch_init", ref found, .. } if found == "global"));
+        assert!(
+            matches!(err, AbiError::WrongExportType { name: "wasmbatch_init", ref found, .. } if found == "global")
+        );
     }
 
     #[test]

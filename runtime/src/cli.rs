@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compile;
@@ -39,7 +39,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve a plugin as the pod's web server: POST / with a batch, POST
     /// /on-job-complete, GET /healthz.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a plugin and write its precompiled artifact, which `serve --plugin`
     /// loads without compiling.
     Compile(CompileArgs),
@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(*args),
         Command::Compile(args) => run_compile(args),
     };
     match result {
@@ -227,17 +227,16 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             JobSpec::empty()
         }
     };
-    let concurrency = args
-        .concurrency
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .max(1);
+    let concurrency =
+        args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency)?;
 
     // Readiness: the port is bound only once an instance has started and its init
     // succeeded, so a TCP probe on the port tells the truth.
     let started = Instant::now();
     let first = plugin.instance(Arc::new(AtomicBool::new(false))).map_err(|f| {
-        let stderr = if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
+        let stderr =
+            if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
         anyhow::anyhow!("the plugin failed to start: {f}{stderr}")
     })?;
     tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1e3, "first instance ready");

@@ -84,7 +84,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, CompileError> {
-    Module::new(engine.wasmtime(), bytes).map_err(|e| CompileError::Invalid { path: path.into(), message: format!("{e:#}") })
+    Module::new(engine.wasmtime(), bytes)
+        .map_err(|e| CompileError::Invalid { path: path.into(), message: format!("{e:#}") })
 }
 
 /// Loads the plugin at `path`, through the cache in `cache_dir` when given.

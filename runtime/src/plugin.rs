@@ -250,10 +250,13 @@ impl Plugin {
         };
         // `abi::validate` checked every export's presence and type, so a missing one
         // here is a bug in the validation, reported rather than unwrapped.
-        let missing = |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
+        let missing =
+            |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
         let exports = Exports {
             memory: instance.get_memory(&mut store, abi::MEMORY).ok_or_else(|| missing(abi::MEMORY))?,
-            version: instance.get_typed_func(&mut store, abi::ABI_VERSION_FN).map_err(|_| missing(abi::ABI_VERSION_FN))?,
+            version: instance
+                .get_typed_func(&mut store, abi::ABI_VERSION_FN)
+                .map_err(|_| missing(abi::ABI_VERSION_FN))?,
             alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
             handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
             init: instance.get_typed_func(&mut store, abi::INIT).ok(),
@@ -281,7 +284,7 @@ impl Plugin {
     /// `cancel` interrupts every call of the instance once it is set.
     pub fn instance(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
         let mut instance = self.instantiate(cancel)?;
-        if let Some(init) = instance.exports.init {
+        if let Some(init) = instance.exports.init.clone() {
             let spec = self.spec.clone();
             let job_id = serde_json::from_slice::<serde_json::Value>(&spec)
                 .ok()
@@ -296,8 +299,8 @@ impl Plugin {
     }
 }
 
-/// The ABI's exports of one instance (all `Copy` handles into its store).
-#[derive(Clone, Copy)]
+/// The ABI's exports of one instance (cheap handles into its store).
+#[derive(Clone)]
 struct Exports {
     memory: Memory,
     version: TypedFunc<(), i32>,
@@ -327,7 +330,10 @@ fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32,
         return Ok((0, 0));
     }
     let len = i32::try_from(bytes.len()).map_err(|_| {
-        CallError::Host(Failure::new(FailureKind::InvalidInput, format!("{} bytes do not fit a 32-bit guest", bytes.len())))
+        CallError::Host(Failure::new(
+            FailureKind::InvalidInput,
+            format!("{} bytes do not fit a 32-bit guest", bytes.len()),
+        ))
     })?;
     let ptr = ex.alloc.call(&mut *store, len)?;
     if ptr == 0 {
@@ -338,7 +344,10 @@ fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32,
         )));
     }
     ex.memory.write(&mut *store, ptr as u32 as usize, bytes).map_err(|_| {
-        CallError::Host(Failure::new(FailureKind::Trap, format!("wasmbatch_alloc returned {ptr}, outside the guest's memory")))
+        CallError::Host(Failure::new(
+            FailureKind::Trap,
+            format!("wasmbatch_alloc returned {ptr}, outside the guest's memory"),
+        ))
     })?;
     Ok((ptr, len))
 }
@@ -353,7 +362,10 @@ fn classify(e: wasmtime::Error, state: &mut HostState, timeout: Duration, max_me
     } else if let Some(exit) = e.downcast_ref::<I32Exit>() {
         (FailureKind::Exit(exit.0), format!("the guest exited with code {}", exit.0))
     } else if state.limiter.hit {
-        (FailureKind::OutOfMemory, format!("the guest tried to grow its memory past the limit of {} MiB", max_memory >> 20))
+        (
+            FailureKind::OutOfMemory,
+            format!("the guest tried to grow its memory past the limit of {} MiB", max_memory >> 20),
+        )
     } else if let Some(message) = state.panic.take() {
         (FailureKind::Panic, message)
     } else if let Some(trap) = e.downcast_ref::<Trap>() {
@@ -395,7 +407,7 @@ impl Instance {
         }
         self.store.set_epoch_deadline(1);
 
-        let exports = self.exports;
+        let exports = self.exports.clone();
         let result = match f(&mut self.store, &exports) {
             Ok(abi::status::OK) => Ok(()),
             Ok(status) => {
@@ -407,11 +419,15 @@ impl Instance {
                     ),
                     abi::status::INVALID_INPUT => Failure::new(
                         FailureKind::InvalidInput,
-                        message.unwrap_or_else(|| "the guest returned status 2 (invalid input) without a message".into()),
+                        message
+                            .unwrap_or_else(|| "the guest returned status 2 (invalid input) without a message".into()),
                     ),
                     other => Failure::new(
                         FailureKind::GuestError,
-                        format!("the guest returned unknown status {other}{}", message.map(|m| format!(": {m}")).unwrap_or_default()),
+                        format!(
+                            "the guest returned unknown status {other}{}",
+                            message.map(|m| format!(": {m}")).unwrap_or_default()
+                        ),
                     ),
                 })
             }
@@ -436,7 +452,12 @@ impl Instance {
         }
         let state = self.store.data_mut();
         if state.logs_dropped > 0 {
-            tracing::warn!(job_id, dropped = state.logs_dropped, "guest log lines over the limit of {} per call were dropped", state.log_line_limit);
+            tracing::warn!(
+                job_id,
+                dropped = state.logs_dropped,
+                "guest log lines over the limit of {} per call were dropped",
+                state.log_line_limit
+            );
             state.logs_dropped = 0;
         }
     }
@@ -464,7 +485,7 @@ impl Instance {
     /// Runs the guest's on-job-complete hook with `body` (a JSON object). `None` when
     /// the plugin has no such hook.
     pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
-        let hook = self.exports.on_job_complete?;
+        let hook = self.exports.on_job_complete.clone()?;
         let timeout = self.batch_timeout;
         Some(self.call(timeout, job_id, |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;

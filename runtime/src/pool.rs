@@ -122,9 +122,8 @@ impl WorkerPool {
             let mut slot = slots[index].lock().unwrap_or_else(|e| e.into_inner());
             let mut worker = Worker { plugin: &plugin, slot: &mut slot, cancel: &cancel };
             let result = task(&mut worker);
-            let retire = slot.as_ref().is_some_and(|i| {
-                i.is_poisoned() || recycle_after.is_some_and(|n| i.batches() >= n)
-            });
+            let retire =
+                slot.as_ref().is_some_and(|i| i.is_poisoned() || recycle_after.is_some_and(|n| i.batches() >= n));
             if retire {
                 *slot = None;
             }

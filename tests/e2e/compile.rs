@@ -34,7 +34,9 @@ fn second_start_hits_the_compile_cache() {
 fn hand_written_wat_guest_handles_batches() {
     let server = Server::with(guest_file("minimal.wat")).start();
     assert_eq!(server.batch("[1,2]").status, 200);
-    server.wait_for_log("WASI stdout of the WAT guest", |l| l["message"] == "minimal: handled a batch" && l["job_id"] == "job-1");
+    server.wait_for_log("WASI stdout of the WAT guest", |l| {
+        l["message"] == "minimal: handled a batch" && l["job_id"] == "job-1"
+    });
     server.wait_for_log("log import of the WAT guest", |l| l["message"] == "minimal guest called");
     let reply = server.batch("[]");
     assert_eq!((reply.status, reply.kind().as_str(), reply.message().as_str()), (500, "guest_error", "empty batch"));

@@ -61,9 +61,8 @@ fn stdout_flood_is_bounded_and_does_not_fail_the_batch() {
     let server = Server::with(plugin("misbehave")).args(["--output-limit", "4KiB"]).start();
     let reply = server.batch(r#"["flood:20000"]"#);
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let dropped = server.wait_for_log("about dropped output", |l| {
-        l["message"] == "guest output over the per-call limit was dropped"
-    });
+    let dropped = server
+        .wait_for_log("about dropped output", |l| l["message"] == "guest output over the per-call limit was dropped");
     assert!(dropped["dropped_bytes"].as_u64().unwrap() > 500_000, "{dropped}");
     let printed = server.logs().iter().filter(|l| l["target"] == "guest" && l["stream"] == "stdout").count();
     assert!(printed < 200, "{printed} lines logged from a 4 KiB limit");

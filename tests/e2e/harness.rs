@@ -76,11 +76,6 @@ pub struct ServeBuilder {
 }
 
 impl ServeBuilder {
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
-        self.args.push(a.into());
-        self
-    }
-
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
         self.args.extend(a.into_iter().map(Into::into));
         self
@@ -99,13 +94,24 @@ impl ServeBuilder {
     /// Starts the server; `Err((exit status, logs))` if it exits before listening.
     pub fn try_start(self) -> Result<Server, (String, String)> {
         let cache = tempfile::tempdir().unwrap();
+        // Defaults for what the test did not set: one worker, no /mnt, a private cache.
+        let has = |flag: &str| self.args.iter().any(|a| a == flag);
+        let mut defaults: Vec<String> = Vec::new();
+        if !has("--concurrency") {
+            defaults.extend(["--concurrency".into(), "1".into()]);
+        }
+        if !has("--mount") {
+            defaults.push("--no-mount".into());
+        }
+        if !has("--cache-dir") {
+            defaults.extend(["--cache-dir".into(), cache.path().display().to_string()]);
+        }
         let mut child = wasmbatch()
             .args(["--log-format", "json", "serve", "--host", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .arg("--plugin")
             .arg(&self.plugin)
-            .arg("--cache-dir")
-            .arg(cache.path())
+            .args(&defaults)
             .args(&self.args)
             .env_remove("CORTEX_PORT")
             .env("RUST_LOG", "info")
@@ -119,18 +125,16 @@ impl ServeBuilder {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "listening" {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
                 }
                 sink.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => {
-                Ok(Server { child, addr: addr.parse().expect("listening addr"), logs, _cache: cache })
-            }
+            Ok(addr) => Ok(Server { child, addr: addr.parse().expect("listening addr"), logs, _cache: cache }),
             Err(_) => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 // Let the reader thread drain what is left.
@@ -181,11 +185,7 @@ fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
 
 impl Server {
     pub fn with(plugin: impl AsRef<Path>) -> ServeBuilder {
-        ServeBuilder {
-            args: vec!["--concurrency".into(), "1".into(), "--no-mount".into()],
-            plugin: plugin.as_ref().to_path_buf(),
-            port: 0,
-        }
+        ServeBuilder { args: Vec::new(), plugin: plugin.as_ref().to_path_buf(), port: 0 }
     }
 
     pub fn url(&self, path: &str) -> String {

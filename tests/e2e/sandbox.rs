@@ -24,7 +24,8 @@ fn job_spec_is_visible_read_only_at_cortex_spec() {
 #[test]
 fn sum_plugin_writes_to_mnt_and_aggregates_on_job_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::with(plugin("sum")).args(["--mount", dir.path().to_str().unwrap(), "--concurrency", "2"]).start();
+    let server =
+        Server::with(plugin("sum")).args(["--mount", dir.path().to_str().unwrap(), "--concurrency", "2"]).start();
     assert_eq!(server.post("/", Some("j1"), "[[1,2],[3,4]]").status, 200);
     assert_eq!(server.post("/", Some("j1"), "[[10],[20,0.5]]").status, 200);
     assert_eq!(server.post("/on-job-complete", Some("j1"), "job_complete").status, 200);

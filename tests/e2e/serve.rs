@@ -108,18 +108,19 @@ fn on_job_complete_accepts_both_cortex_bodies() {
         .start();
     assert_eq!(server.post("/on-job-complete", Some("j1"), r#"{"message":"job_complete"}"#).status, 200);
     assert_eq!(server.post("/on-job-complete", Some("j2"), "job_complete").status, 200);
-    let counted = server.post("/on-job-complete", Some("j3"), r#"{"message":"job_complete","succeeded":5,"failed":1,"total":6}"#);
+    let counted =
+        server.post("/on-job-complete", Some("j3"), r#"{"message":"job_complete","succeeded":5,"failed":1,"total":6}"#);
     assert_eq!(counted.status, 200);
     let bad = server.post("/on-job-complete", Some("j4"), "[1,2]");
     assert_eq!((bad.status, bad.kind().as_str()), (400, "invalid_input"));
 
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&record)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0], json!({"job_id": "j1", "message": "job_complete", "succeeded": null, "failed": null, "total": null}));
+    assert_eq!(
+        lines[0],
+        json!({"job_id": "j1", "message": "job_complete", "succeeded": null, "failed": null, "total": null})
+    );
     assert_eq!(lines[1]["job_id"], "j2");
     assert_eq!(lines[1]["message"], "job_complete");
     assert_eq!((lines[2]["succeeded"].as_u64(), lines[2]["total"].as_u64()), (Some(5), Some(6)));
@@ -141,17 +142,20 @@ fn on_job_complete_is_404_without_a_hook_and_500_when_it_fails() {
 #[test]
 fn full_pool_answers_503_instead_of_queueing_without_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::with(plugin("misbehave"))
-        .args(["--queue-depth", "0", "--mount", dir.path().to_str().unwrap()])
-        .start();
+    let server =
+        Server::with(plugin("misbehave")).args(["--queue-depth", "0", "--mount", dir.path().to_str().unwrap()]).start();
     let url = server.url("/");
     let slow = std::thread::spawn(move || {
-        ureq::post(&url).set("X-Cortex-Job-ID", "j").send_string(r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:1500"]"#)
+        ureq::post(&url)
+            .set("X-Cortex-Job-ID", "j")
+            .send_string(r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:1500"]"#)
+            .map(|r| r.status())
+            .map_err(|e| e.to_string())
     });
     wait_for_file(&dir.path().join("started"));
     let reply = server.batch(r#"["ok"]"#);
     assert_eq!((reply.status, reply.kind().as_str()), (503, "busy"), "{}", reply.body);
-    assert_eq!(slow.join().unwrap().unwrap().status(), 200);
+    assert_eq!(slow.join().unwrap(), Ok(200));
     assert_eq!(server.batch(r#"["ok"]"#).status, 200);
 }
 
@@ -163,9 +167,12 @@ fn port_is_bound_only_after_init_finished() {
     let (_spec_dir, spec) =
         spec_file(&json!({"job_id": "j", "config": {"init": ["sleep:800", "touch:/mnt/init-done"]}}));
     let port = free_port();
-    let builder = Server::with(plugin("misbehave"))
-        .port(port)
-        .args(["--job-spec", spec.to_str().unwrap(), "--mount", dir.path().to_str().unwrap()]);
+    let builder = Server::with(plugin("misbehave")).port(port).args([
+        "--job-spec",
+        spec.to_str().unwrap(),
+        "--mount",
+        dir.path().to_str().unwrap(),
+    ]);
     let handle = std::thread::spawn(move || builder.start());
     // Poll the port; the first successful connection must find init already done.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -202,13 +209,16 @@ fn sigterm_finishes_the_batch_in_flight_then_exits_0() {
     let mut server = Server::with(plugin("misbehave")).args(["--mount", dir.path().to_str().unwrap()]).start();
     let url = server.url("/");
     let in_flight = std::thread::spawn(move || {
-        ureq::post(&url).set("X-Cortex-Job-ID", "j").send_string(r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:1000", "copy:/cortex/spec/job.json:/mnt/finished"]"#)
+        ureq::post(&url).set("X-Cortex-Job-ID", "j").send_string(
+            r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:1000", "copy:/cortex/spec/job.json:/mnt/finished"]"#,
+        )
+        .map(|r| r.status())
+        .map_err(|e| e.to_string())
     });
     wait_for_file(&dir.path().join("started"));
     let status = server.terminate();
     assert!(status.success(), "{status}");
-    let reply = in_flight.join().unwrap().expect("the in-flight batch is answered");
-    assert_eq!(reply.status(), 200);
+    assert_eq!(in_flight.join().unwrap(), Ok(200), "the in-flight batch is answered");
     assert!(dir.path().join("finished").exists());
     assert!(TcpStream::connect(server.addr).is_err(), "new connections are refused after the drain");
     let logs = server.all_logs_text();
@@ -218,9 +228,15 @@ fn sigterm_finishes_the_batch_in_flight_then_exits_0() {
 #[test]
 fn json_logs_tag_guest_output_with_the_job_id() {
     let server = Server::with(plugin("misbehave")).start();
-    assert_eq!(server.post("/", Some("job-7"), r#"["print:hello from the guest", "eprint:and from stderr"]"#).status, 200);
+    assert_eq!(
+        server.post("/", Some("job-7"), r#"["print:hello from the guest", "eprint:and from stderr"]"#).status,
+        200
+    );
     let out = server.wait_for_log("guest stdout", |l| l["message"] == "hello from the guest");
-    assert_eq!((out["job_id"].as_str(), out["stream"].as_str(), out["target"].as_str()), (Some("job-7"), Some("stdout"), Some("guest")));
+    assert_eq!(
+        (out["job_id"].as_str(), out["stream"].as_str(), out["target"].as_str()),
+        (Some("job-7"), Some("stdout"), Some("guest"))
+    );
     let err = server.wait_for_log("guest stderr", |l| l["message"] == "and from stderr");
     assert_eq!(err["stream"], "stderr");
     assert_eq!(err["level"], "INFO");

@@ -43,8 +43,7 @@ fn handle(ctx: &Context, items: Vec<Vec<f64>>) -> Result<()> {
     let dir = job_dir(ctx)?;
     fs::create_dir_all(&dir).map_err(|e| Error::msg(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(batch_name(&sums));
-    fs::write(&path, serde_json::to_vec(&sums)?)
-        .map_err(|e| Error::msg(format!("writing {}: {e}", path.display())))?;
+    fs::write(&path, serde_json::to_vec(&sums)?).map_err(|e| Error::msg(format!("writing {}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -63,7 +62,8 @@ fn on_job_complete(ctx: &Context, _done: &JobComplete) -> Result<()> {
         }
     }
     let total: f64 = sums.iter().sum();
-    let result = json!({ "job_id": ctx.job_id(), "batches": batches, "items": sums.len(), "total": total, "sums": sums });
+    let result =
+        json!({ "job_id": ctx.job_id(), "batches": batches, "items": sums.len(), "total": total, "sums": sums });
     fs::write(dir.join("result.json"), serde_json::to_vec_pretty(&result)?)?;
     println!("aggregated {} sums from {batches} batches: total {total}", sums.len());
     Ok(())

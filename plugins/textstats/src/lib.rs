@@ -3,9 +3,10 @@
 //! Each item is a document `{"id": "...", "text": "..."}`. For each one the plugin
 //! counts sentences, words, syllables and distinct words, computes the Flesch reading
 //! ease score, and finds the most frequent words (stop words left out). Results go to
-//! `/mnt/<job_id>/stats-<batch>.jsonl`, one line per document, when `/mnt` is mounted;
-//! on-job-complete folds them into `/mnt/<job_id>/summary.json` (documents, words, mean
-//! reading ease, the corpus's top words). Set `"write_results": false` in the job's
+//! `/mnt/<job_id>/stats-<batch>.jsonl`, one line per document, with the batch's word
+//! counts beside it, when `/mnt` is mounted; on-job-complete folds them into
+//! `/mnt/<job_id>/summary.json` (documents, words, mean reading ease, the corpus's top
+//! words). Set `"write_results": false` in the job's
 //! `config` to compute only (what the benchmarks do).
 //!
 //! The analysis is plain Rust in [`analyze`], so the same code also builds natively.
@@ -52,10 +53,9 @@ pub struct Stats {
 const TOP: usize = 10;
 
 const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "had", "has", "have", "he",
-    "her", "his", "i", "in", "is", "it", "its", "not", "of", "on", "or", "she", "so", "that", "the",
-    "their", "them", "there", "they", "this", "to", "was", "we", "were", "which", "who", "with",
-    "would", "you",
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "had", "has", "have", "he", "her", "his",
+    "i", "in", "is", "it", "its", "not", "of", "on", "or", "she", "so", "that", "the", "their", "them", "there",
+    "they", "this", "to", "was", "we", "were", "which", "who", "with", "would", "you",
 ];
 
 fn syllables(word: &str) -> u64 {
@@ -99,12 +99,8 @@ fn top_words(counts: &HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 
 /// Analyzes one document.
 pub fn analyze(doc: &Document) -> Stats {
-    let sentences = doc
-        .text
-        .split(['.', '!', '?'])
-        .filter(|s| s.chars().any(char::is_alphanumeric))
-        .count()
-        .max(1) as u64;
+    let sentences =
+        doc.text.split(['.', '!', '?']).filter(|s| s.chars().any(char::is_alphanumeric)).count().max(1) as u64;
     let (counts, words, syllables) = word_counts(&doc.text);
     let reading_ease = if words == 0 {
         0.0
@@ -138,15 +134,26 @@ fn handle(ctx: &Context, docs: Vec<Document>) -> Result<()> {
     let stats: Vec<Stats> = docs.iter().map(analyze).collect();
     let Some(dir) = output_dir(ctx)? else { return Ok(()) };
     fs::create_dir_all(&dir).map_err(|e| Error::msg(format!("creating {}: {e}", dir.display())))?;
+    // The batch's own word counts, so that the corpus summary is exact.
+    let mut batch_words: HashMap<String, u64> = HashMap::new();
+    for doc in &docs {
+        for (word, n) in word_counts(&doc.text).0 {
+            *batch_words.entry(word).or_default() += n;
+        }
+    }
     let first = stats.first().map(|s| s.id.as_str()).unwrap_or("empty");
     let safe: String = first.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let path = dir.join(format!("stats-{safe}-{}.jsonl", stats.len()));
+    let name = format!("{safe}-{}", stats.len());
     let mut out = Vec::new();
     for s in &stats {
         serde_json::to_writer(&mut out, s)?;
         out.push(b'\n');
     }
-    fs::write(&path, out).map_err(|e| Error::msg(format!("writing {}: {e}", path.display())))?;
+    let write = |path: PathBuf, bytes: Vec<u8>| {
+        fs::write(&path, bytes).map_err(|e| Error::msg(format!("writing {}: {e}", path.display())))
+    };
+    write(dir.join(format!("stats-{name}.jsonl")), out)?;
+    write(dir.join(format!("words-{name}.json")), serde_json::to_vec(&batch_words)?)?;
     Ok(())
 }
 
@@ -157,15 +164,17 @@ fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
     let entries = fs::read_dir(&dir).map_err(|e| Error::msg(format!("reading {}: {e}", dir.display())))?;
     for entry in entries {
         let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "jsonl") {
-            continue;
-        }
-        for line in fs::read_to_string(&path)?.lines().filter(|l| !l.is_empty()) {
-            let s: Stats = serde_json::from_str(line)?;
-            documents += 1;
-            words += s.words;
-            ease_sum += s.reading_ease;
-            for (w, c) in s.top_words {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("stats-") && name.ends_with(".jsonl") {
+            for line in fs::read_to_string(&path)?.lines().filter(|l| !l.is_empty()) {
+                let s: Stats = serde_json::from_str(line)?;
+                documents += 1;
+                words += s.words;
+                ease_sum += s.reading_ease;
+            }
+        } else if name.starts_with("words-") && name.ends_with(".json") {
+            let counts: HashMap<String, u64> = serde_json::from_slice(&fs::read(&path)?)?;
+            for (w, c) in counts {
                 *corpus.entry(w).or_default() += c;
             }
         }
@@ -175,8 +184,9 @@ fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
         "job_id": ctx.job_id(),
         "documents": documents,
         "words": words,
+        "distinct_words": corpus.len(),
         "mean_reading_ease": mean_ease,
-        "top_words": top_words(&corpus, 20),
+        "top_words": top_words(&corpus, 10),
         "batches": { "succeeded": done.succeeded, "failed": done.failed, "total": done.total },
     });
     let mut file = fs::File::create(dir.join("summary.json"))?;

@@ -133,12 +133,16 @@ mod tests {
         assert_eq!(status(ApiError::Draining), 503);
         assert_eq!(status(ApiError::NoHook), 404);
         assert_eq!(status(ApiError::NotFound("/x".into())), 404);
-        assert_eq!(
-            status(ApiError::MethodNotAllowed { method: "GET".into(), path: "/".into(), allow: "POST" }),
-            405
-        );
+        assert_eq!(status(ApiError::MethodNotAllowed { method: "GET".into(), path: "/".into(), allow: "POST" }), 405);
         assert_eq!(status(ApiError::Internal("x".into())), 500);
-        for kind in [FailureKind::Timeout, FailureKind::OutOfMemory, FailureKind::Panic, FailureKind::Trap, FailureKind::Exit(3), FailureKind::GuestError] {
+        for kind in [
+            FailureKind::Timeout,
+            FailureKind::OutOfMemory,
+            FailureKind::Panic,
+            FailureKind::Trap,
+            FailureKind::Exit(3),
+            FailureKind::GuestError,
+        ] {
             assert_eq!(status(ApiError::Guest(Failure::new(kind, "m"))), 500, "{kind}");
         }
         assert_eq!(status(ApiError::Guest(Failure::new(FailureKind::InvalidInput, "m"))), 400);
@@ -159,7 +163,8 @@ mod tests {
 
     #[test]
     fn method_not_allowed_names_the_allowed_method() {
-        let response = ApiError::MethodNotAllowed { method: "GET".into(), path: "/".into(), allow: "POST" }.into_response();
+        let response =
+            ApiError::MethodNotAllowed { method: "GET".into(), path: "/".into(), allow: "POST" }.into_response();
         assert_eq!(response.headers()[header::ALLOW], "POST");
     }
 
