@@ -8,14 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compile;
 use crate::engine::{Engine, EngineConfig};
+use crate::http::client::{Endpoint, wait_ready};
 use crate::http::{ServerConfig, serve};
+use crate::job::{
+    self,
+    executor::{EndpointExecutor, InProcess},
+    runner::{JobPlan, StopFlag},
+    source::{self, PathRewrite},
+    status::{ProgressMode, ProgressView, new_job_id, rfc3339},
+    submission::Submission,
+};
 use crate::logging::{self, LogFormat};
 use crate::plugin::{CallLimits, Plugin};
 use crate::pool::{PoolConfig, WorkerPool};
@@ -40,9 +51,71 @@ pub enum Command {
     /// Serve a plugin as the pod's web server: POST / with a batch, POST
     /// /on-job-complete, GET /healthz.
     Serve(Box<ServeArgs>),
+    /// Run a batch job (a Cortex job file): in-process with --plugin, or against servers
+    /// of the contract with --endpoint.
+    Run(Box<RunArgs>),
     /// Validate a plugin and write its precompiled artifact, which `serve --plugin`
     /// loads without compiling.
     Compile(CompileArgs),
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("executor").required(true).args(["plugin", "endpoint"])))]
+pub struct RunArgs {
+    /// The job file (a Cortex job submission), or - for standard input.
+    #[arg(value_name = "JOB")]
+    pub job: PathBuf,
+    /// Run in-process with this plugin (.wasm, .wat or .cwasm).
+    #[arg(long, value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
+    /// Send batches to a server of the contract (repeatable: workers are spread over them).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+    /// Workers, overriding the job file's `workers`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+    /// Attempts per batch before it is dead-lettered [default: the job file's
+    /// `max_attempts`, else 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: Option<u32>,
+    /// Where failed and unhandled batches go [default: wasmbatch-<job_id>.dead-letter.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
+    /// Re-run the batches of a dead-letter file instead of the job file's input (the
+    /// job file still gives workers, config and timeout).
+    #[arg(long, value_name = "FILE")]
+    pub retry_from: Option<PathBuf>,
+    /// Write the final job status (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// What to print on stdout at the end: a summary, or the status as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// How to show progress on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// How often a progress line is printed when not drawing a bar.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// How long to wait for each endpoint to be ready.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+    /// The API name in the job spec and status [default: the job file's name].
+    #[arg(long)]
+    pub api_name: Option<String>,
+    /// Guest sandbox and limits (with --plugin).
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// What `run` prints on stdout at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A human summary.
+    Text,
+    /// The job status as JSON.
+    Json,
 }
 
 /// Options of `serve`.
@@ -159,15 +232,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => run_serve(*args),
-        Command::Compile(args) => run_compile(args),
+        Command::Serve(args) => run_serve(*args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run_job(*args),
+        Command::Compile(args) => run_compile(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Bad input (a job file, a plugin, an option) is exit 2, as documented.
+            let invalid = e.downcast_ref::<InvalidInput>().is_some();
+            ExitCode::from(if invalid { 2 } else { 1 })
         }
     }
 }
@@ -284,6 +360,119 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// An error caused by the user's input, reported with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InvalidInput(String);
+
+fn invalid(e: impl std::fmt::Display) -> anyhow::Error {
+    InvalidInput(e.to_string()).into()
+}
+
+fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (bytes, origin) = if args.job.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading the job from stdin")?;
+        (bytes, "<stdin>".to_string())
+    } else {
+        let bytes = std::fs::read(&args.job)
+            .map_err(|e| invalid(format!("cannot read job file {}: {e}", args.job.display())))?;
+        (bytes, args.job.display().to_string())
+    };
+    let submission = Submission::parse(&bytes, &origin).map_err(invalid)?;
+    let endpoints = args.endpoint.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+
+    let start_time = SystemTime::now();
+    let job_id = new_job_id(start_time);
+    let workers = args.workers.map(|w| w as usize).unwrap_or(submission.workers);
+    let api_name = args.api_name.clone().unwrap_or_else(|| {
+        args.job.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "-").unwrap_or("wasmbatch").to_string()
+    });
+    let plan = JobPlan {
+        job_id: job_id.clone(),
+        api_name: api_name.clone(),
+        workers,
+        config: submission.config.clone(),
+        timeout: submission.timeout.map(Duration::from_secs),
+        max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
+        dead_letter: args
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.dead-letter.jsonl"))),
+        start_time,
+    };
+
+    let mount = args.guest.mount().filter(|_| args.plugin.is_some());
+    let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
+    let source = match &args.retry_from {
+        Some(path) => source::open_dead_letter(path).map_err(invalid)?,
+        None => source::open(submission.source, rewrite).map_err(invalid)?,
+    };
+    let mut spec = json!({
+        "job_id": job_id,
+        "api_name": api_name,
+        "kind": "BatchAPI",
+        "workers": workers,
+        "sqs_dead_letter_queue": null,
+        "config": plan.config,
+        "timeout": submission.timeout,
+        "api_id": "",
+        "sqs_url": "",
+        "start_time": rfc3339(start_time),
+    });
+    if let Some(total) = source.total_batches() {
+        spec["total_batch_count"] = json!(total);
+    }
+    let spec = JobSpec::from_value(spec);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("wasmbatch-io")
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let stop = StopFlag::default();
+    let signal_stop = stop.clone();
+    runtime.spawn(async move {
+        shutdown_signal().await;
+        eprintln!("stopping: batches in flight are interrupted, the rest is dead-lettered (again to quit at once)");
+        signal_stop.stop();
+        shutdown_signal().await;
+        std::process::exit(130);
+    });
+
+    let mut progress = ProgressView::new(args.progress, args.progress_interval);
+    tracing::info!(
+        job_id,
+        api_name,
+        workers,
+        executor = if args.plugin.is_some() { "in_process" } else { "endpoint" },
+        "job started"
+    );
+    let status = if let Some(plugin_path) = &args.plugin {
+        let plugin = load_plugin(&args.guest, plugin_path, &spec, workers).map_err(invalid)?;
+        job::runner::run(&plan, source, Arc::new(InProcess::new(plugin)), stop, &mut progress)
+    } else {
+        for endpoint in &endpoints {
+            runtime.block_on(wait_ready(endpoint, args.ready_timeout)).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        let executor = EndpointExecutor::new(endpoints, runtime.handle().clone());
+        job::runner::run(&plan, source, Arc::new(executor), stop, &mut progress)
+    };
+
+    let json_status = serde_json::to_string_pretty(&status).expect("the status serializes");
+    if let Some(path) = &args.status_file {
+        std::fs::write(path, format!("{json_status}\n"))
+            .with_context(|| format!("cannot write the status file {}", path.display()))?;
+    }
+    match args.output {
+        OutputFormat::Json => println!("{json_status}"),
+        OutputFormat::Text => println!("{}", status.summary()),
+    }
+    runtime.shutdown_background();
+    Ok(ExitCode::from(status.exit_code()))
 }
 
 fn run_compile(args: CompileArgs) -> anyhow::Result<()> {

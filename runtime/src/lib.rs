@@ -11,7 +11,9 @@
 //! - [`failure`]: [`failure::Failure`] and its kinds (timeout, out_of_memory, …).
 //! - [`pool`]: worker threads, one instance each, behind a bounded queue.
 //! - [`spec`]: the job spec file (`/cortex/spec/job.json`).
-//! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown.
+//! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown —
+//!   and its client, the dispatcher's side.
+//! - [`job`]: batch jobs (`wasmbatch run`) — job files, sources, executors, the runner.
 //! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
@@ -27,6 +29,7 @@ pub mod compile;
 pub mod engine;
 pub mod failure;
 pub mod http;
+pub mod job;
 pub mod logging;
 pub mod plugin;
 pub mod pool;

@@ -4,8 +4,10 @@
 //!   with graceful shutdown.
 //! - `error`: every failure a request can meet, mapped to a status in one place.
 //! - `batch`: checks that a request body is a JSON array, off the I/O threads.
+//! - `client`: the dispatcher's side — kept-alive connections, readiness waiting.
 
 pub mod batch;
+pub mod client;
 pub mod error;
 pub mod server;
 

@@ -1,0 +1,179 @@
+//! The client side of the contract: what Cortex's dequeuer does to a pod's server.
+//!
+//! One [`Connection`] per worker, kept alive between batches and re-opened after an
+//! error, sends one request at a time. [`wait_ready`] waits for a server's readiness
+//! the way the dequeuer does: `GET /healthz` answering 200–399, or, for a server
+//! without that route (404), an open TCP port.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode, Uri, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::server::JOB_ID_HEADER;
+
+/// Where batches go: `http://host:port[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    authority: String,
+    prefix: String,
+}
+
+impl Endpoint {
+    /// Parses an `http://` URL.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => return Err(format!("{url:?}: only http:// endpoints are supported, not {other}://")),
+            None => return Err(format!("{url:?}: give a full URL such as http://127.0.0.1:8080")),
+        }
+        let authority = uri.authority().ok_or_else(|| format!("{url:?} has no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Endpoint { authority: format!("{}:{port}", authority.host()), prefix })
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.prefix)
+    }
+}
+
+/// A request that got no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectionError(String);
+
+/// A kept-alive HTTP/1.1 connection to one endpoint.
+pub struct Connection {
+    endpoint: Endpoint,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// A connection, opened on first use.
+    pub fn new(endpoint: Endpoint) -> Connection {
+        Connection { endpoint, sender: None }
+    }
+
+    async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ConnectionError> {
+        if let Some(sender) = &mut self.sender
+            && sender.ready().await.is_ok()
+        {
+            return Ok(self.sender.as_mut().expect("present"));
+        }
+        self.sender = None;
+        let stream = TcpStream::connect(&self.endpoint.authority)
+            .await
+            .map_err(|e| ConnectionError(format!("cannot connect to {}: {e}", self.endpoint)))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectionError(format!("HTTP handshake with {} failed: {e}", self.endpoint)))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(self.sender.insert(sender))
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        job_id: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ConnectionError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(self.endpoint.uri(path))
+            .header(header::HOST, &self.endpoint.authority)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(id) = job_id {
+            request = request.header(JOB_ID_HEADER, id);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| ConnectionError(format!("bad request: {e}")))?;
+        let endpoint = self.endpoint.to_string();
+        let result = async {
+            let response = self
+                .sender()
+                .await?
+                .send_request(request)
+                .await
+                .map_err(|e| ConnectionError(format!("request to {endpoint} failed: {e}")))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ConnectionError(format!("reading the answer of {endpoint} failed: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        }
+        .await;
+        if result.is_err() {
+            // Whatever state the connection is in, the next request starts afresh.
+            self.sender = None;
+        }
+        result
+    }
+}
+
+/// Waits until `endpoint` is ready, or `timeout` passes.
+pub async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut connection = Connection::new(endpoint.clone());
+    let mut last;
+    loop {
+        match connection.send(Method::GET, "/healthz", None, Bytes::new()).await {
+            Ok((status, _)) if (200..400).contains(&status.as_u16()) => return Ok(()),
+            // No health route: the open port is the readiness signal (Cortex's TCP probe).
+            Ok((StatusCode::NOT_FOUND, _)) => return Ok(()),
+            Ok((status, _)) => last = format!("GET /healthz answered {status}"),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{endpoint} was not ready within {timeout:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_from_http_urls() {
+        let e = Endpoint::parse("http://127.0.0.1:9000").unwrap();
+        assert_eq!((e.authority(), e.uri("/")), ("127.0.0.1:9000", "/".to_string()));
+        let e = Endpoint::parse("http://localhost/api/").unwrap();
+        assert_eq!((e.authority(), e.uri("/on-job-complete")), ("localhost:80", "/api/on-job-complete".to_string()));
+        assert!(Endpoint::parse("https://x").unwrap_err().contains("only http://"));
+        assert!(Endpoint::parse("127.0.0.1:80").is_err());
+    }
+
+    #[test]
+    fn readiness_times_out_with_the_last_reason() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = rt.block_on(wait_ready(&endpoint, Duration::from_millis(300))).unwrap_err();
+        assert!(err.contains("was not ready within 300ms: cannot connect"), "{err}");
+    }
+}

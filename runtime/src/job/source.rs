@@ -1,0 +1,462 @@
+//! Batches from a job's input, streamed: a source holds one batch in memory at a
+//! time (plus the job file's `item_list`, which Cortex also holds whole).
+//!
+//! - `item_list`: ⌈n / batch_size⌉ contiguous batches of the listed items.
+//! - `delimited_files`: each file is a stream of whitespace-separated JSON values
+//!   (JSON Lines included); batches span file boundaries; a bad value is reported with
+//!   its file, line and column.
+//! - `file_path_lister`: the matching file paths are the items, the final partial
+//!   batch included.
+//! - a dead-letter file: each line's `items` become one batch again.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use super::glob::Glob;
+use super::submission::{FileSource, SourceSpec};
+
+/// One batch: its position in the job, its item count, and its JSON array.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// 0-based position in the job.
+    pub index: u64,
+    /// Items in the batch.
+    pub items: usize,
+    /// The batch, a JSON array.
+    pub body: Vec<u8>,
+}
+
+/// The input cannot be read or is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No file matched.
+    #[error("no files found in {paths} (after includes {includes:?} and excludes {excludes:?})")]
+    NoFiles {
+        /// The paths listed.
+        paths: String,
+        /// The include globs.
+        includes: Vec<String>,
+        /// The exclude globs.
+        excludes: Vec<String>,
+    },
+    /// A value in a delimited file is not JSON.
+    #[error("{path}: line {line}, column {column}: {message}")]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// serde_json's description.
+        message: String,
+    },
+}
+
+/// A stream of batches.
+pub trait BatchSource: Send {
+    /// The next batch, `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError>;
+    /// The number of batches, when it is known before reading them all.
+    fn total_batches(&self) -> Option<u64>;
+}
+
+/// Rewrites host paths under the mounted directory to the guest's `/mnt/…`, so that a
+/// `file_path_lister` item names a file the guest can open.
+#[derive(Debug, Clone)]
+pub struct PathRewrite {
+    /// The host directory mounted at `/mnt`.
+    pub host: PathBuf,
+}
+
+impl PathRewrite {
+    fn apply(&self, path: &Path) -> String {
+        let absolute = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        match absolute.strip_prefix(&self.host) {
+            Ok(rest) => Path::new(crate::sandbox::GUEST_MOUNT).join(rest).display().to_string(),
+            Err(_) => path.display().to_string(),
+        }
+    }
+}
+
+/// Opens the source a job file describes.
+pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn BatchSource>, SourceError> {
+    Ok(match spec {
+        SourceSpec::ItemList { items, batch_size } => Box::new(ItemList { items, batch_size, next: 0 }),
+        SourceSpec::FilePathLister(files) => {
+            let paths = list_files(&files)?;
+            let items: Vec<String> = paths
+                .iter()
+                .map(|p| rewrite.as_ref().map(|r| r.apply(p)).unwrap_or_else(|| p.display().to_string()))
+                .collect();
+            Box::new(PathList { items, batch_size: files.batch_size, next: 0 })
+        }
+        SourceSpec::DelimitedFiles(files) => {
+            let paths = list_files(&files)?;
+            Box::new(Delimited { files: paths.into_iter(), current: None, batch_size: files.batch_size, index: 0 })
+        }
+    })
+}
+
+/// Opens a dead-letter file as a source: one batch per line.
+pub fn open_dead_letter(path: &Path) -> Result<Box<dyn BatchSource>, SourceError> {
+    let file = File::open(path).map_err(|source| SourceError::Io { path: path.into(), source })?;
+    Ok(Box::new(DeadLetter { path: path.into(), lines: BufReader::new(file), line: 0, index: 0 }))
+}
+
+fn array_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    body.push(b'[');
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(v.as_bytes());
+    }
+    body.push(b']');
+    body
+}
+
+struct ItemList {
+    items: Vec<Box<RawValue>>,
+    batch_size: usize,
+    next: usize,
+}
+
+impl BatchSource for ItemList {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        if self.next >= self.items.len() {
+            return Ok(None);
+        }
+        let end = (self.next + self.batch_size).min(self.items.len());
+        let chunk = &self.items[self.next..end];
+        let batch = Batch {
+            index: (self.next / self.batch_size) as u64,
+            items: chunk.len(),
+            body: array_of(chunk.iter().map(|v| v.get())),
+        };
+        self.next = end;
+        Ok(Some(batch))
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        Some(self.items.len().div_ceil(self.batch_size) as u64)
+    }
+}
+
+struct PathList {
+    items: Vec<String>,
+    batch_size: usize,
+    next: usize,
+}
+
+impl BatchSource for PathList {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        if self.next >= self.items.len() {
+            return Ok(None);
+        }
+        let end = (self.next + self.batch_size).min(self.items.len());
+        let quoted: Vec<String> =
+            self.items[self.next..end].iter().map(|p| serde_json::to_string(p).expect("a string serializes")).collect();
+        let batch = Batch {
+            index: (self.next / self.batch_size) as u64,
+            items: end - self.next,
+            body: array_of(quoted.iter().map(String::as_str)),
+        };
+        self.next = end;
+        Ok(Some(batch))
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        Some(self.items.len().div_ceil(self.batch_size) as u64)
+    }
+}
+
+type ValueStream = serde_json::StreamDeserializer<'static, serde_json::de::IoRead<BufReader<File>>, Box<RawValue>>;
+
+struct Delimited {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<(PathBuf, ValueStream)>,
+    batch_size: usize,
+    index: u64,
+}
+
+impl Delimited {
+    fn next_value(&mut self) -> Result<Option<Box<RawValue>>, SourceError> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.files.next() else { return Ok(None) };
+                let file = File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let stream = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, file)).into_iter();
+                self.current = Some((path, stream));
+            }
+            let (path, stream) = self.current.as_mut().expect("just opened");
+            match stream.next() {
+                Some(Ok(value)) => return Ok(Some(value)),
+                Some(Err(e)) if e.is_io() => {
+                    return Err(SourceError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) });
+                }
+                Some(Err(e)) => {
+                    return Err(SourceError::BadValue {
+                        path: path.clone(),
+                        line: e.line(),
+                        column: e.column(),
+                        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+                    });
+                }
+                None => self.current = None,
+            }
+        }
+    }
+}
+
+impl BatchSource for Delimited {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        let mut values = Vec::with_capacity(self.batch_size);
+        while values.len() < self.batch_size {
+            match self.next_value()? {
+                Some(value) => values.push(value),
+                None => break,
+            }
+        }
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let batch = Batch { index: self.index, items: values.len(), body: array_of(values.iter().map(|v| v.get())) };
+        self.index += 1;
+        Ok(Some(batch))
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        None
+    }
+}
+
+struct DeadLetter {
+    path: PathBuf,
+    lines: BufReader<File>,
+    line: usize,
+    index: u64,
+}
+
+#[derive(Deserialize)]
+struct DeadLetterLine {
+    items: Box<RawValue>,
+}
+
+impl BatchSource for DeadLetter {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        let mut text = String::new();
+        loop {
+            text.clear();
+            let read = self
+                .lines
+                .read_line(&mut text)
+                .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            if !text.trim().is_empty() {
+                break;
+            }
+        }
+        let bad = |column: usize, message: String| SourceError::BadValue {
+            path: self.path.clone(),
+            line: self.line,
+            column,
+            message,
+        };
+        let record: DeadLetterLine =
+            serde_json::from_str(&text).map_err(|e| bad(e.column(), format!("not a dead-letter record: {e}")))?;
+        let items = serde_json::from_str::<Vec<IgnoredAny>>(record.items.get())
+            .map_err(|e| bad(0, format!("`items` is not a JSON array: {e}")))?
+            .len();
+        let batch = Batch { index: self.index, items, body: record.items.get().as_bytes().to_vec() };
+        self.index += 1;
+        Ok(Some(batch))
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The files under `source.paths` that pass the globs, each path's files sorted.
+fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
+    let compile =
+        |globs: &[String]| globs.iter().map(|g| Glob::new(g).expect("validated with the job")).collect::<Vec<_>>();
+    let (includes, excludes) = (compile(&source.includes), compile(&source.excludes));
+    let mut out = Vec::new();
+    for root in &source.paths {
+        let mut found = Vec::new();
+        walk(root, &mut found)?;
+        found.sort();
+        out.extend(found.into_iter().filter(|p| {
+            let text = p.display().to_string();
+            (includes.is_empty() || includes.iter().any(|g| g.matches(&text)))
+                && !excludes.iter().any(|g| g.matches(&text))
+        }));
+    }
+    if out.is_empty() {
+        return Err(SourceError::NoFiles {
+            paths: source.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            includes: source.includes.clone(),
+            excludes: source.excludes.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    let io = |source| SourceError::Io { path: path.into(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let kind = entry.file_type().map_err(io)?;
+        // Symlinked files count; symlinked directories are not followed (no loops).
+        if kind.is_dir() || (kind.is_file() || kind.is_symlink() && entry.path().is_file()) {
+            walk(&entry.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(mut source: Box<dyn BatchSource>) -> Vec<(u64, usize, String)> {
+        let mut out = Vec::new();
+        while let Some(b) = source.next_batch().unwrap() {
+            out.push((b.index, b.items, String::from_utf8(b.body).unwrap()));
+        }
+        out
+    }
+
+    fn items(json: &str, batch_size: usize) -> Box<dyn BatchSource> {
+        let items: Vec<Box<RawValue>> = serde_json::from_str(json).unwrap();
+        open(SourceSpec::ItemList { items, batch_size }, None).unwrap()
+    }
+
+    fn files(paths: Vec<PathBuf>, includes: &[&str], excludes: &[&str], batch_size: usize) -> FileSource {
+        let own = |g: &[&str]| g.iter().map(|s| s.to_string()).collect();
+        FileSource { paths, includes: own(includes), excludes: own(excludes), batch_size }
+    }
+
+    #[test]
+    fn item_list_batching_at_the_edges() {
+        // n < batch_size: one partial batch.
+        assert_eq!(drain(items("[1,2]", 5)), vec![(0, 2, "[1,2]".into())]);
+        // n = k·batch_size: no empty trailing batch.
+        let b = drain(items("[1,2,3,4]", 2));
+        assert_eq!(b, vec![(0, 2, "[1,2]".into()), (1, 2, "[3,4]".into())]);
+        // Remainder, and items kept as written.
+        let source = items(r#"[{"a": 1},2,"x"]"#, 2);
+        assert_eq!(source.total_batches(), Some(2));
+        assert_eq!(drain(source), vec![(0, 2, r#"[{"a": 1},2]"#.into()), (1, 1, r#"["x"]"#.into())]);
+    }
+
+    #[test]
+    fn delimited_files_span_files_and_skip_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}\n").unwrap();
+        std::fs::write(dir.path().join("b.jsonl"), "  4 [5,6]\n\"seven\"\n{\"pretty\":\n  true}\n").unwrap();
+        std::fs::write(dir.path().join("skip.txt"), "not json").unwrap();
+        let source =
+            open(SourceSpec::DelimitedFiles(files(vec![dir.path().into()], &["**.jsonl"], &[], 4)), None).unwrap();
+        assert_eq!(source.total_batches(), None);
+        assert_eq!(
+            drain(source),
+            vec![
+                (0, 4, r#"[{"n":1},{"n":2},{"n":3},4]"#.into()),
+                (1, 3, "[[5,6],\"seven\",{\"pretty\":\n  true}]".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(&path, "{\"ok\":1}\n{\"ok\":2}\n{\"broken\": }\n").unwrap();
+        let mut source = open(SourceSpec::DelimitedFiles(files(vec![path.clone()], &[], &[], 10)), None).unwrap();
+        match source.next_batch().unwrap_err() {
+            SourceError::BadValue { path: p, line, column, .. } => {
+                assert_eq!((p, line, column), (path, 3, 12));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn path_lister_applies_includes_then_excludes_to_full_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.jpg", "b.png", "sub/c.jpg", "sub/skip-d.jpg", "e.txt"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let root = dir.path().to_path_buf();
+        let source =
+            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["**.jpg", "**.png"], &["**/skip-*"], 2)), None)
+                .unwrap();
+        assert_eq!(source.total_batches(), Some(2));
+        let p = |f: &str| serde_json::to_string(&root.join(f).display().to_string()).unwrap();
+        assert_eq!(
+            drain(source),
+            vec![(0, 2, format!("[{},{}]", p("a.jpg"), p("b.png"))), (1, 1, format!("[{}]", p("sub/c.jpg")))]
+        );
+        // `*.jpg` never matches a full path, as in Cortex.
+        let err = open(SourceSpec::FilePathLister(files(vec![root.clone()], &["*.jpg"], &[], 2)), None).err().unwrap();
+        assert!(matches!(err, SourceError::NoFiles { .. }), "{err}");
+        // Paths under the mount become /mnt paths.
+        let rewrite = PathRewrite { host: root.canonicalize().unwrap() };
+        let source =
+            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["**.txt"], &[], 5)), Some(rewrite)).unwrap();
+        assert_eq!(drain(source), vec![(0, 1, r#"["/mnt/e.txt"]"#.into())]);
+    }
+
+    #[test]
+    fn missing_paths_are_named() {
+        let err =
+            open(SourceSpec::DelimitedFiles(files(vec!["/no/such/dir".into()], &[], &[], 1)), None).err().unwrap();
+        assert!(err.to_string().starts_with("/no/such/dir: "), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_lines_become_batches_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        std::fs::write(
+            &path,
+            "{\"batch_index\":3,\"attempts\":3,\"error\":{\"kind\":\"trap\",\"message\":\"x\"},\"items\":[1,2]}\n\n{\"items\":[\"a\"]}\n",
+        )
+        .unwrap();
+        assert_eq!(drain(open_dead_letter(&path).unwrap()), vec![(0, 2, "[1,2]".into()), (1, 1, "[\"a\"]".into())]);
+        std::fs::write(&path, "{\"items\":[1]}\nnope\n").unwrap();
+        let mut source = open_dead_letter(&path).unwrap();
+        source.next_batch().unwrap();
+        assert!(source.next_batch().unwrap_err().to_string().contains("line 2"));
+    }
+}

@@ -1,0 +1,250 @@
+//! What the user sees of a job: its ID, progress while it runs, and its final status
+//! with Cortex's names.
+
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A job ID in Cortex's form: `%x` of `i64::MAX − nanoseconds since the epoch`, 16 hex
+/// characters that decrease over time, so that listings sort newest first.
+pub fn new_job_id(now: SystemTime) -> String {
+    let nanos = now.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    format!("{:x}", i64::MAX - nanos)
+}
+
+/// `SystemTime` as RFC 3339 in UTC, to the second (`2026-11-27T18:04:05Z`).
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// Batch counts, as Cortex's status reports them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    /// Batches that succeeded.
+    pub succeeded: u64,
+    /// Batches that failed on every attempt (and went to the dead-letter file).
+    pub failed: u64,
+    /// Mean seconds per succeeded batch (`null` when none succeeded).
+    pub average_time_per_batch: Option<f64>,
+}
+
+/// The final status of a job (`--status-file`, `--output json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// The job's ID.
+    pub job_id: String,
+    /// The API name given to the job.
+    pub api_name: String,
+    /// Always `BatchAPI`.
+    pub kind: &'static str,
+    /// `succeeded`, `completed_with_failures`, `timed_out`, `stopped` or `enqueue_failed`.
+    pub status: &'static str,
+    /// Workers.
+    pub workers: usize,
+    /// The job's config.
+    pub config: Value,
+    /// The job's timeout in seconds.
+    pub timeout: Option<u64>,
+    /// When the job started (RFC 3339).
+    pub start_time: String,
+    /// When it ended (RFC 3339).
+    pub end_time: String,
+    /// Batches read from the input.
+    pub total_batch_count: u64,
+    /// Items in those batches.
+    pub total_item_count: u64,
+    /// Batch counts.
+    pub metrics: Metrics,
+    /// Batches that never got a complete attempt because the job timed out or stopped.
+    pub unhandled_batch_count: u64,
+    /// Batches written to the dead-letter file (failed + unhandled).
+    pub dead_lettered_batch_count: u64,
+    /// The dead-letter file, when anything was written to it.
+    pub dead_letter_file: Option<String>,
+    /// Attempts beyond the first, over all batches.
+    pub retries: u64,
+    /// `in_process` or `endpoint`.
+    pub executor: &'static str,
+    /// `succeeded`, `not_found`, `failed` or `skipped` (the job did not complete).
+    pub on_job_complete: &'static str,
+    /// What went wrong with the job as a whole (input errors, hook failures).
+    pub error: Option<String>,
+}
+
+impl JobStatus {
+    /// The process exit code: 0 all succeeded, 2 invalid input, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            "succeeded" if self.on_job_complete != "failed" => 0,
+            "enqueue_failed" => 2,
+            _ => 1,
+        }
+    }
+
+    /// The human summary printed at the end of a job.
+    pub fn summary(&self) -> String {
+        let m = &self.metrics;
+        let mut s = format!(
+            "job {} {}: {} batches ({} items) — {} succeeded, {} dead-lettered",
+            self.job_id,
+            self.status,
+            self.total_batch_count,
+            self.total_item_count,
+            m.succeeded,
+            self.dead_lettered_batch_count
+        );
+        if self.dead_lettered_batch_count > 0 {
+            s.push_str(&format!(" ({} failed, {} unhandled)", m.failed, self.unhandled_batch_count));
+        }
+        let accounted = m.succeeded + self.dead_lettered_batch_count;
+        let check = if accounted == self.total_batch_count { "✓" } else { "✗ MISMATCH" };
+        s.push_str(&format!(
+            "\n  {} + {} = {} of {} batches {check}",
+            m.succeeded, self.dead_lettered_batch_count, accounted, self.total_batch_count
+        ));
+        if let Some(avg) = m.average_time_per_batch {
+            s.push_str(&format!("\n  average time per batch: {:.1} ms; retries: {}", avg * 1e3, self.retries));
+        }
+        if let Some(file) = &self.dead_letter_file {
+            s.push_str(&format!("\n  dead-letter file: {file} (re-run with --retry-from)"));
+        }
+        s.push_str(&format!("\n  on-job-complete: {}", self.on_job_complete));
+        if let Some(error) = &self.error {
+            s.push_str(&format!("\n  error: {error}"));
+        }
+        s
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// A bar redrawn in place.
+    Bar,
+    /// A line every few seconds.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// A snapshot of a running job, for the progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Batches finished (any outcome).
+    pub done: u64,
+    /// Items in finished batches.
+    pub items: u64,
+    /// Batches dead-lettered so far.
+    pub failed: u64,
+    /// Total batches, when known.
+    pub total: Option<u64>,
+}
+
+/// Draws progress on stderr.
+pub struct ProgressView {
+    mode: ProgressMode,
+    started: Instant,
+    last: Instant,
+    interval: Duration,
+    drawn: bool,
+}
+
+impl ProgressView {
+    /// A view in `mode` (resolving `auto` by whether stderr is a terminal).
+    pub fn new(mode: ProgressMode, interval: Duration) -> ProgressView {
+        use std::io::IsTerminal;
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Lines,
+            other => other,
+        };
+        let now = Instant::now();
+        ProgressView { mode, started: now, last: now, interval, drawn: false }
+    }
+
+    fn line(&self, p: Progress) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = p.items as f64 / secs;
+        let mut s = match p.total {
+            Some(total) => format!("{}/{} batches", p.done, total),
+            None => format!("{} batches", p.done),
+        };
+        s.push_str(&format!(", {rate:.0} items/s, {} failed", p.failed));
+        if let Some(total) = p.total.filter(|_| p.done > 0) {
+            let eta = secs / p.done as f64 * total.saturating_sub(p.done) as f64;
+            s.push_str(&format!(", ETA {eta:.0}s"));
+        }
+        s
+    }
+
+    /// Redraws if it is time to.
+    pub fn update(&mut self, p: Progress) {
+        match self.mode {
+            ProgressMode::Off | ProgressMode::Auto => {}
+            ProgressMode::Bar => {
+                if self.last.elapsed() < Duration::from_millis(100) && self.drawn {
+                    return;
+                }
+                let width = 30;
+                let filled = p.total.filter(|&t| t > 0).map(|t| (p.done * width / t) as usize).unwrap_or(0);
+                let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width as usize - filled.min(width as usize)));
+                eprint!("\r\x1b[2K[{bar}] {}", self.line(p));
+                let _ = std::io::stderr().flush();
+                self.drawn = true;
+                self.last = Instant::now();
+            }
+            ProgressMode::Lines => {
+                if self.last.elapsed() >= self.interval {
+                    eprintln!("progress: {}", self.line(p));
+                    self.last = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Ends the display (a final newline after a bar).
+    pub fn finish(&mut self, p: Progress) {
+        if self.mode == ProgressMode::Bar {
+            self.drawn = false;
+            self.update(p);
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_16_hex_and_decrease_with_time() {
+        let a = new_job_id(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let b = new_job_id(UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(b < a);
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_798_761_600)), "2027-01-01T00:00:00Z");
+    }
+}
