@@ -5,5 +5,6 @@ mod harness;
 
 mod compile;
 mod faults;
+mod run;
 mod sandbox;
 mod serve;

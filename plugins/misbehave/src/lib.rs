@@ -19,6 +19,8 @@
 //! | `read:PATH` | reads PATH and prints its size; fails with the I/O error |
 //! | `copy:FROM:TO` | copies a file (e.g. the job spec into `/mnt`) |
 //! | `env:NAME` | fails if the environment variable NAME is visible |
+//! | `flaky:PATH` | fails (`guest_error`) unless PATH exists, creating it: fails once, then succeeds |
+//! | `fail-if:KEY` | fails if the job's `config.KEY` is `true` |
 //! | `stats:PATH` | writes `{"inits":…,"batches":…,"job_id":…}` of this instance to PATH |
 //!
 //! The job's `config.init` steers the init hook: one step or a list of steps, each
@@ -115,6 +117,17 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
         "env" => {
             if let Ok(value) = std::env::var(arg) {
                 bail!("environment variable {arg} is visible: {value}");
+            }
+        }
+        "flaky" => {
+            if std::fs::metadata(arg).is_err() {
+                std::fs::write(arg, b"").map_err(|e| Error::msg(format!("write {arg}: {e}")))?;
+                bail!("flaky: failing the first attempt");
+            }
+        }
+        "fail-if" => {
+            if ctx.config().get(arg).and_then(|v| v.as_bool()) == Some(true) {
+                bail!("config.{arg} is true");
             }
         }
         "stats" => {
