@@ -1,4 +1,4 @@
-//! The command line: `wasmbatch serve` and `wasmbatch compile`.
+//! The command line: `wasmbatch serve`, `wasmbatch run` and `wasmbatch compile`.
 //!
 //! Argument structs (clap) and the code that wires the library together for each
 //! command. `main.rs` only calls [`main`].
@@ -33,7 +33,8 @@ use crate::pool::{PoolConfig, WorkerPool};
 use crate::sandbox::Sandbox;
 use crate::spec::JobSpec;
 
-/// Runs WebAssembly batch handlers behind the Cortex batch container contract.
+/// Runs WebAssembly batch handlers: batch jobs in-process, or behind (and against) the
+/// Cortex batch container contract.
 #[derive(Debug, Parser)]
 #[command(name = "wasmbatch", version, about, max_term_width = 100)]
 pub struct Cli {

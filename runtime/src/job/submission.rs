@@ -325,7 +325,7 @@ mod tests {
         let err =
             parse("{\n  \"workers\": 1,\n  \"item_list\": {\"items\": [1,, 2], \"batch_size\": 1}\n}").unwrap_err();
         match err {
-            SubmissionError::Parse { line, column, .. } => assert_eq!((line, column), (3, 30)),
+            SubmissionError::Parse { line, column, .. } => assert_eq!((line, column), (3, 29)),
             other => panic!("{other}"),
         }
         let err = parse(r#"{"workers": "two", "item_list": {"items": [1], "batch_size": 1}}"#).unwrap_err();
