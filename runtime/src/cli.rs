@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::compile;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::client::{Endpoint, wait_ready};
-use crate::http::{ServerConfig, serve};
+use crate::http::{ServerConfig, serve, serve_metrics};
 use crate::job::{
     self,
     executor::{EndpointExecutor, InProcess},
@@ -28,6 +28,7 @@ use crate::job::{
     submission::Submission,
 };
 use crate::logging::{self, LogFormat};
+use crate::metrics::Metrics;
 use crate::plugin::{CallLimits, Plugin};
 use crate::pool::{PoolConfig, WorkerPool};
 use crate::sandbox::Sandbox;
@@ -105,6 +106,9 @@ pub struct RunArgs {
     /// The API name in the job spec and status [default: the job file's name].
     #[arg(long)]
     pub api_name: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the job runs.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Guest sandbox and limits (with --plugin).
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -273,7 +277,13 @@ impl GuestArgs {
 
 /// Compiles (or loads) a plugin and checks it against the ABI, for `instances` live
 /// instances at once.
-fn load_plugin(guest: &GuestArgs, path: &Path, spec: &JobSpec, instances: usize) -> anyhow::Result<Arc<Plugin>> {
+fn load_plugin(
+    guest: &GuestArgs,
+    path: &Path,
+    spec: &JobSpec,
+    instances: usize,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<Plugin>> {
     let engine = Arc::new(Engine::new(EngineConfig {
         max_memory: guest.max_memory,
         // The workers' instances, plus the version probe and one being replaced.
@@ -281,9 +291,10 @@ fn load_plugin(guest: &GuestArgs, path: &Path, spec: &JobSpec, instances: usize)
     })?);
     let started = Instant::now();
     let (module, origin) = compile::load(&engine, path, guest.cache_dir().as_deref())?;
+    metrics.module_loaded(origin.as_str());
     let mount = guest.mount();
     let sandbox = Arc::new(Sandbox::new(&spec.bytes(), mount.as_deref())?);
-    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits())
+    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits(), metrics)
         .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
     tracing::info!(
         plugin = %path.display(),
@@ -306,7 +317,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let concurrency =
         args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency)?;
+    let metrics = Metrics::new(spec.api_name().unwrap_or("wasmbatch"));
+    let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency, metrics)?;
 
     // Readiness: the port is bound only once an instance has started and its init
     // succeeded, so a TCP probe on the port tells the truth.
@@ -444,6 +456,14 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::process::exit(130);
     });
 
+    let metrics = Metrics::new(&api_name);
+    if let Some(addr) = &args.metrics_addr {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr.as_str()))
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+        runtime.spawn(serve_metrics(listener, metrics.clone(), std::future::pending()));
+    }
     let mut progress = ProgressView::new(args.progress, args.progress_interval);
     tracing::info!(
         job_id,
@@ -453,14 +473,14 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         "job started"
     );
     let status = if let Some(plugin_path) = &args.plugin {
-        let plugin = load_plugin(&args.guest, plugin_path, &spec, workers).map_err(invalid)?;
-        job::runner::run(&plan, source, Arc::new(InProcess::new(plugin)), stop, &mut progress)
+        let plugin = load_plugin(&args.guest, plugin_path, &spec, workers, metrics.clone()).map_err(invalid)?;
+        job::runner::run(&plan, source, Arc::new(InProcess::new(plugin)), stop, &mut progress, metrics)
     } else {
         for endpoint in &endpoints {
             runtime.block_on(wait_ready(endpoint, args.ready_timeout)).map_err(|e| anyhow::anyhow!(e))?;
         }
         let executor = EndpointExecutor::new(endpoints, runtime.handle().clone());
-        job::runner::run(&plan, source, Arc::new(executor), stop, &mut progress)
+        job::runner::run(&plan, source, Arc::new(executor), stop, &mut progress, metrics)
     };
 
     let json_status = serde_json::to_string_pretty(&status).expect("the status serializes");
@@ -485,7 +505,7 @@ fn run_compile(args: CompileArgs) -> anyhow::Result<()> {
     // The whole load-time check, version probe included, before anything is written.
     let spec = JobSpec::empty();
     let sandbox = Arc::new(Sandbox::new(&spec.bytes(), None)?);
-    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), CallLimits::default())
+    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), CallLimits::default(), Metrics::new("wasmbatch"))
         .with_context(|| format!("plugin {} is not a wasmbatch guest", args.input.display()))?;
     compile::write_artifact(&module, &output)?;
     let caps = plugin.capabilities();

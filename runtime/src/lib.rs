@@ -15,6 +15,7 @@
 //!   and its client, the dispatcher's side.
 //! - [`job`]: batch jobs (`wasmbatch run`) — job files, sources, executors, the runner.
 //! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
+//! - [`metrics`]: Prometheus metrics, Cortex's batch series under Cortex's names.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
 //! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI
@@ -31,6 +32,7 @@ pub mod failure;
 pub mod http;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod pool;
 pub mod sandbox;

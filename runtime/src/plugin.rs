@@ -17,6 +17,7 @@ use crate::abi::{self, AbiError, Capabilities};
 use crate::capture::Capture;
 use crate::engine::Engine;
 use crate::failure::{Failure, FailureKind};
+use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
 
 /// Limits applied to every call into a guest.
@@ -60,6 +61,7 @@ pub enum LoadError {
 /// A compiled plugin ready to be instantiated.
 pub struct Plugin {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     pre: InstancePre<HostState>,
     capabilities: Capabilities,
     sandbox: Arc<Sandbox>,
@@ -173,11 +175,12 @@ impl Plugin {
         sandbox: Arc<Sandbox>,
         spec: Arc<[u8]>,
         limits: CallLimits,
+        metrics: Arc<Metrics>,
     ) -> Result<Plugin, LoadError> {
         let capabilities = abi::validate(module)?;
         let linker = link(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let plugin = Plugin { engine, pre, capabilities, sandbox, spec, limits };
+        let plugin = Plugin { engine, metrics, pre, capabilities, sandbox, spec, limits };
         plugin.check_version()?;
         Ok(plugin)
     }
@@ -195,6 +198,11 @@ impl Plugin {
     /// The limits every call gets.
     pub fn limits(&self) -> &CallLimits {
         &self.limits
+    }
+
+    /// Where its instances report.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn check_version(&self) -> Result<(), LoadError> {
@@ -263,11 +271,14 @@ impl Plugin {
             on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
         };
         let initialize: Option<TypedFunc<(), ()>> = instance.get_typed_func(&mut store, abi::INITIALIZE).ok();
+        self.metrics.instances_alive.inc();
         let mut raw = Instance {
             store,
             exports,
             stdout,
             stderr,
+            metrics: self.metrics.clone(),
+            reported_memory: 0,
             max_memory,
             poisoned: false,
             batches: 0,
@@ -382,6 +393,8 @@ pub struct Instance {
     exports: Exports,
     stdout: Capture,
     stderr: Capture,
+    metrics: Arc<Metrics>,
+    reported_memory: i64,
     max_memory: u64,
     poisoned: bool,
     batches: u64,
@@ -449,9 +462,14 @@ impl Instance {
         for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let drained = capture.drain();
             crate::logging::guest_output(job_id, stream, &drained.head, drained.dropped);
+            self.metrics.guest_output_dropped_bytes.inc_by(drained.dropped);
         }
+        let memory = self.exports.memory.data_size(&self.store) as i64;
+        self.metrics.guest_memory_bytes.add(memory - self.reported_memory);
+        self.reported_memory = memory;
         let state = self.store.data_mut();
         if state.logs_dropped > 0 {
+            self.metrics.guest_log_lines_dropped.inc_by(state.logs_dropped);
             tracing::warn!(
                 job_id,
                 dropped = state.logs_dropped,
@@ -507,5 +525,12 @@ impl Instance {
     /// Bytes of linear memory the guest has now.
     pub fn memory_size(&self) -> usize {
         self.exports.memory.data_size(&self.store)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.metrics.instances_alive.dec();
+        self.metrics.guest_memory_bytes.sub(self.reported_memory);
     }
 }

@@ -110,13 +110,16 @@ impl WorkerPool {
             return Err(Busy);
         }
         let admission = Admission(self.admitted.clone());
+        let metrics = self.plugin.metrics().clone();
+        metrics.queue_depth.inc();
         let (tx, rx) = oneshot::channel();
         let plugin = self.plugin.clone();
         let slots = self.slots.clone();
         let cancel = self.cancel.clone();
         let recycle_after = self.recycle_after;
         self.threads.spawn(move || {
-            let _admission = admission;
+            metrics.queue_depth.dec();
+            metrics.instances_busy.inc();
             let index = rayon::current_thread_index().expect("runs on a pool thread");
             // One thread per slot: the lock is never contended, it only proves it.
             let mut slot = slots[index].lock().unwrap_or_else(|e| e.into_inner());
@@ -128,6 +131,10 @@ impl WorkerPool {
                 *slot = None;
             }
             drop(slot);
+            metrics.instances_busy.dec();
+            // Release the place before answering: a client that sends its next batch as
+            // soon as it has this answer must find the place free.
+            drop(admission);
             // The receiver is gone when the client disconnected; the work is done anyway.
             let _ = tx.send(result);
         });

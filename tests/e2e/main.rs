@@ -5,6 +5,7 @@ mod harness;
 
 mod compile;
 mod faults;
+mod metrics;
 mod run;
 mod sandbox;
 mod serve;

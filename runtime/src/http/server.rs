@@ -1,4 +1,4 @@
-//! The server of the container contract.
+//! The server of the container contract (and of `/metrics`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (so tests bind
 //! `127.0.0.1:0` and drive the real server). Each connection is served by hyper on the
@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use super::batch::{check_batch, normalize_completion};
 use super::error::ApiError;
+use crate::metrics::Metrics;
 use crate::pool::{Busy, WorkerPool};
 
 /// The header carrying the job ID.
@@ -105,10 +106,12 @@ async fn route(app: &App, request: Request<Incoming>, peer: SocketAddr) -> HttpR
         ("/", &Method::POST) => handle_batch(app, request).await,
         ("/on-job-complete", &Method::POST) => handle_completion(app, request).await,
         ("/healthz", &Method::GET | &Method::HEAD) => Ok(health(app)),
+        ("/metrics", &Method::GET) => Ok(metrics_response(app.pool.plugin().metrics())),
         ("/", _) | ("/on-job-complete", _) => {
             Err(ApiError::MethodNotAllowed { method: method.to_string(), path, allow: "POST" })
         }
         ("/healthz", _) => Err(ApiError::MethodNotAllowed { method: method.to_string(), path, allow: "GET, HEAD" }),
+        ("/metrics", _) => Err(ApiError::MethodNotAllowed { method: method.to_string(), path, allow: "GET" }),
         _ => Err(ApiError::NotFound(path)),
     };
     result.unwrap_or_else(|e| {
@@ -121,6 +124,41 @@ fn empty(status: StatusCode) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     response
+}
+
+fn metrics_response(metrics: &Metrics) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves only `GET /metrics` on `listener` until `shutdown` resolves (`run --metrics-addr`).
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => return,
+        };
+        let metrics = metrics.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let metrics = metrics.clone();
+            async move {
+                let response = match (request.uri().path(), request.method()) {
+                    ("/metrics", &Method::GET) => metrics_response(&metrics),
+                    (path, _) => ApiError::NotFound(path.to_string()).into_response(),
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    }
 }
 
 fn health(app: &App) -> HttpResponse {
@@ -170,17 +208,28 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
     let receiver = app
         .pool
         .try_run(move |worker| {
-            let items = check_batch(&body)?;
+            let metrics = worker.plugin().metrics().clone();
+            let items = check_batch(&body).inspect_err(|_| {
+                metrics.attempt_failed("invalid_input");
+                metrics.batch_failed(&job_id);
+            })?;
             let started = Instant::now();
             let result = worker.instance().and_then(|instance| instance.handle(&job_id, &body));
             let elapsed = started.elapsed();
             let queued_ms = started.duration_since(received).as_secs_f64() * 1e3;
             let duration_ms = elapsed.as_secs_f64() * 1e3;
             match &result {
-                Ok(()) => tracing::info!(job_id, items, duration_ms, queued_ms, outcome = "succeeded", "batch"),
-                Err(f) => tracing::warn!(
-                    job_id, items, duration_ms, queued_ms, outcome = f.kind.as_str(), error = %f.message, "batch failed"
-                ),
+                Ok(()) => {
+                    metrics.batch_succeeded(&job_id, elapsed);
+                    tracing::info!(job_id, items, duration_ms, queued_ms, outcome = "succeeded", "batch")
+                }
+                Err(f) => {
+                    metrics.attempt_failed(f.kind.as_str());
+                    metrics.batch_failed(&job_id);
+                    tracing::warn!(
+                        job_id, items, duration_ms, queued_ms, outcome = f.kind.as_str(), error = %f.message, "batch failed"
+                    )
+                }
             }
             result.map_err(ApiError::from)
         })

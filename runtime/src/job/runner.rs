@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 use super::executor::{AttemptError, Completion, Executor};
 use super::source::{Batch, BatchSource};
-use super::status::{JobStatus, Metrics, Progress, ProgressView, rfc3339};
+use super::status::{JobStatus, Metrics as BatchCounts, Progress, ProgressView, rfc3339};
+use crate::metrics::Metrics;
 
 /// Everything about a job except its input and its executor.
 #[derive(Debug, Clone)]
@@ -153,6 +154,7 @@ pub fn run<E: Executor>(
     executor: Arc<E>,
     stop: StopFlag,
     progress: &mut ProgressView,
+    metrics: Arc<Metrics>,
 ) -> JobStatus {
     let started = Instant::now();
     let total = source.total_batches();
@@ -196,13 +198,14 @@ pub fn run<E: Executor>(
     let workers: Vec<_> = (0..plan.workers)
         .map(|index| {
             let (rx, shared, stop, executor) = (rx.clone(), shared.clone(), stop.clone(), executor.clone());
+            let metrics = metrics.clone();
             let (job_id, max_attempts) = (plan.job_id.clone(), plan.max_attempts);
             thread::Builder::new()
                 .name(format!("wasmbatch-job-{index}"))
                 .spawn(move || {
                     let mut state = executor.worker(index);
                     for batch in rx.iter() {
-                        work(&*executor, &mut state, &job_id, max_attempts, &batch, &shared, &stop);
+                        work(&*executor, &mut state, &job_id, max_attempts, &batch, &shared, &stop, &metrics);
                     }
                     state
                 })
@@ -278,7 +281,7 @@ pub fn run<E: Executor>(
         end_time: rfc3339(SystemTime::now()),
         total_batch_count: t.read,
         total_item_count: t.items,
-        metrics: Metrics {
+        metrics: BatchCounts {
             succeeded: t.succeeded,
             failed: t.failed,
             average_time_per_batch: (t.succeeded > 0).then(|| t.success_time.as_secs_f64() / t.succeeded as f64),
@@ -294,6 +297,7 @@ pub fn run<E: Executor>(
 }
 
 /// One batch through its attempts, recorded in the tally (and the dead-letter file).
+#[allow(clippy::too_many_arguments)]
 fn work<E: Executor>(
     executor: &E,
     state: &mut E::Worker,
@@ -302,6 +306,7 @@ fn work<E: Executor>(
     batch: &Batch,
     shared: &Shared,
     stop: &StopFlag,
+    metrics: &Metrics,
 ) {
     let body = Bytes::copy_from_slice(&batch.body);
     let mut attempts = 0;
@@ -315,16 +320,21 @@ fn work<E: Executor>(
             Ok(()) => break Ok(started.elapsed()),
             Err(e) if e.interrupted || stop.is_set() => break Err(stop_error(stop.get())),
             Err(e) if e.retryable && attempts < max_attempts => {
+                metrics.attempt_failed(&e.kind);
                 tracing::warn!(job_id, batch = batch.index, attempt = attempts, kind = %e.kind, error = %e.message, "batch failed; retrying");
                 shared.tally().retries += 1;
                 // A short, growing pause: a restarting server gets a moment.
                 thread::sleep(Duration::from_millis(20u64 << attempts.min(5)));
             }
-            Err(e) => break Err(e),
+            Err(e) => {
+                metrics.attempt_failed(&e.kind);
+                break Err(e);
+            }
         }
     };
     match outcome {
         Ok(elapsed) => {
+            metrics.batch_succeeded(job_id, elapsed);
             let mut t = shared.tally();
             t.succeeded += 1;
             t.success_time += elapsed;
@@ -334,6 +344,7 @@ fn work<E: Executor>(
         Err(error) => {
             let unhandled = error.interrupted;
             if !unhandled {
+                metrics.batch_failed(job_id);
                 tracing::error!(job_id, batch = batch.index, attempts, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
             }
             shared.dead_letter(batch, attempts, &error);

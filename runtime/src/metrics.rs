@@ -1,0 +1,154 @@
+//! Prometheus metrics: Cortex's batch metrics under Cortex's names, and our own.
+//!
+//! Cortex's dequeuer reports `cortex_batch_succeeded` and `cortex_batch_failed`
+//! (counters) and `cortex_time_per_batch` (histogram, seconds), labelled `api_name` and
+//! `job_id`; dashboards and the operator query exactly those, so they keep their names
+//! (no `_total` suffix). The `wasmbatch_*` series are ours. Exposed in the Prometheus
+//! text format by `serve` at `/metrics` and by `run --metrics-addr`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of one process.
+pub struct Metrics {
+    registry: Registry,
+    api_name: String,
+    succeeded: IntCounterVec,
+    failed: IntCounterVec,
+    time_per_batch: HistogramVec,
+    failures: IntCounterVec,
+    /// Guest instances alive.
+    pub instances_alive: IntGauge,
+    /// Guest instances running a call now.
+    pub instances_busy: IntGauge,
+    /// Batches admitted and waiting for a worker.
+    pub queue_depth: IntGauge,
+    /// Linear memory of all live instances, in bytes.
+    pub guest_memory_bytes: IntGauge,
+    module_loads: IntCounterVec,
+    /// Guest stdout/stderr bytes over the per-call limit, dropped.
+    pub guest_output_dropped_bytes: IntCounter,
+    /// Guest log lines over the per-call limit, dropped.
+    pub guest_log_lines_dropped: IntCounter,
+}
+
+impl Metrics {
+    /// A registry with every metric, batch series labelled with `api_name`.
+    pub fn new(api_name: &str) -> Arc<Metrics> {
+        let registry = Registry::new();
+        let labels = &["api_name", "job_id"];
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let single = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let time_per_batch = HistogramVec::new(
+            HistogramOpts::new("cortex_time_per_batch", "Seconds to handle a succeeded batch.").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0, 300.0,
+            ]),
+            labels,
+        )
+        .expect("valid metric");
+        registry.register(Box::new(time_per_batch.clone())).expect("unique metric");
+        let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        Arc::new(Metrics {
+            api_name: api_name.to_string(),
+            succeeded: counter("cortex_batch_succeeded", "Batches that succeeded.", labels),
+            failed: counter("cortex_batch_failed", "Batches that failed.", labels),
+            time_per_batch,
+            failures: counter(
+                "wasmbatch_batch_failures_total",
+                "Failed attempts at batches, by failure kind.",
+                &["kind"],
+            ),
+            instances_alive: gauge("wasmbatch_instances_alive", "Guest instances alive."),
+            instances_busy: gauge("wasmbatch_instances_busy", "Guest instances running a call."),
+            queue_depth: gauge("wasmbatch_queue_depth", "Batches admitted and waiting for a worker."),
+            guest_memory_bytes: gauge("wasmbatch_guest_memory_bytes", "Linear memory of all live guest instances."),
+            module_loads: counter(
+                "wasmbatch_module_loads_total",
+                "Plugin modules loaded, by origin (compiled, cache_hit, precompiled).",
+                &["origin"],
+            ),
+            guest_output_dropped_bytes: single(
+                "wasmbatch_guest_output_dropped_bytes_total",
+                "Guest stdout/stderr bytes over the per-call limit, dropped.",
+            ),
+            guest_log_lines_dropped: single(
+                "wasmbatch_guest_log_lines_dropped_total",
+                "Guest log lines over the per-call limit, dropped.",
+            ),
+            registry,
+        })
+    }
+
+    /// Records a succeeded batch of job `job_id` that took `elapsed`.
+    pub fn batch_succeeded(&self, job_id: &str, elapsed: Duration) {
+        let labels = [self.api_name.as_str(), job_id];
+        self.succeeded.with_label_values(&labels).inc();
+        self.time_per_batch.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a failed attempt at a batch, by failure kind.
+    pub fn attempt_failed(&self, kind: &str) {
+        self.failures.with_label_values(&[kind]).inc();
+    }
+
+    /// Records a batch of job `job_id` that failed for good.
+    pub fn batch_failed(&self, job_id: &str) {
+        self.failed.with_label_values(&[self.api_name.as_str(), job_id]).inc();
+    }
+
+    /// Records how a plugin module was obtained.
+    pub fn module_loaded(&self, origin: &str) {
+        self.module_loads.with_label_values(&[origin]).inc();
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cortex_series_keep_their_names_and_labels() {
+        let m = Metrics::new("sum");
+        m.batch_succeeded("j1", Duration::from_millis(3));
+        m.batch_succeeded("j1", Duration::from_millis(5));
+        m.attempt_failed("trap");
+        m.batch_failed("j1");
+        m.module_loaded("cache_hit");
+        let text = m.render();
+        assert!(text.contains("cortex_batch_succeeded{api_name=\"sum\",job_id=\"j1\"} 2"), "{text}");
+        assert!(text.contains("cortex_batch_failed{api_name=\"sum\",job_id=\"j1\"} 1"), "{text}");
+        assert!(text.contains("cortex_time_per_batch_count{api_name=\"sum\",job_id=\"j1\"} 2"), "{text}");
+        assert!(text.contains("# TYPE cortex_time_per_batch histogram"), "{text}");
+        assert!(text.contains("wasmbatch_batch_failures_total{kind=\"trap\"} 1"), "{text}");
+        assert!(text.contains("wasmbatch_module_loads_total{origin=\"cache_hit\"} 1"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}
