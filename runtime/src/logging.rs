@@ -2,7 +2,8 @@
 //!
 //! Text for people by default, one JSON object per line (`--log-format json`) for
 //! machines, with the key `message` as Cortex used. Guest output is tagged with the
-//! job ID and the stream it came from, under the target `guest`.
+//! API name, the job ID, the batch and the stream it came from, under the target
+//! `guest`.
 
 use tracing_subscriber::EnvFilter;
 
@@ -27,26 +28,54 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Who a guest line belongs to: the API, the job, and the batch when there is one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GuestTag<'a> {
+    pub(crate) api_name: &'a str,
+    pub(crate) job_id: &'a str,
+    pub(crate) batch: Option<u64>,
+}
+
+/// Emits one guest event at a level, with the tag's fields (no `batch` outside batches).
+macro_rules! guest_event {
+    ($level:expr, $tag:expr, $($field:tt)*) => {{
+        let tag: &GuestTag<'_> = $tag;
+        let (api_name, job_id) = (tag.api_name, tag.job_id);
+        match tag.batch {
+            Some(batch) => tracing::event!(target: "guest", $level, api_name, job_id, batch, $($field)*),
+            None => tracing::event!(target: "guest", $level, api_name, job_id, $($field)*),
+        }
+    }};
+}
+
 /// Logs a line a guest sent through the `log` import, at the level it asked for.
-pub(crate) fn guest_log(job_id: &str, level: i32, line: &str) {
+pub(crate) fn guest_log(tag: &GuestTag<'_>, level: i32, line: &str) {
+    use tracing::Level;
     match level {
-        0 => tracing::error!(target: "guest", job_id, "{line}"),
-        1 => tracing::warn!(target: "guest", job_id, "{line}"),
-        2 => tracing::info!(target: "guest", job_id, "{line}"),
-        3 => tracing::debug!(target: "guest", job_id, "{line}"),
-        _ => tracing::trace!(target: "guest", job_id, "{line}"),
+        0 => guest_event!(Level::ERROR, tag, "{line}"),
+        1 => guest_event!(Level::WARN, tag, "{line}"),
+        2 => guest_event!(Level::INFO, tag, "{line}"),
+        3 => guest_event!(Level::DEBUG, tag, "{line}"),
+        _ => guest_event!(Level::TRACE, tag, "{line}"),
     }
 }
 
 /// Logs what a guest wrote to `stream` during one call, a line per event.
-pub(crate) fn guest_output(job_id: &str, stream: &'static str, bytes: &[u8], dropped: u64) {
+pub(crate) fn guest_output(tag: &GuestTag<'_>, stream: &'static str, bytes: &[u8], dropped: u64) {
+    use tracing::Level;
     if !bytes.is_empty() {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
-            tracing::info!(target: "guest", job_id, stream, "{line}");
+            guest_event!(Level::INFO, tag, stream, "{line}");
         }
     }
     if dropped > 0 {
-        tracing::warn!(target: "guest", job_id, stream, dropped_bytes = dropped, "guest output over the per-call limit was dropped");
+        guest_event!(
+            Level::WARN,
+            tag,
+            stream,
+            dropped_bytes = dropped,
+            "guest output over the per-call limit was dropped"
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::abi::{self, AbiError, Capabilities};
 use crate::capture::Capture;
 use crate::engine::Engine;
 use crate::failure::{Failure, FailureKind};
+use crate::logging::GuestTag;
 use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
 
@@ -62,6 +63,7 @@ pub enum LoadError {
 pub struct Plugin {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    api_name: Arc<str>,
     pre: InstancePre<HostState>,
     capabilities: Capabilities,
     sandbox: Arc<Sandbox>,
@@ -78,6 +80,8 @@ pub(crate) struct HostState {
     error: Option<String>,
     panic: Option<String>,
     job_id: Arc<str>,
+    api_name: Arc<str>,
+    batch: Option<u64>,
     log_lines: u32,
     log_line_limit: u32,
     logs_dropped: u64,
@@ -159,7 +163,8 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
                 return Ok(());
             }
             state.log_lines += 1;
-            crate::logging::guest_log(&state.job_id, level, &line);
+            let tag = GuestTag { api_name: &state.api_name, job_id: &state.job_id, batch: state.batch };
+            crate::logging::guest_log(&tag, level, &line);
             Ok(())
         },
     )?;
@@ -180,7 +185,11 @@ impl Plugin {
         let capabilities = abi::validate(module)?;
         let linker = link(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let plugin = Plugin { engine, metrics, pre, capabilities, sandbox, spec, limits };
+        let api_name = serde_json::from_slice::<serde_json::Value>(&spec)
+            .ok()
+            .and_then(|v| v.get("api_name").and_then(|a| a.as_str()).map(Arc::from))
+            .unwrap_or_else(|| Arc::from(""));
+        let plugin = Plugin { engine, metrics, api_name, pre, capabilities, sandbox, spec, limits };
         plugin.check_version()?;
         Ok(plugin)
     }
@@ -198,6 +207,11 @@ impl Plugin {
     /// The limits every call gets.
     pub fn limits(&self) -> &CallLimits {
         &self.limits
+    }
+
+    /// The job spec's `api_name` (empty when it has none).
+    pub fn api_name(&self) -> &str {
+        &self.api_name
     }
 
     /// Where its instances report.
@@ -230,6 +244,8 @@ impl Plugin {
             error: None,
             panic: None,
             job_id: Arc::from(""),
+            api_name: self.api_name.clone(),
+            batch: None,
             log_lines: 0,
             log_line_limit: self.limits.log_line_limit,
             logs_dropped: 0,
@@ -286,7 +302,9 @@ impl Plugin {
         };
         if let Some(initialize) = initialize {
             let timeout = self.limits.init_timeout;
-            raw.call(timeout, "", |store, _| initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into))?;
+            raw.call(timeout, "", None, |store, _| {
+                initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into)
+            })?;
         }
         Ok(raw)
     }
@@ -301,7 +319,7 @@ impl Plugin {
                 .ok()
                 .and_then(|v| v.get("job_id").and_then(|j| j.as_str()).map(str::to_owned))
                 .unwrap_or_default();
-            instance.call(self.limits.init_timeout, &job_id, |store, ex| {
+            instance.call(self.limits.init_timeout, &job_id, None, |store, ex| {
                 let (ptr, len) = put(store, ex, &spec)?;
                 Ok(init.call(store, (ptr, len))?)
             })?;
@@ -405,7 +423,7 @@ impl Instance {
     /// Runs `f` against the guest under a fresh deadline, then turns its result (a
     /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
     /// output tagged with `job_id`.
-    fn call<F>(&mut self, timeout: Duration, job_id: &str, f: F) -> Result<(), Failure>
+    fn call<F>(&mut self, timeout: Duration, job_id: &str, batch: Option<u64>, f: F) -> Result<(), Failure>
     where
         F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
     {
@@ -418,6 +436,7 @@ impl Instance {
         if *state.job_id != *job_id {
             state.job_id = Arc::from(job_id);
         }
+        state.batch = batch;
         self.store.set_epoch_deadline(1);
 
         let exports = self.exports.clone();
@@ -447,7 +466,7 @@ impl Instance {
             Err(CallError::Host(failure)) => Err(failure),
             Err(CallError::Wasm(e)) => Err(classify(e, self.store.data_mut(), timeout, self.max_memory)),
         };
-        self.flush_output(job_id);
+        self.flush_output();
         let tail = self.stderr.take_tail();
         result.map_err(|mut failure| {
             failure.stderr_tail = tail;
@@ -458,10 +477,12 @@ impl Instance {
         })
     }
 
-    fn flush_output(&mut self, job_id: &str) {
+    fn flush_output(&mut self) {
+        let state = self.store.data();
+        let tag = GuestTag { api_name: &state.api_name, job_id: &state.job_id, batch: state.batch };
         for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let drained = capture.drain();
-            crate::logging::guest_output(job_id, stream, &drained.head, drained.dropped);
+            crate::logging::guest_output(&tag, stream, &drained.head, drained.dropped);
             self.metrics.guest_output_dropped_bytes.inc_by(drained.dropped);
         }
         let memory = self.exports.memory.data_size(&self.store) as i64;
@@ -471,7 +492,7 @@ impl Instance {
         if state.logs_dropped > 0 {
             self.metrics.guest_log_lines_dropped.inc_by(state.logs_dropped);
             tracing::warn!(
-                job_id,
+                job_id = &*state.job_id,
                 dropped = state.logs_dropped,
                 "guest log lines over the limit of {} per call were dropped",
                 state.log_line_limit
@@ -482,18 +503,19 @@ impl Instance {
 
     fn call_version(&mut self) -> Result<i32, Failure> {
         let mut version = 0;
-        self.call(Duration::from_secs(5), "", |store, ex| {
+        self.call(Duration::from_secs(5), "", None, |store, ex| {
             version = ex.version.call(store, ())?;
             Ok(abi::status::OK)
         })?;
         Ok(version)
     }
 
-    /// Hands one batch (a JSON array, as bytes) to the guest's `handle`.
-    pub fn handle(&mut self, job_id: &str, batch: &[u8]) -> Result<(), Failure> {
+    /// Hands one batch (a JSON array, as bytes) to the guest's `handle`; `batch_id`
+    /// tags the guest's log lines.
+    pub fn handle(&mut self, job_id: &str, batch_id: u64, batch: &[u8]) -> Result<(), Failure> {
         self.batches += 1;
         let timeout = self.batch_timeout;
-        self.call(timeout, job_id, |store, ex| {
+        self.call(timeout, job_id, Some(batch_id), |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
             let (batch_ptr, batch_len) = put(store, ex, batch)?;
             Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
@@ -505,7 +527,7 @@ impl Instance {
     pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
         let hook = self.exports.on_job_complete.clone()?;
         let timeout = self.batch_timeout;
-        Some(self.call(timeout, job_id, |store, ex| {
+        Some(self.call(timeout, job_id, None, |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
             let (body_ptr, body_len) = put(store, ex, body)?;
             Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)

@@ -6,6 +6,7 @@ mod harness;
 mod compile;
 mod faults;
 mod metrics;
+mod resilience;
 mod run;
 mod sandbox;
 mod serve;

@@ -226,20 +226,25 @@ fn sigterm_finishes_the_batch_in_flight_then_exits_0() {
 }
 
 #[test]
-fn json_logs_tag_guest_output_with_the_job_id() {
-    let server = Server::with(plugin("misbehave")).start();
+fn json_logs_tag_guest_output_with_api_job_and_batch() {
+    let (_spec_dir, spec) = spec_file(&json!({"job_id": "j", "api_name": "my-api"}));
+    let server = Server::with(plugin("misbehave")).args(["--job-spec", spec.to_str().unwrap()]).start();
+    assert_eq!(server.post("/", Some("job-7"), r#"["ok"]"#).status, 200);
     assert_eq!(
         server.post("/", Some("job-7"), r#"["print:hello from the guest", "eprint:and from stderr"]"#).status,
         200
     );
     let out = server.wait_for_log("guest stdout", |l| l["message"] == "hello from the guest");
     assert_eq!(
-        (out["job_id"].as_str(), out["stream"].as_str(), out["target"].as_str()),
-        (Some("job-7"), Some("stdout"), Some("guest"))
+        (out["job_id"].as_str(), out["api_name"].as_str(), out["stream"].as_str(), out["target"].as_str()),
+        (Some("job-7"), Some("my-api"), Some("stdout"), Some("guest"))
     );
+    assert_eq!(out["batch"], 1, "the server's second batch");
     let err = server.wait_for_log("guest stderr", |l| l["message"] == "and from stderr");
     assert_eq!(err["stream"], "stderr");
     assert_eq!(err["level"], "INFO");
+    let line = server.wait_for_log("the batch line", |l| l["message"] == "batch" && l["batch"] == 1);
+    assert_eq!((line["api_name"].as_str(), line["job_id"].as_str()), (Some("my-api"), Some("job-7")));
 }
 
 #[test]

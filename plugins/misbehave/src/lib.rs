@@ -19,6 +19,7 @@
 //! | `read:PATH` | reads PATH and prints its size; fails with the I/O error |
 //! | `copy:FROM:TO` | copies a file (e.g. the job spec into `/mnt`) |
 //! | `env:NAME` | fails if the environment variable NAME is visible |
+//! | `socket:ADDR` | tries to open a TCP connection to ADDR; fails with the error |
 //! | `flaky:PATH` | fails (`guest_error`) unless PATH exists, creating it: fails once, then succeeds |
 //! | `fail-if:KEY` | fails if the job's `config.KEY` is `true` |
 //! | `stats:PATH` | writes `{"inits":…,"batches":…,"job_id":…}` of this instance to PATH |
@@ -113,6 +114,11 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
         "copy" => {
             let (from, to) = arg.split_once(':').ok_or_else(|| Error::invalid_input("copy:FROM:TO"))?;
             std::fs::copy(from, to).map_err(|e| Error::msg(format!("copy {from} to {to}: {e}")))?;
+        }
+        "socket" => {
+            let stream = std::net::TcpStream::connect(arg).map_err(|e| Error::msg(format!("connect {arg}: {e}")))?;
+            drop(stream);
+            println!("connected to {arg}");
         }
         "env" => {
             if let Ok(value) = std::env::var(arg) {

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +46,8 @@ struct App {
     pool: WorkerPool,
     config: ServerConfig,
     draining: AtomicBool,
+    /// Numbers the batches this server received, to tag their log lines.
+    next_batch: AtomicU64,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -57,7 +59,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = Arc::new(App { pool, config, draining: AtomicBool::new(false) });
+    let app = Arc::new(App { pool, config, draining: AtomicBool::new(false), next_batch: AtomicU64::new(0) });
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let header_timeout = app.config.header_timeout;
@@ -205,6 +207,7 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
     let job_id = job_id(app, &request)?;
     let body = read_body(app, request).await?;
     let received = Instant::now();
+    let batch = app.next_batch.fetch_add(1, Ordering::Relaxed);
     let receiver = app
         .pool
         .try_run(move |worker| {
@@ -214,20 +217,31 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
                 metrics.batch_failed(&job_id);
             })?;
             let started = Instant::now();
-            let result = worker.instance().and_then(|instance| instance.handle(&job_id, &body));
+            let result = worker.instance().and_then(|instance| instance.handle(&job_id, batch, &body));
+            let api_name = worker.plugin().api_name();
             let elapsed = started.elapsed();
             let queued_ms = started.duration_since(received).as_secs_f64() * 1e3;
             let duration_ms = elapsed.as_secs_f64() * 1e3;
             match &result {
                 Ok(()) => {
                     metrics.batch_succeeded(&job_id, elapsed);
-                    tracing::info!(job_id, items, duration_ms, queued_ms, outcome = "succeeded", "batch")
+                    tracing::info!(
+                        api_name,
+                        job_id,
+                        batch,
+                        items,
+                        duration_ms,
+                        queued_ms,
+                        outcome = "succeeded",
+                        "batch"
+                    )
                 }
                 Err(f) => {
                     metrics.attempt_failed(f.kind.as_str());
                     metrics.batch_failed(&job_id);
                     tracing::warn!(
-                        job_id, items, duration_ms, queued_ms, outcome = f.kind.as_str(), error = %f.message, "batch failed"
+                        api_name, job_id, batch, items, duration_ms, queued_ms,
+                        outcome = f.kind.as_str(), error = %f.message, "batch failed"
                     )
                 }
             }

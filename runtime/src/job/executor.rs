@@ -47,8 +47,8 @@ pub trait Executor: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// State for worker `index`.
     fn worker(&self, index: usize) -> Self::Worker;
-    /// One attempt at one batch.
-    fn run(&self, worker: &mut Self::Worker, job_id: &str, batch: &Bytes) -> Result<(), AttemptError>;
+    /// One attempt at batch number `index`.
+    fn run(&self, worker: &mut Self::Worker, job_id: &str, index: u64, batch: &Bytes) -> Result<(), AttemptError>;
     /// The job's on-job-complete call, with the workers' leftover state.
     fn on_job_complete(&self, workers: Vec<Self::Worker>, job_id: &str, body: Bytes) -> Completion;
     /// Interrupts every attempt in progress (the job timed out or was stopped).
@@ -96,9 +96,9 @@ impl Executor for InProcess {
         None
     }
 
-    fn run(&self, worker: &mut Option<Instance>, job_id: &str, batch: &Bytes) -> Result<(), AttemptError> {
+    fn run(&self, worker: &mut Option<Instance>, job_id: &str, index: u64, batch: &Bytes) -> Result<(), AttemptError> {
         let instance = self.instance(worker)?;
-        let result = instance.handle(job_id, batch);
+        let result = instance.handle(job_id, index, batch);
         if instance.is_poisoned() {
             *worker = None;
         }
@@ -181,7 +181,7 @@ impl Executor for EndpointExecutor {
         EndpointWorker { connection: Connection::new(endpoint), cancel: self.cancel.subscribe() }
     }
 
-    fn run(&self, worker: &mut EndpointWorker, job_id: &str, batch: &Bytes) -> Result<(), AttemptError> {
+    fn run(&self, worker: &mut EndpointWorker, job_id: &str, _index: u64, batch: &Bytes) -> Result<(), AttemptError> {
         let cancel = worker.cancel.clone();
         let connection = &mut worker.connection;
         let result = self.runtime.block_on(async {

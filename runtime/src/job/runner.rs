@@ -316,7 +316,7 @@ fn work<E: Executor>(
         }
         attempts += 1;
         let started = Instant::now();
-        match executor.run(state, job_id, &body) {
+        match executor.run(state, job_id, batch.index, &body) {
             Ok(()) => break Ok(started.elapsed()),
             Err(e) if e.interrupted || stop.is_set() => break Err(stop_error(stop.get())),
             Err(e) if e.retryable && attempts < max_attempts => {

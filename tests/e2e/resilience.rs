@@ -1,0 +1,156 @@
+//! Bad clients, bad guests and load: the server answers correctly or closes, and no
+//! worker, instance, byte of memory or file descriptor is lost.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Server, load, plugin, proc_usage};
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = server.get("/metrics").body;
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(f64::NAN)
+}
+
+#[test]
+fn guest_cannot_open_a_socket() {
+    let server = Server::with(plugin("misbehave")).start();
+    let reply = server.batch(r#"["socket:127.0.0.1:9"]"#);
+    assert_eq!((reply.status, reply.kind().as_str()), (500, "guest_error"), "{}", reply.body);
+    assert!(reply.message().starts_with("connect 127.0.0.1:9:"), "{}", reply.message());
+    assert_eq!(server.batch(r#"["ok"]"#).status, 200);
+}
+
+#[test]
+fn slow_headers_are_cut_off_and_hold_no_worker() {
+    let server = Server::with(plugin("noop")).args(["--header-timeout", "300ms"]).start();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Meanwhile the single worker serves others.
+    assert_eq!(server.batch("[1]").status, 200);
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    assert!(started.elapsed() < Duration::from_secs(5), "the slow client was not cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(server.batch("[1]").status, 200);
+}
+
+#[test]
+fn clients_that_vanish_mid_request_lose_nothing() {
+    let server = Server::with(plugin("misbehave")).start();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Cortex-Job-ID: j\r\nContent-Length: 100000\r\n\r\n[\"ok\",")
+            .unwrap();
+    }
+    // A client that leaves while its batch runs: the batch finishes, the worker returns.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let body = r#"["sleep:300"]"#;
+    write!(s, "POST / HTTP/1.1\r\nHost: x\r\nX-Cortex-Job-ID: j\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.batch(r#"["ok"]"#).status, 200);
+    assert_eq!(metric(&server, "wasmbatch_instances_busy"), 0.0);
+    assert_eq!(metric(&server, "wasmbatch_queue_depth"), 0.0);
+}
+
+#[test]
+fn many_idle_connections_neither_block_nor_leak() {
+    let server = Server::with(plugin("noop")).start();
+    let (_, fds_before) = proc_usage(server.pid());
+    let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    assert_eq!(server.batch("[1]").status, 200);
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, fds) = proc_usage(server.pid());
+        if fds <= fds_before + 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{fds} fds open, {fds_before} before the idle connections");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_under_load_answers_every_accepted_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::with(plugin("sum")).args(["--mount", dir.path().to_str().unwrap(), "--concurrency", "2"]).start();
+    let url = server.url("/");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::agent();
+                let (mut ok, mut other) = (0u64, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match agent.post(&url).set("X-Cortex-Job-ID", "drain").send_string("[[1,2],[3]]") {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => other.push(r.status()),
+                        Err(ureq::Error::Status(code, _)) => other.push(code),
+                        // Refused or closed before an answer: not accepted.
+                        Err(_) => break,
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let status = server.terminate();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.success(), "{status}");
+    let (mut ok, mut other) = (0, Vec::new());
+    for c in clients {
+        let (o, x) = c.join().unwrap();
+        ok += o;
+        other.extend(x);
+    }
+    assert!(other.is_empty(), "answers other than 200: {other:?}");
+    let handled = std::fs::read_dir(dir.path().join("drain")).unwrap().count() as u64;
+    assert!(ok > 0);
+    assert_eq!(handled, ok, "every batch the guest handled was answered 200, and only those");
+    assert!(TcpStream::connect(server.addr).is_err());
+}
+
+#[test]
+fn sustained_load_keeps_memory_flat_and_leaks_nothing() {
+    let total: u64 = std::env::var("WASMBATCH_LOAD_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    let connections = 32;
+    let server = Server::with(plugin("noop")).args(["--concurrency", "2", "--queue-depth", "64"]).start();
+    let (_, fds_idle) = proc_usage(server.pid());
+    let batch = r#"[{"id":1,"v":"aaaaaaaaaa"},{"id":2,"v":"bbbbbbbbbb"},{"id":3},{"id":4},{"id":5},{"id":6},{"id":7},{"id":8},{"id":9},{"id":10}]"#;
+    let warm = load(server.addr, connections, total / 10, batch);
+    let (rss_warm, _) = proc_usage(server.pid());
+    let report = load(server.addr, connections, total - total / 10, batch);
+    let (rss_end, _) = proc_usage(server.pid());
+    eprintln!(
+        "load: {} batches over {connections} connections in {:.2?} ({:.0}/s); RSS after warm-up {} KiB, at the end {} KiB",
+        total - total / 10,
+        report.elapsed,
+        (total - total / 10) as f64 / report.elapsed.as_secs_f64(),
+        rss_warm,
+        rss_end
+    );
+    assert_eq!((warm.ok + report.ok, report.errors), (total, 0), "{report:?}");
+    assert!(report.other.is_empty(), "{report:?}");
+    // Flat: the allocator may still settle a little, but no growth with the request count.
+    assert!(rss_end < rss_warm + 16 * 1024, "RSS grew from {rss_warm} KiB to {rss_end} KiB");
+    assert!(metric(&server, "wasmbatch_instances_alive") <= 2.0);
+    assert_eq!(metric(&server, "wasmbatch_instances_busy"), 0.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, fds) = proc_usage(server.pid());
+        if fds <= fds_idle + 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{fds} fds open after the load, {fds_idle} before");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
