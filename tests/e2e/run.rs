@@ -1,5 +1,6 @@
 //! `wasmbatch run`: job files, both executors, retries, dead letters, timeout, stop.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -369,4 +370,40 @@ fn interrupt_stops_the_job_cleanly() {
     assert_eq!(accounted, 40);
     assert!(s["unhandled_batch_count"].as_u64().unwrap() > 20, "{s}");
     assert_eq!(job.dead_letters().len() as u64, s["dead_lettered_batch_count"].as_u64().unwrap());
+}
+
+#[test]
+fn a_large_streamed_input_runs_in_bounded_memory() {
+    // 2M JSON Lines (about 60 MB): if the input were held in memory, RSS would pass it.
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("big.jsonl");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for i in 0..2_000_000u32 {
+            writeln!(out, "{{\"id\":{i},\"v\":\"{:08x}\"}}", i.wrapping_mul(2_654_435_761)).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    let job = Job::new(&json!({"workers": 2, "delimited_files": {"s3_paths": [path], "batch_size": 1000}}));
+    let child = job.command(&["--plugin", plugin_path("noop"), "--no-mount"]).spawn().unwrap();
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kib = peak_kib.max(hwm.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kib
+    });
+    let out = finish(child);
+    let peak_kib = watcher.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.status["total_batch_count"].as_u64(), out.status["total_item_count"].as_u64()),
+        (Some(2000), Some(2_000_000))
+    );
+    eprintln!("streamed {} MB with a peak RSS of {} MB", size >> 20, peak_kib >> 10);
+    assert!(peak_kib << 10 < size, "peak RSS {peak_kib} KiB for a {size}-byte input");
 }
