@@ -283,91 +283,10 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// What a load run saw.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    pub ok: u64,
-    /// Non-200 statuses and how often each came.
-    pub other: std::collections::BTreeMap<u16, u64>,
-    /// Requests that got no answer.
-    pub errors: u64,
-    pub elapsed: Duration,
-}
-
-/// Sends `total` POSTs of `body` to `/` over `connections` kept-alive connections (raw
-/// HTTP/1.1, one request at a time per connection), and counts the answers.
-pub fn load(addr: SocketAddr, connections: usize, total: u64, body: &str) -> LoadReport {
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: load\r\nContent-Type: application/json\r\nX-Cortex-Job-ID: load\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let remaining = Arc::new(AtomicU64::new(total));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..connections)
-        .map(|_| {
-            let (request, remaining) = (request.clone(), remaining.clone());
-            std::thread::spawn(move || {
-                let mut report = LoadReport::default();
-                let mut stream: Option<BufReader<std::net::TcpStream>> = None;
-                while remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
-                    let answer = (|| -> std::io::Result<u16> {
-                        if stream.is_none() {
-                            let s = std::net::TcpStream::connect(addr)?;
-                            s.set_nodelay(true)?;
-                            s.set_read_timeout(Some(Duration::from_secs(60)))?;
-                            stream = Some(BufReader::new(s));
-                        }
-                        let reader = stream.as_mut().unwrap();
-                        reader.get_mut().write_all(request.as_bytes())?;
-                        let mut line = String::new();
-                        reader.read_line(&mut line)?;
-                        let status: u16 = line
-                            .split(' ')
-                            .nth(1)
-                            .and_then(|s| s.parse().ok())
-                            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-                        let mut length = 0usize;
-                        loop {
-                            line.clear();
-                            reader.read_line(&mut line)?;
-                            if line == "\r\n" || line.is_empty() {
-                                break;
-                            }
-                            let lower = line.to_ascii_lowercase();
-                            if let Some(v) = lower.strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        reader.read_exact(&mut body)?;
-                        Ok(status)
-                    })();
-                    match answer {
-                        Ok(200) => report.ok += 1,
-                        Ok(status) => *report.other.entry(status).or_default() += 1,
-                        Err(_) => {
-                            report.errors += 1;
-                            stream = None;
-                        }
-                    }
-                }
-                report
-            })
-        })
-        .collect();
-    let mut total_report = LoadReport::default();
-    for t in threads {
-        let r = t.join().unwrap();
-        total_report.ok += r.ok;
-        total_report.errors += r.errors;
-        for (k, v) in r.other {
-            *total_report.other.entry(k).or_default() += v;
-        }
-    }
-    total_report.elapsed = started.elapsed();
-    total_report
+/// Sends `total` POSTs of `body` over `connections` kept-alive connections and counts
+/// the answers (the benchmark suite's load generator).
+pub fn load(addr: SocketAddr, connections: usize, total: u64, body: &str) -> wasmbatch_bench::load::Report {
+    wasmbatch_bench::load::run(addr, connections, wasmbatch_bench::load::Until::Requests(total), body)
 }
 
 /// A process's resident memory in KiB and its open file descriptors, from /proc.

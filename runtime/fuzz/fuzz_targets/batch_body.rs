@@ -1,0 +1,21 @@
+//! The request-body checks of `serve`: `check_batch` agrees with a full JSON parse, and
+//! `normalize_completion` always yields an object with a `message`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wasmbatch::http::batch::{check_batch, normalize_completion};
+
+fuzz_target!(|data: &[u8]| {
+    let full: Option<serde_json::Value> = serde_json::from_slice(data).ok();
+    match check_batch(data) {
+        Ok(items) => {
+            let array = full.as_ref().and_then(|v| v.as_array()).expect("accepted bodies are arrays");
+            assert_eq!(array.len(), items);
+        }
+        Err(_) => assert!(!full.as_ref().is_some_and(|v| v.is_array()), "a JSON array was refused"),
+    }
+    if let Ok(body) = normalize_completion(data) {
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("normalized bodies are JSON");
+        assert!(value.get("message").is_some());
+    }
+});
