@@ -6,7 +6,13 @@ use libfuzzer_sys::fuzz_target;
 use wasmbatch::http::batch::{check_batch, normalize_completion};
 
 fuzz_target!(|data: &[u8]| {
-    let full: Option<serde_json::Value> = serde_json::from_slice(data).ok();
+    let full = match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(value) => Some(value),
+        // Valid JSON that an f64 cannot hold (`1e999`): the check accepts it rightly,
+        // the `Value` oracle cannot say.
+        Err(e) if e.to_string().starts_with("number out of range") => return,
+        Err(_) => None,
+    };
     match check_batch(data) {
         Ok(items) => {
             let array = full.as_ref().and_then(|v| v.as_array()).expect("accepted bodies are arrays");
