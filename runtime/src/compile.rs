@@ -91,15 +91,16 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, Compile
 /// Loads the plugin at `path`, through the cache in `cache_dir` when given.
 pub fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Module, Origin), CompileError> {
     let started = Instant::now();
-    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
-    if let Some(Precompiled::Module) = wasmtime::Engine::detect_precompiled(&bytes) {
+    if let Ok(Some(Precompiled::Module)) = wasmtime::Engine::detect_precompiled_file(path) {
         // SAFETY: a precompiled artifact is native code; wasmbatch only loads what its
         // own `compile` command wrote (documented for `--plugin`). Wasmtime still checks
-        // that the artifact matches this engine's version and settings.
-        let module = unsafe { Module::deserialize(engine.wasmtime(), &bytes) }
+        // that the artifact matches this engine's version and settings. The file is
+        // mapped, not read.
+        let module = unsafe { Module::deserialize_file(engine.wasmtime(), path) }
             .map_err(|e| CompileError::Incompatible { path: path.into(), message: format!("{e:#}") })?;
         return Ok((module, Origin::Precompiled));
     }
+    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
     let Some(dir) = cache_dir else {
         return Ok((compile(engine, path, &bytes)?, Origin::Compiled));
     };
