@@ -163,7 +163,9 @@ fn cmd_startup(args: &[String]) -> Result<(), String> {
     };
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches("kB").trim().to_string()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches("kB").trim().to_string())
+        })
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let _ = child.kill();

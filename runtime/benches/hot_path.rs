@@ -48,7 +48,8 @@ fn hot_path(c: &mut Criterion) {
     let module = wasmtime_module(&engine);
     let sandbox = Arc::new(Sandbox::new(b"{}", None).unwrap());
     let plugin =
-        Plugin::new(engine, &module, sandbox, Arc::from(&b"{}"[..]), CallLimits::default(), Metrics::new("bench")).unwrap();
+        Plugin::new(engine, &module, sandbox, Arc::from(&b"{}"[..]), CallLimits::default(), Metrics::new("bench"))
+            .unwrap();
     let mut instance = plugin.instance(Arc::new(AtomicBool::new(false))).unwrap();
 
     let mut group = c.benchmark_group("guest_call");
