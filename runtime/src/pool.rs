@@ -1,15 +1,17 @@
 //! Worker threads, each with its own warm guest instance, behind a bounded queue.
 //!
 //! Guest code never runs on an async runtime thread (wasmtime-wasi's synchronous
-//! functions panic there, and a long batch would stall I/O). The pool is a rayon
-//! thread pool of `concurrency` threads; each thread owns one slot holding its warm
+//! functions panic there, and a long batch would stall I/O). The pool is
+//! `concurrency` plain threads fed by one channel; each thread owns its warm
 //! [`Instance`], created lazily on the thread's first task and replaced after a fatal
-//! failure or after `recycle_after` batches. Admission is bounded: at most
+//! failure or after `recycle_after` batches. (A rayon pool did the same job first; its
+//! idle workers spin in `sched_yield` before sleeping, which on 2 cores took ~13 % of
+//! the CPU from the I/O threads under load — see docs/benchmarks.md.) Admission is bounded: at most
 //! `concurrency + queue_depth` tasks are accepted at once, and [`WorkerPool::try_run`]
 //! answers [`Busy`] beyond that instead of letting the queue grow.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -32,16 +34,16 @@ pub struct PoolConfig {
     pub recycle_after: Option<u64>,
 }
 
-/// The thread pool and its instances.
+/// The worker threads and their admission count.
 pub struct WorkerPool {
     plugin: Arc<Plugin>,
-    threads: rayon::ThreadPool,
-    slots: Arc<Vec<Mutex<Option<Instance>>>>,
+    tasks: crossbeam_channel::Sender<Task>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
-    recycle_after: Option<u64>,
-    cancel: Arc<AtomicBool>,
 }
+
+/// A unit of work for a worker thread.
+type Task = Box<dyn FnOnce(&mut Worker<'_>) + Send>;
 
 /// A worker's view of its slot, handed to each task.
 pub struct Worker<'a> {
@@ -75,26 +77,53 @@ impl Drop for Admission {
     }
 }
 
+/// One worker thread: takes tasks until the pool is dropped, keeping its instance warm
+/// between them.
+fn work_loop(
+    plugin: Arc<Plugin>,
+    tasks: crossbeam_channel::Receiver<Task>,
+    mut slot: Option<Instance>,
+    recycle_after: Option<u64>,
+) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Blocks in the channel while idle: no spinning that would take the CPU from the
+    // I/O threads on a small machine.
+    for task in tasks.iter() {
+        let mut worker = Worker { plugin: &plugin, slot: &mut slot, cancel: &cancel };
+        // A bug in a task must not cost the pool a thread: the task's answer channel is
+        // dropped (its request gets a 500) and the instance, in an unknown state, goes.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&mut worker))).is_err() {
+            tracing::error!("a worker task panicked; its instance is discarded");
+            slot = None;
+            continue;
+        }
+        let retire = slot.as_ref().is_some_and(|i| i.is_poisoned() || recycle_after.is_some_and(|n| i.batches() >= n));
+        if retire {
+            slot = None;
+        }
+    }
+}
+
 impl WorkerPool {
     /// Starts the worker threads. `first`, an instance already created and `init`ed
     /// (the proof that the plugin starts), becomes the first worker's.
     pub fn new(plugin: Arc<Plugin>, config: &PoolConfig, first: Option<Instance>) -> std::io::Result<WorkerPool> {
         let concurrency = config.concurrency.max(1);
-        let threads = rayon::ThreadPoolBuilder::new()
-            .num_threads(concurrency)
-            .thread_name(|i| format!("wasmbatch-worker-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
-        let slots: Vec<Mutex<Option<Instance>>> = (0..concurrency).map(|_| Mutex::new(None)).collect();
-        *slots[0].lock().unwrap_or_else(|e| e.into_inner()) = first;
+        // Unbounded here because admission bounds it: at most `capacity` tasks exist.
+        let (tx, rx) = crossbeam_channel::unbounded::<Task>();
+        let mut first = first;
+        for index in 0..concurrency {
+            let (plugin, rx, slot) = (plugin.clone(), rx.clone(), first.take());
+            let recycle_after = config.recycle_after;
+            std::thread::Builder::new()
+                .name(format!("wasmbatch-worker-{index}"))
+                .spawn(move || work_loop(plugin, rx, slot, recycle_after))?;
+        }
         Ok(WorkerPool {
             plugin,
-            threads,
-            slots: Arc::new(slots),
+            tasks: tx,
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity: concurrency + config.queue_depth,
-            recycle_after: config.recycle_after,
-            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -113,24 +142,10 @@ impl WorkerPool {
         let metrics = self.plugin.metrics().clone();
         metrics.queue_depth.inc();
         let (tx, rx) = oneshot::channel();
-        let plugin = self.plugin.clone();
-        let slots = self.slots.clone();
-        let cancel = self.cancel.clone();
-        let recycle_after = self.recycle_after;
-        self.threads.spawn(move || {
+        let wrapped: Task = Box::new(move |worker: &mut Worker<'_>| {
             metrics.queue_depth.dec();
             metrics.instances_busy.inc();
-            let index = rayon::current_thread_index().expect("runs on a pool thread");
-            // One thread per slot: the lock is never contended, it only proves it.
-            let mut slot = slots[index].lock().unwrap_or_else(|e| e.into_inner());
-            let mut worker = Worker { plugin: &plugin, slot: &mut slot, cancel: &cancel };
-            let result = task(&mut worker);
-            let retire =
-                slot.as_ref().is_some_and(|i| i.is_poisoned() || recycle_after.is_some_and(|n| i.batches() >= n));
-            if retire {
-                *slot = None;
-            }
-            drop(slot);
+            let result = task(worker);
             metrics.instances_busy.dec();
             // Release the place before answering: a client that sends its next batch as
             // soon as it has this answer must find the place free.
@@ -138,6 +153,10 @@ impl WorkerPool {
             // The receiver is gone when the client disconnected; the work is done anyway.
             let _ = tx.send(result);
         });
+        if self.tasks.send(wrapped).is_err() {
+            // Only when every worker thread has died; the admission was dropped with the task.
+            return Err(Busy);
+        }
         Ok(rx)
     }
 

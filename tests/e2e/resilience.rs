@@ -112,10 +112,12 @@ fn sigterm_under_load_answers_every_accepted_batch() {
         ok += o;
         other.extend(x);
     }
-    assert!(other.is_empty(), "answers other than 200: {other:?}");
+    // A request that reaches a kept-alive connection after the drain began is refused
+    // with 503 (`draining`): not accepted, so not lost. Nothing else may come back.
+    assert!(other.iter().all(|&code| code == 503), "answers other than 200 and 503: {other:?}");
     let handled = std::fs::read_dir(dir.path().join("drain")).unwrap().count() as u64;
     assert!(ok > 0);
-    assert_eq!(handled, ok, "every batch the guest handled was answered 200, and only those");
+    assert_eq!(handled, ok, "every batch the guest handled was answered 200, and only those (503s: {})", other.len());
     assert!(TcpStream::connect(server.addr).is_err());
 }
 
