@@ -6,10 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-ensure_wasm_target
-scripts/build-plugins.sh
-cargo build -p wasmbatch
-BIN="$CARGO_TARGET_DIR/debug/wasmbatch"
+build_all
 
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -5,10 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-ensure_wasm_target
-scripts/build-plugins.sh
-cargo build -p wasmbatch
-BIN="$CARGO_TARGET_DIR/debug/wasmbatch"
+build_all
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

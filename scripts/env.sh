@@ -11,3 +11,11 @@ ensure_wasm_target() {
     fi
   fi
 }
+
+# Builds the plugins and the debug wasmbatch binary; sets BIN to the binary.
+build_all() {
+  ensure_wasm_target
+  scripts/build-plugins.sh
+  cargo build -p wasmbatch
+  BIN="$CARGO_TARGET_DIR/debug/wasmbatch"
+}

@@ -65,13 +65,18 @@ fn many_idle_connections_neither_block_nor_leak() {
     let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     assert_eq!(server.batch("[1]").status, 200);
     drop(idle);
+    wait_for_fds(&server, fds_before);
+}
+
+/// Waits (bounded) until the server has no more than `baseline` (+2) descriptors open.
+fn wait_for_fds(server: &Server, baseline: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, fds) = proc_usage(server.pid());
-        if fds <= fds_before + 2 {
-            break;
+        if fds <= baseline + 2 {
+            return;
         }
-        assert!(Instant::now() < deadline, "{fds} fds open, {fds_before} before the idle connections");
+        assert!(Instant::now() < deadline, "{fds} file descriptors open, {baseline} at the baseline");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -146,13 +151,5 @@ fn sustained_load_keeps_memory_flat_and_leaks_nothing() {
     assert!(rss_end < rss_warm + 16 * 1024, "RSS grew from {rss_warm} KiB to {rss_end} KiB");
     assert!(metric(&server, "wasmbatch_instances_alive") <= 2.0);
     assert_eq!(metric(&server, "wasmbatch_instances_busy"), 0.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, fds) = proc_usage(server.pid());
-        if fds <= fds_idle + 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{fds} fds open after the load, {fds_idle} before");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_fds(&server, fds_idle);
 }

@@ -199,13 +199,17 @@ pub fn run<E: Executor>(
         .map(|index| {
             let (rx, shared, stop, executor) = (rx.clone(), shared.clone(), stop.clone(), executor.clone());
             let metrics = metrics.clone();
-            let (job_id, max_attempts) = (plan.job_id.clone(), plan.max_attempts);
+            let job = JobRef {
+                job_id: plan.job_id.clone(),
+                api_name: plan.api_name.clone(),
+                max_attempts: plan.max_attempts,
+            };
             thread::Builder::new()
                 .name(format!("wasmbatch-job-{index}"))
                 .spawn(move || {
                     let mut state = executor.worker(index);
                     for batch in rx.iter() {
-                        work(&*executor, &mut state, &job_id, max_attempts, &batch, &shared, &stop, &metrics);
+                        work(&*executor, &mut state, &job, &batch, &shared, &stop, &metrics);
                     }
                     state
                 })
@@ -296,18 +300,24 @@ pub fn run<E: Executor>(
     }
 }
 
+/// What a worker needs to know of its job.
+struct JobRef {
+    job_id: String,
+    api_name: String,
+    max_attempts: u32,
+}
+
 /// One batch through its attempts, recorded in the tally (and the dead-letter file).
-#[allow(clippy::too_many_arguments)]
 fn work<E: Executor>(
     executor: &E,
     state: &mut E::Worker,
-    job_id: &str,
-    max_attempts: u32,
+    job: &JobRef,
     batch: &Batch,
     shared: &Shared,
     stop: &StopFlag,
     metrics: &Metrics,
 ) {
+    let (job_id, api_name, max_attempts) = (job.job_id.as_str(), job.api_name.as_str(), job.max_attempts);
     let body = Bytes::copy_from_slice(&batch.body);
     let mut attempts = 0;
     let outcome = loop {
@@ -321,7 +331,7 @@ fn work<E: Executor>(
             Err(e) if e.interrupted || stop.is_set() => break Err(stop_error(stop.get())),
             Err(e) if e.retryable && attempts < max_attempts => {
                 metrics.attempt_failed(&e.kind);
-                tracing::warn!(job_id, batch = batch.index, attempt = attempts, kind = %e.kind, error = %e.message, "batch failed; retrying");
+                tracing::warn!(api_name, job_id, batch = batch.index, attempt = attempts, kind = %e.kind, error = %e.message, "batch failed; retrying");
                 shared.tally().retries += 1;
                 // A short, growing pause: a restarting server gets a moment.
                 thread::sleep(Duration::from_millis(20u64 << attempts.min(5)));
@@ -345,7 +355,7 @@ fn work<E: Executor>(
             let unhandled = error.interrupted;
             if !unhandled {
                 metrics.batch_failed(job_id);
-                tracing::error!(job_id, batch = batch.index, attempts, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
+                tracing::error!(api_name, job_id, batch = batch.index, attempts, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
             }
             shared.dead_letter(batch, attempts, &error);
             let mut t = shared.tally();

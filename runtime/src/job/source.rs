@@ -97,12 +97,14 @@ pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn Ba
     Ok(match spec {
         SourceSpec::ItemList { items, batch_size } => Box::new(ItemList { items, batch_size, next: 0 }),
         SourceSpec::FilePathLister(files) => {
-            let paths = list_files(&files)?;
-            let items: Vec<String> = paths
+            let items = list_files(&files)?
                 .iter()
-                .map(|p| rewrite.as_ref().map(|r| r.apply(p)).unwrap_or_else(|| p.display().to_string()))
+                .map(|p| {
+                    let path = rewrite.as_ref().map(|r| r.apply(p)).unwrap_or_else(|| p.display().to_string());
+                    serde_json::value::to_raw_value(&path).expect("a string serializes")
+                })
                 .collect();
-            Box::new(PathList { items, batch_size: files.batch_size, next: 0 })
+            Box::new(ItemList { items, batch_size: files.batch_size, next: 0 })
         }
         SourceSpec::DelimitedFiles(files) => {
             let paths = list_files(&files)?;
@@ -147,34 +149,6 @@ impl BatchSource for ItemList {
             index: (self.next / self.batch_size) as u64,
             items: chunk.len(),
             body: array_of(chunk.iter().map(|v| v.get())),
-        };
-        self.next = end;
-        Ok(Some(batch))
-    }
-
-    fn total_batches(&self) -> Option<u64> {
-        Some(self.items.len().div_ceil(self.batch_size) as u64)
-    }
-}
-
-struct PathList {
-    items: Vec<String>,
-    batch_size: usize,
-    next: usize,
-}
-
-impl BatchSource for PathList {
-    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        if self.next >= self.items.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_size).min(self.items.len());
-        let quoted: Vec<String> =
-            self.items[self.next..end].iter().map(|p| serde_json::to_string(p).expect("a string serializes")).collect();
-        let batch = Batch {
-            index: (self.next / self.batch_size) as u64,
-            items: end - self.next,
-            body: array_of(quoted.iter().map(String::as_str)),
         };
         self.next = end;
         Ok(Some(batch))
