@@ -10,7 +10,7 @@
 //! - a dead-letter file: each line's `items` become one batch again.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -108,7 +108,13 @@ pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn Ba
         }
         SourceSpec::DelimitedFiles(files) => {
             let paths = list_files(&files)?;
-            Box::new(Delimited { files: paths.into_iter(), current: None, batch_size: files.batch_size, index: 0 })
+            Box::new(Delimited {
+                files: paths.into_iter(),
+                current: None,
+                batch_size: files.batch_size,
+                index: 0,
+                chunk: CHUNK,
+            })
         }
     })
 }
@@ -159,13 +165,98 @@ impl BatchSource for ItemList {
     }
 }
 
-type ValueStream = serde_json::StreamDeserializer<'static, serde_json::de::IoRead<BufReader<File>>, Box<RawValue>>;
+/// How much of a delimited file is read at a time.
+const CHUNK: usize = 1 << 20;
+
+/// One delimited file being read: a window of its bytes, parsed in place.
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Where the unparsed bytes start in `buf`.
+    start: usize,
+    eof: bool,
+    /// Line and column (1-based) of `buf[start]` in the file, for error positions.
+    line: usize,
+    column: usize,
+}
+
+impl OpenFile {
+    /// Reads the next chunk after what is still unparsed; `false` at the end of the file.
+    fn fill(&mut self, chunk: usize) -> Result<bool, SourceError> {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let len = self.buf.len();
+        self.buf.resize(len + chunk, 0);
+        let n = loop {
+            match self.file.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(SourceError::Io { path: self.path.clone(), source }),
+            }
+        };
+        self.buf.truncate(len + n);
+        self.eof = n == 0;
+        Ok(n > 0)
+    }
+
+    /// Moves past `n` parsed bytes, keeping the line and column up to date.
+    fn consume(&mut self, n: usize) {
+        let consumed = &self.buf[self.start..self.start + n];
+        match consumed.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                self.line += consumed.iter().filter(|&&b| b == b'\n').count();
+                self.column = n - last;
+            }
+            None => self.column += n,
+        }
+        self.start += n;
+    }
+
+    /// The next JSON value of the file, `None` at its end.
+    fn next_value(&mut self, chunk: usize) -> Result<Option<Box<RawValue>>, SourceError> {
+        loop {
+            let window = &self.buf[self.start..];
+            let mut stream = serde_json::Deserializer::from_slice(window).into_iter::<&RawValue>();
+            match stream.next() {
+                // A value that ends where the window ends may go on in the next chunk
+                // (a number split in two): read more first, unless the file is over.
+                Some(Ok(_)) if stream.byte_offset() == window.len() && !self.eof => {
+                    self.fill(chunk)?;
+                }
+                Some(Ok(value)) => {
+                    let value = value.to_owned();
+                    let end = stream.byte_offset();
+                    self.consume(end);
+                    return Ok(Some(value));
+                }
+                Some(Err(e)) if e.is_eof() && !self.eof => {
+                    self.fill(chunk)?;
+                }
+                Some(Err(e)) => {
+                    let column = if e.line() == 1 { self.column - 1 + e.column() } else { e.column() };
+                    return Err(SourceError::BadValue {
+                        path: self.path.clone(),
+                        line: self.line + e.line() - 1,
+                        column,
+                        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+                    });
+                }
+                None if self.eof => return Ok(None),
+                None => {
+                    self.fill(chunk)?;
+                }
+            }
+        }
+    }
+}
 
 struct Delimited {
     files: std::vec::IntoIter<PathBuf>,
-    current: Option<(PathBuf, ValueStream)>,
+    current: Option<OpenFile>,
     batch_size: usize,
     index: u64,
+    chunk: usize,
 }
 
 impl Delimited {
@@ -174,23 +265,11 @@ impl Delimited {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { return Ok(None) };
                 let file = File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
-                let stream = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, file)).into_iter();
-                self.current = Some((path, stream));
+                let buf = Vec::with_capacity(self.chunk);
+                self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1 });
             }
-            let (path, stream) = self.current.as_mut().expect("just opened");
-            match stream.next() {
-                Some(Ok(value)) => return Ok(Some(value)),
-                Some(Err(e)) if e.is_io() => {
-                    return Err(SourceError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) });
-                }
-                Some(Err(e)) => {
-                    return Err(SourceError::BadValue {
-                        path: path.clone(),
-                        line: e.line(),
-                        column: e.column(),
-                        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
-                    });
-                }
+            match self.current.as_mut().expect("just opened").next_value(self.chunk)? {
+                Some(value) => return Ok(Some(value)),
                 None => self.current = None,
             }
         }
@@ -367,6 +446,43 @@ mod tests {
                 (1, 3, "[[5,6],\"seven\",{\"pretty\":\n  true}]".into()),
             ]
         );
+    }
+
+    fn delimited(paths: Vec<PathBuf>, batch_size: usize, chunk: usize) -> Box<dyn BatchSource> {
+        Box::new(Delimited { files: paths.into_iter(), current: None, batch_size, index: 0, chunk })
+    }
+
+    #[test]
+    fn values_split_across_read_chunks_come_out_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!("{{\"n\": {i}, \"s\": \"{}\"}}\n{}\n", "x".repeat(i % 13), 1000 + i));
+        }
+        text.push_str("[1,\n 2]\n12345");
+        std::fs::write(&path, &text).unwrap();
+        let whole = drain(delimited(vec![path.clone()], 7, CHUNK));
+        for chunk in [1, 2, 3, 7, 64] {
+            assert_eq!(drain(delimited(vec![path.clone()], 7, chunk)), whole, "chunk {chunk}");
+        }
+        let last = whole.last().unwrap();
+        assert!(last.2.ends_with(",[1,\n 2],12345]"), "{}", last.2);
+        assert_eq!(whole.iter().map(|b| b.1).sum::<usize>(), 402);
+    }
+
+    #[test]
+    fn error_positions_survive_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(&path, "1 2\n[3,\n 4] {\"a\":\n  tru}\n").unwrap();
+        for chunk in [1, 3, 5, CHUNK] {
+            let mut source = delimited(vec![path.clone()], 100, chunk);
+            match source.next_batch().unwrap_err() {
+                SourceError::BadValue { line, column, .. } => assert_eq!((line, column), (4, 6), "chunk {chunk}"),
+                other => panic!("{other}"),
+            }
+        }
     }
 
     #[test]
