@@ -390,7 +390,7 @@ pub mod __private {
     /// `wasmbatch_init`.
     ///
     /// # Safety
-    /// See [`take`].
+    /// `ptr`/`len` must come from `alloc` with the same length (or be empty).
     pub unsafe fn init(ptr: *mut u8, len: usize, hook: impl FnOnce(&Context) -> Result<()>) -> i32 {
         install_panic_hook();
         // SAFETY: forwarded.
@@ -411,7 +411,7 @@ pub mod __private {
     /// `wasmbatch_handle`.
     ///
     /// # Safety
-    /// See [`take`], for both pairs.
+    /// Both pointer pairs must come from `alloc` with the same lengths (or be empty).
     pub unsafe fn handle<T: DeserializeOwned>(
         job_ptr: *mut u8,
         job_len: usize,
@@ -435,7 +435,7 @@ pub mod __private {
     /// `wasmbatch_on_job_complete`.
     ///
     /// # Safety
-    /// See [`take`], for both pairs.
+    /// Both pointer pairs must come from `alloc` with the same lengths (or be empty).
     pub unsafe fn on_job_complete(
         job_ptr: *mut u8,
         job_len: usize,
