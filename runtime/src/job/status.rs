@@ -242,6 +242,54 @@ mod tests {
     }
 
     #[test]
+    fn progress_lines_show_counts_rate_failures_and_eta() {
+        let view = ProgressView::new(ProgressMode::Lines, Duration::from_secs(5));
+        let known = view.line(Progress { done: 10, items: 100, failed: 2, total: Some(40) });
+        assert!(known.starts_with("10/40 batches, "), "{known}");
+        assert!(known.contains(" items/s, 2 failed, ETA "), "{known}");
+        let streamed = view.line(Progress { done: 3, items: 30, failed: 0, total: None });
+        assert!(streamed.starts_with("3 batches, ") && !streamed.contains("ETA"), "{streamed}");
+    }
+
+    #[test]
+    fn summary_checks_that_the_counts_add_up() {
+        let mut status = JobStatus {
+            job_id: "j".into(),
+            api_name: "a".into(),
+            kind: "BatchAPI",
+            status: "completed_with_failures",
+            workers: 1,
+            config: Value::Null,
+            timeout: None,
+            start_time: String::new(),
+            end_time: String::new(),
+            total_batch_count: 5,
+            total_item_count: 9,
+            metrics: Metrics { succeeded: 3, failed: 1, average_time_per_batch: Some(0.002) },
+            unhandled_batch_count: 1,
+            dead_lettered_batch_count: 2,
+            dead_letter_file: Some("dl.jsonl".into()),
+            retries: 4,
+            executor: "in_process",
+            on_job_complete: "succeeded",
+            error: None,
+        };
+        let summary = status.summary();
+        assert!(summary.contains("3 + 2 = 5 of 5 batches ✓"), "{summary}");
+        assert!(summary.contains("(1 failed, 1 unhandled)"), "{summary}");
+        assert_eq!(status.exit_code(), 1);
+        status.dead_lettered_batch_count = 1;
+        assert!(status.summary().contains("✗ MISMATCH"));
+        status.status = "succeeded";
+        status.on_job_complete = "failed";
+        assert_eq!(status.exit_code(), 1);
+        status.on_job_complete = "not_found";
+        assert_eq!(status.exit_code(), 0);
+        status.status = "enqueue_failed";
+        assert_eq!(status.exit_code(), 2);
+    }
+
+    #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
