@@ -10,7 +10,8 @@ seconds="${1:-30}"
 sanitizer="${2:-none}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
+# One target directory per sanitizer: their builds use different flags.
+export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz-$sanitizer"
 cd runtime
 for target in job_file batch_body module_validation; do
   corpus="fuzz/corpus/$target"
