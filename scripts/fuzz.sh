@@ -12,6 +12,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 # One target directory per sanitizer: their builds use different flags.
 export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz-$sanitizer"
+mkdir -p "$CARGO_TARGET_DIR"
 cd runtime
 for target in job_file batch_body module_validation; do
   corpus="fuzz/corpus/$target"
