@@ -199,16 +199,6 @@ impl Plugin {
         self.capabilities
     }
 
-    /// The sandbox its instances see.
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
-    }
-
-    /// The limits every call gets.
-    pub fn limits(&self) -> &CallLimits {
-        &self.limits
-    }
-
     /// The job spec's `api_name` (empty when it has none).
     pub fn api_name(&self) -> &str {
         &self.api_name
@@ -542,11 +532,6 @@ impl Instance {
     /// Batches handed to this instance so far.
     pub fn batches(&self) -> u64 {
         self.batches
-    }
-
-    /// Bytes of linear memory the guest has now.
-    pub fn memory_size(&self) -> usize {
-        self.exports.memory.data_size(&self.store)
     }
 }
 
