@@ -1,11 +1,11 @@
 //! Write wasmbatch batch handlers in Rust.
 //!
-//! A plugin is a `cdylib` crate that depends on this one, writes one function that takes
-//! a context and a batch of typed items, and registers it with [`plugin!`]:
+//! A plugin is a `cdylib` crate that depends on this one and marks one function as its
+//! batch handler; it takes a context and a batch of typed items:
 //!
 //! ```no_run
 //! use serde::Deserialize;
-//! use wasmbatch_guest::{Context, Result};
+//! use wasmbatch_guest::{Context, ErrorContext, Result, bail, info};
 //!
 //! #[derive(Deserialize)]
 //! struct Order {
@@ -13,27 +13,29 @@
 //!     amount: f64,
 //! }
 //!
+//! #[wasmbatch_guest::handler]
 //! fn handle(ctx: &Context, orders: Vec<Order>) -> Result<()> {
 //!     let limit = ctx.config()["limit"].as_f64().unwrap_or(1000.0);
 //!     for order in &orders {
 //!         if order.amount > limit {
-//!             wasmbatch_guest::bail!("order {} is over the limit {limit}", order.id);
+//!             bail!("order {} is over the limit {limit}", order.id);
 //!         }
 //!     }
-//!     println!("{} orders fine", orders.len()); // a host log line, tagged with the job ID
+//!     // One output per batch, named by the batch: a retried batch overwrites its own.
+//!     let path = format!("/mnt/orders-{}.json", ctx.batch_id());
+//!     std::fs::write(&path, orders.len().to_string()).with_context(|| format!("writing {path}"))?;
+//!     info!("{} orders fine", orders.len()); // a host log line, tagged with the job ID
 //!     Ok(())
 //! }
-//!
-//! wasmbatch_guest::plugin!(handle: handle);
 //! ```
 //!
 //! ```toml
 //! # Cargo.toml
 //! [lib]
-//! crate-type = ["cdylib"]
+//! crate-type = ["cdylib", "rlib"]   # rlib: so that `cargo test` can call your functions
 //!
 //! [dependencies]
-//! wasmbatch-guest = "0.1"
+//! wasmbatch-guest = "0.1"            # or { path = "…/wasmbatch/guest-sdk" }
 //! serde = { version = "1", features = ["derive"] }
 //! ```
 //!
@@ -45,35 +47,80 @@
 //! - **Typed items.** The batch (a JSON array) is deserialized into `Vec<T>` for the `T`
 //!   your handler takes. A batch that does not fit is reported to the host as
 //!   `invalid_input` with serde's message; your function is not called.
-//! - **Errors and panics.** An `Err` fails the batch with its message (`guest_error`);
-//!   [`Error::invalid_input`] marks a bad batch instead. A panic fails the batch as
-//!   `panic` with the panic message; the host then replaces the instance.
-//! - **Output.** `println!` / `eprintln!` become host log lines tagged with the job ID;
-//!   [`log`] emits a line at a chosen level.
-//! - **Hooks.** `init` runs once per instance, before the first batch, with the job spec;
-//!   `on_job_complete` runs once per job, after the last batch:
+//! - **Errors.** [`Error`] takes any error with `?` — `std::io::Error`, `serde_json`'s,
+//!   `anyhow::Error`, your own — and keeps its chain of causes. [`ErrorContext`] adds
+//!   context (`.context("reading the model")?`) to a `Result` or an `Option`, or marks an
+//!   error as the input's fault (`.invalid_input()?`). [`bail!`] fails the batch
+//!   (`guest_error`), [`invalid!`] rejects it (`invalid_input`), [`ensure!`] checks. A
+//!   panic fails the batch as `panic` with its message; the host then replaces the
+//!   instance.
+//! - **The batch.** [`Context::batch_id`] is unique within the job and the same on
+//!   every attempt at a batch: name per-batch outputs by it and a retried batch
+//!   overwrites its own output instead of adding a second. [`Context::attempt`] counts
+//!   attempts from 1.
+//! - **State.** `#[init]` runs once per instance, before its first batch, and may
+//!   return a value; a handler that takes `&mut S` gets it on every batch:
 //!
-//! ```ignore
-//! wasmbatch_guest::plugin!(handle: handle, init: setup, on_job_complete: finish);
-//! fn setup(ctx: &Context) -> Result<()> { Ok(()) }
-//! fn finish(ctx: &Context, done: &JobComplete) -> Result<()> { Ok(()) }
+//! ```no_run
+//! use wasmbatch_guest::{Context, JobComplete, Result};
+//!
+//! struct Model { weights: Vec<f64> }
+//!
+//! #[wasmbatch_guest::init]
+//! fn load(ctx: &Context) -> Result<Model> {
+//!     Ok(Model { weights: ctx.config_as::<Vec<f64>>()? })
+//! }
+//!
+//! #[wasmbatch_guest::handler]
+//! fn score(_ctx: &Context, model: &mut Model, rows: Vec<Vec<f64>>) -> Result<()> {
+//!     let _scores: Vec<f64> =
+//!         rows.iter().map(|r| r.iter().zip(&model.weights).map(|(x, w)| x * w).sum()).collect();
+//!     Ok(())
+//! }
+//!
+//! #[wasmbatch_guest::on_job_complete]
+//! fn finish(_ctx: &Context, done: &JobComplete) -> Result<()> {
+//!     wasmbatch_guest::info!("{:?} of {:?} batches succeeded", done.succeeded, done.total);
+//!     Ok(())
+//! }
 //! ```
+//!
+//!   The three attributes may come in any order, in any module. (The older
+//!   `plugin!(handle: …, init: …, on_job_complete: …)` macro does the same, also in any
+//!   order.)
+//! - **Output.** [`info!`], [`warn!`], [`error!`], [`debug!`], [`trace!`] (and [`log`])
+//!   emit host log lines at a level, tagged with the job, the API and the batch; a
+//!   message with newlines is one entry. `println!` lines are logged at INFO and
+//!   `eprintln!` lines at WARN; output without a final newline is still flushed at the
+//!   end of each call, and everything keeps the order it was written in. The host logs
+//!   INFO and above by default; `wasmbatch --log-level debug` shows `debug!` lines too.
 //!
 //! The files a guest can reach: the job spec, read-only, at `/cortex/spec/job.json`, and
 //! `/mnt` read-write when the host mounts a directory there. Nothing else.
 //!
+//! # Testing a plugin natively
+//!
+//! The attributes leave your functions as they are, and the SDK builds for the host
+//! too, so `cargo test` (no Wasm target needed) calls them directly with a context you
+//! make: `Context::for_batch("job-1", &spec, "0", 1)`. Give the crate type `rlib` next
+//! to `cdylib` for that.
+//!
 //! # The ABI underneath
 //!
-//! [`plugin!`] exports the functions of wasmbatch guest ABI v1 (`docs/abi.md` in the
+//! The attributes export the functions of wasmbatch guest ABI v1 (`docs/abi.md` in the
 //! wasmbatch repository): `_initialize`, `wasmbatch_abi_version`, `wasmbatch_alloc`,
-//! `wasmbatch_init`, `wasmbatch_handle` and, when you give the hook,
-//! `wasmbatch_on_job_complete`. It imports `set_error`, `log` and `panic` from the
-//! `wasmbatch` module. Inputs are copied once into guest memory by the host; the guest
-//! owns and frees them.
+//! `wasmbatch_handle` and, with their hooks, `wasmbatch_init` and
+//! `wasmbatch_on_job_complete`. They import `set_error`, `log`, `panic`, `batch_id` and
+//! `attempt` from the `wasmbatch` module. Inputs are copied once into guest memory by
+//! the host; the guest owns and frees them. Without an init hook the SDK reads the job
+//! spec from `/cortex/spec/job.json` when it is first needed.
 
 #![deny(missing_docs)]
 
+use std::any::Any;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -82,8 +129,10 @@ use serde_json::Value;
 
 mod sys;
 
+pub use anyhow;
 #[cfg(not(target_arch = "wasm32"))]
 pub use sys::take_error;
+pub use wasmbatch_guest_macros::{handler, init, on_job_complete};
 
 /// The guest ABI version this SDK implements.
 pub const ABI_VERSION: i32 = 1;
@@ -91,53 +140,109 @@ pub const ABI_VERSION: i32 = 1;
 /// What a handler returns.
 pub type Result<T = (), E = Error> = std::result::Result<T, E>;
 
-/// Why a call failed: a message, and whether the input itself was at fault.
+/// Why a call failed: an error with its chain of causes, and whether the input itself
+/// was at fault.
 pub struct Error {
-    message: String,
+    inner: anyhow::Error,
     invalid_input: bool,
 }
 
 impl Error {
     /// A failure with this message (reported as `guest_error`).
     pub fn msg(message: impl fmt::Display) -> Self {
-        Error { message: message.to_string(), invalid_input: false }
+        Error { inner: anyhow::Error::msg(message.to_string()), invalid_input: false }
     }
 
-    /// The batch itself is unusable (reported as `invalid_input`).
+    /// The batch itself is unusable (reported as `invalid_input`: not retried, and
+    /// answered 400 under `serve`).
     pub fn invalid_input(message: impl fmt::Display) -> Self {
-        Error { message: message.to_string(), invalid_input: true }
+        Error { inner: anyhow::Error::msg(message.to_string()), invalid_input: true }
     }
 
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
+    /// The message the host reports: this error and its causes, `outer: inner: …`.
+    pub fn message(&self) -> String {
+        format!("{:#}", self.inner)
     }
 
     /// Whether this is an invalid-input failure.
     pub fn is_invalid_input(&self) -> bool {
         self.invalid_input
     }
+
+    /// The same error, marked as the input's fault.
+    pub fn into_invalid_input(self) -> Self {
+        Error { invalid_input: true, ..self }
+    }
+
+    /// The same error with `context` in front of it.
+    pub fn context(self, context: impl fmt::Display + Send + Sync + 'static) -> Self {
+        Error { inner: self.inner.context(context), invalid_input: self.invalid_input }
+    }
+
+    /// The underlying error, for downcasting to its original type.
+    pub fn as_anyhow(&self) -> &anyhow::Error {
+        &self.inner
+    }
 }
 
-impl<E: std::error::Error> From<E> for Error {
+impl<E: Into<anyhow::Error>> From<E> for Error {
     fn from(error: E) -> Self {
-        Error::msg(error)
+        Error { inner: error.into(), invalid_input: false }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "{:#}", self.inner)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Error({:?})", self.message)
+        let kind = if self.invalid_input { "invalid input" } else { "error" };
+        write!(f, "{kind}: {:#}", self.inner)
     }
 }
 
-/// Returns early with an [`Error`] built from a format string.
+/// Context and invalid-input marks for `Result`s and `Option`s, whatever their error.
+pub trait ErrorContext<T> {
+    /// Puts `context` in front of the error (or makes one of a `None`).
+    fn context(self, context: impl fmt::Display + Send + Sync + 'static) -> Result<T>;
+    /// Like [`ErrorContext::context`], the context built only on failure.
+    fn with_context<C: fmt::Display + Send + Sync + 'static>(self, context: impl FnOnce() -> C) -> Result<T>;
+    /// Marks the error as the input's fault (`invalid_input`).
+    fn invalid_input(self) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> ErrorContext<T> for std::result::Result<T, E> {
+    fn context(self, context: impl fmt::Display + Send + Sync + 'static) -> Result<T> {
+        self.map_err(|e| e.into().context(context))
+    }
+
+    fn with_context<C: fmt::Display + Send + Sync + 'static>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| e.into().context(context()))
+    }
+
+    fn invalid_input(self) -> Result<T> {
+        self.map_err(|e| e.into().into_invalid_input())
+    }
+}
+
+impl<T> ErrorContext<T> for Option<T> {
+    fn context(self, context: impl fmt::Display + Send + Sync + 'static) -> Result<T> {
+        self.ok_or_else(|| Error::msg(context))
+    }
+
+    fn with_context<C: fmt::Display + Send + Sync + 'static>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.ok_or_else(|| Error::msg(context()))
+    }
+
+    fn invalid_input(self) -> Result<T> {
+        self.ok_or_else(|| Error::invalid_input("a required value is missing"))
+    }
+}
+
+/// Returns early with an [`Error`] built from a format string (`guest_error`).
 #[macro_export]
 macro_rules! bail {
     ($($arg:tt)*) => {
@@ -145,16 +250,100 @@ macro_rules! bail {
     };
 }
 
-/// What a call knows about the job it works for.
+/// Returns early with an invalid-input [`Error`] built from a format string: the batch
+/// is unusable, and retrying it will not help.
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return ::core::result::Result::Err($crate::Error::invalid_input(::std::format!($($arg)*)))
+    };
+}
+
+/// Returns early with an [`Error`] unless the condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            $crate::bail!($($arg)+);
+        }
+    };
+}
+
+/// A host log line at ERROR, from a format string.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Error, ::std::format!($($arg)+)) };
+}
+
+/// A host log line at WARN, from a format string.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Warn, ::std::format!($($arg)+)) };
+}
+
+/// A host log line at INFO, from a format string.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Info, ::std::format!($($arg)+)) };
+}
+
+/// A host log line at DEBUG, from a format string (shown with `--log-level debug`).
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Debug, ::std::format!($($arg)+)) };
+}
+
+/// A host log line at TRACE, from a format string (shown with `--log-level trace`).
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Trace, ::std::format!($($arg)+)) };
+}
+
+/// What a call knows about the job it works for, and about the batch it handles.
 pub struct Context<'a> {
     job_id: &'a str,
-    spec: &'a Value,
+    /// `None`: the process's job spec ([`job_spec`]), read only if asked for.
+    spec: Option<&'a Value>,
+    batch: Batch,
+}
+
+/// Where a context's batch identity comes from.
+enum Batch {
+    /// Not a batch call (init, on-job-complete).
+    None,
+    /// Asked of the host on first use.
+    Host(OnceCell<(String, u32)>),
+    /// Given (tests).
+    Given(String, u32),
 }
 
 impl<'a> Context<'a> {
-    /// A context for `job_id` under `spec`; the SDK builds these, tests may too.
+    /// A context for `job_id` under `spec`, outside any batch.
     pub fn new(job_id: &'a str, spec: &'a Value) -> Self {
-        Context { job_id, spec }
+        Context { job_id, spec: Some(spec), batch: Batch::None }
+    }
+
+    /// A context for one batch, as a plugin's native tests make it.
+    pub fn for_batch(job_id: &'a str, spec: &'a Value, batch_id: impl Into<String>, attempt: u32) -> Self {
+        Context { job_id, spec: Some(spec), batch: Batch::Given(batch_id.into(), attempt) }
+    }
+
+    /// A context for a call from the host: the spec and the batch are looked up only
+    /// when the function asks for them.
+    fn from_host(job_id: &'a str, batch: bool) -> Self {
+        let batch = if batch { Batch::Host(OnceCell::new()) } else { Batch::None };
+        Context { job_id, spec: None, batch }
+    }
+
+    fn batch(&self) -> (&str, u32) {
+        match &self.batch {
+            Batch::None => ("", 0),
+            Batch::Host(cell) => {
+                let (id, attempt) = cell.get_or_init(|| (sys::batch_id(), sys::attempt()));
+                (id, *attempt)
+            }
+            Batch::Given(id, attempt) => (id, *attempt),
+        }
     }
 
     /// The job's ID (`X-Cortex-Job-ID`).
@@ -162,19 +351,37 @@ impl<'a> Context<'a> {
         self.job_id
     }
 
-    /// The job's `config` object (`Value::Null` when the job has none).
-    pub fn config(&self) -> &Value {
-        self.spec.get("config").unwrap_or(&Value::Null)
+    /// The batch's identifier: unique within the job, the same on every attempt at the
+    /// batch, and safe in a file name (letters, digits, `-`, `_`, `.`). Name per-batch
+    /// outputs by it so that a retried batch replaces its own. Empty outside a batch.
+    ///
+    /// `wasmbatch run` numbers batches from `0`; under `serve` it is the sender's
+    /// `X-Wasmbatch-Batch-ID`, or, when a sender (like Cortex) gives none, a hash of the
+    /// job ID and the batch's bytes — two batches with identical bytes then share it.
+    pub fn batch_id(&self) -> &str {
+        self.batch().0
     }
 
-    /// The job's `config`, deserialized into `T`.
+    /// Which attempt at this batch this is, from 1 (0 outside a batch). Under `serve`
+    /// without an `X-Wasmbatch-Attempt` header, counted by the server process.
+    pub fn attempt(&self) -> u32 {
+        self.batch().1
+    }
+
+    /// The job's `config` object (`Value::Null` when the job has none).
+    pub fn config(&self) -> &Value {
+        self.spec().get("config").unwrap_or(&Value::Null)
+    }
+
+    /// The job's `config`, deserialized into `T`; a config that does not fit is
+    /// invalid input.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(self.config()).map_err(|e| Error::invalid_input(format!("job config: {e}")))
     }
 
     /// The whole job spec, as found at `/cortex/spec/job.json`.
     pub fn spec(&self) -> &Value {
-        self.spec
+        self.spec.unwrap_or_else(|| job_spec())
     }
 }
 
@@ -235,18 +442,125 @@ impl Level {
     }
 }
 
-/// Emits one host log line at `level`, tagged by the host with the job ID.
+/// Emits one host log line at `level`, tagged by the host with the job ID. What was
+/// printed before it is logged before it.
 pub fn log(level: Level, line: impl AsRef<str>) {
+    flush_output();
     sys::log(level as u32, line.as_ref());
 }
 
-/// The job spec this instance was initialized with (`Null` before `init`).
+/// Hands what `print!`/`eprint!` buffered to the host, partial lines included.
+fn flush_output() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// The job spec: the one `init` was given, else `/cortex/spec/job.json` (natively,
+/// `{}`), read once.
 pub fn job_spec() -> &'static Value {
-    static NULL: Value = Value::Null;
-    SPEC.get().unwrap_or(&NULL)
+    SPEC.get_or_init(read_spec_file)
+}
+
+fn read_spec_file() -> Value {
+    let empty = || Value::Object(Default::default());
+    if !cfg!(target_arch = "wasm32") {
+        return empty();
+    }
+    std::fs::read("/cortex/spec/job.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(empty)
 }
 
 static SPEC: OnceLock<Value> = OnceLock::new();
+
+thread_local! {
+    /// What `init` returned, with its type's name for error messages.
+    static STATE: RefCell<Option<(Box<dyn Any>, &'static str)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the state `init` returned, if it is an `S`.
+fn with_state<S: 'static, R>(f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
+    STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let wanted = std::any::type_name::<S>();
+        match slot.as_mut() {
+            Some((state, _)) if state.is::<S>() => f(state.downcast_mut::<S>().expect("checked")),
+            Some((_, found)) => {
+                Err(Error::msg(format!("the init hook returned a `{found}`, but this hook takes `&mut {wanted}`")))
+            }
+            None => Err(Error::msg(format!(
+                "this hook takes `&mut {wanted}`, but no init hook returned one (add a \
+                 #[wasmbatch_guest::init] function returning Result<{wanted}>)"
+            ))),
+        }
+    })
+}
+
+/// A batch handler: `fn(&Context, Vec<T>) -> Result<()>` or
+/// `fn(&Context, &mut S, Vec<T>) -> Result<()>`. Implemented for such functions; the
+/// marker type tells the two apart.
+pub trait Handler<Marker> {
+    /// Deserializes the batch and calls the function.
+    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()>;
+}
+
+/// Marks a handler without state.
+pub struct Stateless<T>(PhantomData<T>);
+/// Marks a handler with state `S`.
+pub struct Stateful<S, T>(PhantomData<(S, T)>);
+
+fn items<T: DeserializeOwned>(batch: &[u8]) -> Result<Vec<T>> {
+    serde_json::from_slice(batch)
+        .map_err(|e| Error::invalid_input(format!("batch does not match the handler's item type: {e}")))
+}
+
+impl<F, T> Handler<Stateless<T>> for F
+where
+    F: FnOnce(&Context<'_>, Vec<T>) -> Result<()>,
+    T: DeserializeOwned,
+{
+    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
+        let items = items(batch)?;
+        self(ctx, items)
+    }
+}
+
+impl<F, S, T> Handler<Stateful<S, T>> for F
+where
+    F: FnOnce(&Context<'_>, &mut S, Vec<T>) -> Result<()>,
+    S: 'static,
+    T: DeserializeOwned,
+{
+    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
+        let items = items(batch)?;
+        with_state(|state: &mut S| self(ctx, state, items))
+    }
+}
+
+/// An on-job-complete hook: `fn(&Context, &JobComplete) -> Result<()>` or
+/// `fn(&Context, &mut S, &JobComplete) -> Result<()>`.
+pub trait CompletionHook<Marker> {
+    /// Calls the function.
+    fn call(self, ctx: &Context<'_>, done: &JobComplete) -> Result<()>;
+}
+
+impl<F> CompletionHook<Stateless<()>> for F
+where
+    F: FnOnce(&Context<'_>, &JobComplete) -> Result<()>,
+{
+    fn call(self, ctx: &Context<'_>, done: &JobComplete) -> Result<()> {
+        self(ctx, done)
+    }
+}
+
+impl<F, S> CompletionHook<Stateful<S, ()>> for F
+where
+    F: FnOnce(&Context<'_>, &mut S, &JobComplete) -> Result<()>,
+    S: 'static,
+{
+    fn call(self, ctx: &Context<'_>, done: &JobComplete) -> Result<()> {
+        with_state(|state: &mut S| self(ctx, state, done))
+    }
+}
 
 /// Status codes of ABI v1 calls.
 mod status {
@@ -255,23 +569,104 @@ mod status {
     pub const INVALID_INPUT: i32 = 2;
 }
 
-/// Registers a plugin's functions as the exports of ABI v1.
-///
-/// `handle` is required; `init` and `on_job_complete` are optional, in this order:
+/// Registers a plugin's functions as the exports of ABI v1, in any order:
 ///
 /// ```ignore
 /// wasmbatch_guest::plugin!(handle: handle);
-/// wasmbatch_guest::plugin!(handle: handle, init: setup);
-/// wasmbatch_guest::plugin!(handle: handle, on_job_complete: finish);
-/// wasmbatch_guest::plugin!(handle: handle, init: setup, on_job_complete: finish);
+/// wasmbatch_guest::plugin!(init: setup, handle: handle, on_job_complete: finish);
 /// ```
 ///
-/// - `fn handle(ctx: &Context, items: Vec<T>) -> Result<()>` for any `T: DeserializeOwned`;
-/// - `fn setup(ctx: &Context) -> Result<()>`;
-/// - `fn finish(ctx: &Context, done: &JobComplete) -> Result<()>`.
+/// The same as the attributes `#[handler]`, `#[init]` and `#[on_job_complete]` on the
+/// functions, which are the usual way.
 #[macro_export]
 macro_rules! plugin {
-    (handle: $handle:path $(, init: $init:path)? $(, on_job_complete: $complete:path)? $(,)?) => {
+    ($($hook:ident : $function:path),+ $(,)?) => {
+        $crate::__plugin!(@collect [] [] [] $($hook : $function,)+);
+    };
+}
+
+/// The implementation of [`plugin!`]: collects the hooks in any order, then expands.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin {
+    (@collect [$h:path] [$($i:path)?] [$($c:path)?] handle : $($rest:tt)*) => {
+        ::core::compile_error!("plugin!: `handle` is given twice");
+    };
+    (@collect [$($h:path)?] [$i:path] [$($c:path)?] init : $($rest:tt)*) => {
+        ::core::compile_error!("plugin!: `init` is given twice");
+    };
+    (@collect [$($h:path)?] [$($i:path)?] [$c:path] on_job_complete : $($rest:tt)*) => {
+        ::core::compile_error!("plugin!: `on_job_complete` is given twice");
+    };
+    (@collect [] [$($i:path)?] [$($c:path)?] handle : $f:path, $($rest:tt)*) => {
+        $crate::__plugin!(@collect [$f] [$($i)?] [$($c)?] $($rest)*);
+    };
+    (@collect [$($h:path)?] [] [$($c:path)?] init : $f:path, $($rest:tt)*) => {
+        $crate::__plugin!(@collect [$($h)?] [$f] [$($c)?] $($rest)*);
+    };
+    (@collect [$($h:path)?] [$($i:path)?] [] on_job_complete : $f:path, $($rest:tt)*) => {
+        $crate::__plugin!(@collect [$($h)?] [$($i)?] [$f] $($rest)*);
+    };
+    (@collect [$($h:path)?] [$($i:path)?] [$($c:path)?] $other:ident : $($rest:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "plugin!: unknown hook `", ::core::stringify!($other), "`; use handle, init or on_job_complete"
+        ));
+    };
+    (@collect [] [$($i:path)?] [$($c:path)?]) => {
+        ::core::compile_error!("plugin!: `handle: your_function` is required");
+    };
+    (@collect [$h:path] [$($i:path)?] [$($c:path)?]) => {
+        $crate::__core_exports!();
+
+        /// # Safety
+        /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {
+            $(
+                // SAFETY: forwarded from the caller.
+                return unsafe { $crate::__private::init(ptr, len, $i) };
+            )?
+            #[allow(unreachable_code)]
+            // SAFETY: forwarded from the caller.
+            unsafe { $crate::__private::init(ptr, len, |_: &$crate::Context<'_>| Ok(())) }
+        }
+
+        /// # Safety
+        /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn wasmbatch_handle(
+            job_ptr: *mut u8,
+            job_len: usize,
+            batch_ptr: *mut u8,
+            batch_len: usize,
+        ) -> i32 {
+            // SAFETY: forwarded from the caller.
+            unsafe { $crate::__private::handle(job_ptr, job_len, batch_ptr, batch_len, $h) }
+        }
+
+        $(
+            /// # Safety
+            /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn wasmbatch_on_job_complete(
+                job_ptr: *mut u8,
+                job_len: usize,
+                body_ptr: *mut u8,
+                body_len: usize,
+            ) -> i32 {
+                // SAFETY: forwarded from the caller.
+                unsafe { $crate::__private::on_job_complete(job_ptr, job_len, body_ptr, body_len, $c) }
+            }
+        )?
+    };
+}
+
+/// The exports every plugin has, whichever hooks it defines; emitted by
+/// `#[handler]` and [`plugin!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __core_exports {
+    () => {
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
         pub extern "C" fn _initialize() {
@@ -287,54 +682,10 @@ macro_rules! plugin {
         pub extern "C" fn wasmbatch_alloc(len: usize) -> *mut u8 {
             $crate::__private::alloc(len)
         }
-
-        /// # Safety
-        /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {
-            #[allow(unused_variables)]
-            let hook = |ctx: &$crate::Context| -> $crate::Result<()> {
-                $( return $init(ctx); )?
-                #[allow(unreachable_code)]
-                Ok(())
-            };
-            // SAFETY: forwarded from the caller.
-            unsafe { $crate::__private::init(ptr, len, hook) }
-        }
-
-        /// # Safety
-        /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn wasmbatch_handle(
-            job_ptr: *mut u8,
-            job_len: usize,
-            batch_ptr: *mut u8,
-            batch_len: usize,
-        ) -> i32 {
-            // SAFETY: forwarded from the caller.
-            unsafe { $crate::__private::handle(job_ptr, job_len, batch_ptr, batch_len, $handle) }
-        }
-
-        $(
-            /// # Safety
-            /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-            #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn wasmbatch_on_job_complete(
-                job_ptr: *mut u8,
-                job_len: usize,
-                body_ptr: *mut u8,
-                body_len: usize,
-            ) -> i32 {
-                // SAFETY: forwarded from the caller.
-                unsafe {
-                    $crate::__private::on_job_complete(job_ptr, job_len, body_ptr, body_len, $complete)
-                }
-            }
-        )?
     };
 }
 
-/// What [`plugin!`] expands to calls; not part of the public API.
+/// What the macros expand to calls; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     use super::*;
@@ -349,7 +700,10 @@ pub mod __private {
     fn install_panic_hook() {
         static HOOK: OnceLock<()> = OnceLock::new();
         HOOK.get_or_init(|| {
-            std::panic::set_hook(Box::new(|info| sys::panic(&info.to_string())));
+            std::panic::set_hook(Box::new(|info| {
+                flush_output();
+                sys::panic(&info.to_string())
+            }));
         });
     }
 
@@ -377,21 +731,23 @@ pub mod __private {
         unsafe { Vec::from_raw_parts(ptr, len, len) }
     }
 
+    /// Ends a call: flushes buffered output, reports the error, returns the status.
     fn report(result: Result<()>) -> i32 {
+        flush_output();
         match result {
             Ok(()) => status::OK,
             Err(e) => {
-                sys::set_error(&e.message);
+                sys::set_error(&e.message());
                 if e.invalid_input { status::INVALID_INPUT } else { status::FAILED }
             }
         }
     }
 
-    /// `wasmbatch_init`.
+    /// `wasmbatch_init`: keeps the spec, runs the hook, keeps what it returns.
     ///
     /// # Safety
     /// `ptr`/`len` must come from `alloc` with the same length (or be empty).
-    pub unsafe fn init(ptr: *mut u8, len: usize, hook: impl FnOnce(&Context) -> Result<()>) -> i32 {
+    pub unsafe fn init<S: 'static>(ptr: *mut u8, len: usize, hook: impl FnOnce(&Context<'_>) -> Result<S>) -> i32 {
         install_panic_hook();
         // SAFETY: forwarded.
         let bytes = unsafe { take(ptr, len) };
@@ -405,43 +761,39 @@ pub mod __private {
         };
         let spec = SPEC.get_or_init(|| spec);
         let job_id = spec.get("job_id").and_then(Value::as_str).unwrap_or("");
-        report(hook(&Context::new(job_id, spec)))
+        report(hook(&Context::new(job_id, spec)).map(|state| {
+            let state: Box<dyn Any> = Box::new(state);
+            STATE.with(|cell| *cell.borrow_mut() = Some((state, std::any::type_name::<S>())));
+        }))
     }
 
     /// `wasmbatch_handle`.
     ///
     /// # Safety
     /// Both pointer pairs must come from `alloc` with the same lengths (or be empty).
-    pub unsafe fn handle<T: DeserializeOwned>(
+    pub unsafe fn handle<M>(
         job_ptr: *mut u8,
         job_len: usize,
         batch_ptr: *mut u8,
         batch_len: usize,
-        handler: impl FnOnce(&Context, Vec<T>) -> Result<()>,
+        handler: impl Handler<M>,
     ) -> i32 {
         // SAFETY: forwarded.
         let (job_id, batch) = unsafe { (take(job_ptr, job_len), take(batch_ptr, batch_len)) };
         let job_id = String::from_utf8_lossy(&job_id);
-        let items: Vec<T> = match serde_json::from_slice(&batch) {
-            Ok(items) => items,
-            Err(e) => {
-                return report(Err(Error::invalid_input(format!("batch does not match the handler's item type: {e}"))));
-            }
-        };
-        drop(batch);
-        report(handler(&Context::new(&job_id, job_spec()), items))
+        report(handler.call(&Context::from_host(&job_id, true), &batch))
     }
 
     /// `wasmbatch_on_job_complete`.
     ///
     /// # Safety
     /// Both pointer pairs must come from `alloc` with the same lengths (or be empty).
-    pub unsafe fn on_job_complete(
+    pub unsafe fn on_job_complete<M>(
         job_ptr: *mut u8,
         job_len: usize,
         body_ptr: *mut u8,
         body_len: usize,
-        hook: impl FnOnce(&Context, &JobComplete) -> Result<()>,
+        hook: impl CompletionHook<M>,
     ) -> i32 {
         // SAFETY: forwarded.
         let (job_id, body) = unsafe { (take(job_ptr, job_len), take(body_ptr, body_len)) };
@@ -450,70 +802,9 @@ pub mod __private {
             Ok(done) => done,
             Err(e) => return report(Err(Error::invalid_input(format!("on-job-complete body: {e}")))),
         };
-        report(hook(&Context::new(&job_id, job_spec()), &done))
+        report(hook.call(&Context::from_host(&job_id, false), &done))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Deserialize)]
-    struct Pair(u32, u32);
-
-    fn add(ctx: &Context, items: Vec<Pair>) -> Result<()> {
-        if ctx.job_id() != "job-1" {
-            bail!("wrong job id {}", ctx.job_id());
-        }
-        if items.iter().any(|p| p.0 + p.1 > 10) {
-            return Err(Error::invalid_input("sum over 10"));
-        }
-        Ok(())
-    }
-
-    fn call(job: &str, batch: &str) -> i32 {
-        let job_ptr = __private::alloc(job.len());
-        let batch_ptr = __private::alloc(batch.len());
-        // SAFETY: both buffers were just allocated with these lengths.
-        unsafe {
-            std::ptr::copy_nonoverlapping(job.as_ptr(), job_ptr, job.len());
-            std::ptr::copy_nonoverlapping(batch.as_ptr(), batch_ptr, batch.len());
-            __private::handle(job_ptr, job.len(), batch_ptr, batch.len(), add)
-        }
-    }
-
-    #[test]
-    fn handle_maps_results_to_status_codes() {
-        assert_eq!(call("job-1", "[[1,2],[3,4]]"), status::OK);
-        assert_eq!(call("job-1", "[[9,9]]"), status::INVALID_INPUT);
-        assert_eq!(take_error().as_deref(), Some("sum over 10"));
-        assert_eq!(call("job-2", "[]"), status::FAILED);
-        assert_eq!(take_error().as_deref(), Some("wrong job id job-2"));
-        assert_eq!(call("job-1", r#"["not a pair"]"#), status::INVALID_INPUT);
-        assert!(take_error().unwrap().starts_with("batch does not match the handler's item type"));
-    }
-
-    #[test]
-    fn job_complete_accepts_cortex_and_extended_bodies() {
-        let plain: JobComplete = serde_json::from_str(r#"{"message":"job_complete"}"#).unwrap();
-        assert_eq!(plain.total, None);
-        let counted: JobComplete =
-            serde_json::from_str(r#"{"message":"job_complete","job_id":"x","succeeded":3,"failed":1,"total":4}"#)
-                .unwrap();
-        assert_eq!((counted.succeeded, counted.failed, counted.total), (Some(3), Some(1), Some(4)));
-    }
-
-    #[test]
-    fn config_comes_from_the_spec() {
-        let spec = serde_json::json!({"job_id": "j", "config": {"limit": 5}});
-        let ctx = Context::new("j", &spec);
-        assert_eq!(ctx.config()["limit"], 5);
-        #[derive(Deserialize)]
-        struct Config {
-            limit: u32,
-        }
-        assert_eq!(ctx.config_as::<Config>().unwrap().limit, 5);
-        let empty = serde_json::json!({});
-        assert!(Context::new("j", &empty).config().is_null());
-    }
-}
+mod tests;

@@ -2,7 +2,8 @@
 //!
 //! On `wasm32` these are imports the host provides. On other targets (a plugin's own
 //! unit tests, or a native build of the same code for comparison) they fall back to
-//! plain process behaviour so that the same source compiles and runs everywhere.
+//! plain process behaviour so that the same source compiles and runs everywhere
+//! (natively there is no batch identifier: tests give one with `Context::for_batch`).
 
 #[cfg(target_arch = "wasm32")]
 mod imports {
@@ -14,6 +15,10 @@ mod imports {
         pub fn log(level: u32, ptr: *const u8, len: usize);
         /// Records the message of a panic; the guest traps right after.
         pub fn panic(ptr: *const u8, len: usize);
+        /// Copies the batch identifier into `ptr` (at most `cap` bytes); returns its length.
+        pub fn batch_id(ptr: *mut u8, cap: usize) -> usize;
+        /// The attempt number of the batch in progress (1 for the first).
+        pub fn attempt() -> u32;
     }
 
     unsafe extern "C" {
@@ -38,6 +43,26 @@ pub(crate) fn log(level: u32, line: &str) {
 pub(crate) fn panic(message: &str) {
     // SAFETY: as above.
     unsafe { imports::panic(message.as_ptr(), message.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn batch_id() -> String {
+    let mut buf = vec![0u8; 64];
+    loop {
+        // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+        let len = unsafe { imports::batch_id(buf.as_mut_ptr(), buf.len()) };
+        if len <= buf.len() {
+            buf.truncate(len);
+            return String::from_utf8_lossy(&buf).into_owned();
+        }
+        buf.resize(len, 0);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn attempt() -> u32 {
+    // SAFETY: no arguments, no memory.
+    unsafe { imports::attempt() }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -72,3 +97,13 @@ pub(crate) fn panic(_message: &str) {}
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn call_ctors() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn batch_id() -> String {
+    String::new()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn attempt() -> u32 {
+    0
+}

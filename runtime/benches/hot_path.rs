@@ -9,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use wasmbatch::engine::{Engine, EngineConfig};
 use wasmbatch::http::batch::check_batch;
 use wasmbatch::metrics::Metrics;
-use wasmbatch::plugin::{CallLimits, Plugin};
+use wasmbatch::plugin::{BatchCall, CallLimits, Plugin};
 use wasmbatch::sandbox::Sandbox;
 
 /// A guest that accepts every batch: a bump allocator reset on each call, nothing else.
@@ -55,7 +55,13 @@ fn hot_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("guest_call");
     for (name, body) in [("handle_10_items", &small), ("handle_1000_items", &large)] {
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function(name, |b| b.iter(|| instance.handle("job", 0, std::hint::black_box(body)).unwrap()));
+        let body = bytes::Bytes::copy_from_slice(body);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let call = BatchCall { tag: 0, id: None, attempt: 1, body: std::hint::black_box(body.clone()) };
+                instance.handle("job", call).unwrap()
+            })
+        });
     }
     group.finish();
 

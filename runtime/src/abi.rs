@@ -42,9 +42,14 @@ const FUNCTIONS: &[(&str, &[ValType], &[ValType], bool)] = &[
     (ON_JOB_COMPLETE, &[I32, I32, I32, I32], &[I32], false),
 ];
 
-/// Imports of the `wasmbatch` module: name, parameters (none returns anything).
-pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType])] =
-    &[("set_error", &[I32, I32]), ("log", &[I32, I32, I32]), ("panic", &[I32, I32])];
+/// Imports of the `wasmbatch` module: name, parameters, results.
+pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
+    ("set_error", &[I32, I32], &[]),
+    ("log", &[I32, I32, I32], &[]),
+    ("panic", &[I32, I32], &[]),
+    ("batch_id", &[I32, I32], &[I32]),
+    ("attempt", &[], &[I32]),
+];
 
 /// Which optional parts of the ABI a module provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,15 +140,14 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
         match import.module() {
             WASI_MODULE => {}
             HOST_MODULE => {
-                let known = HOST_FUNCTIONS.iter().find(|(n, _)| *n == import.name());
-                let fits =
-                    |params: &[ValType]| matches!(import.ty(), ExternType::Func(f) if same_signature(&f, params, &[]));
+                let known = HOST_FUNCTIONS.iter().find(|(n, ..)| *n == import.name());
+                let fits = |params: &[ValType], results: &[ValType]| matches!(import.ty(), ExternType::Func(f) if same_signature(&f, params, results));
                 match known {
-                    Some((_, params)) if fits(params) => {}
-                    Some((_, params)) => {
+                    Some((_, params, results)) if fits(params, results) => {}
+                    Some((_, params, results)) => {
                         return Err(AbiError::BadHostImport {
                             name: import.name().into(),
-                            expected: describe_func(params, &[]),
+                            expected: describe_func(params, results),
                             found: describe(&import.ty()),
                         });
                     }
@@ -152,7 +156,7 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
                             name: import.name().into(),
                             expected: format!(
                                 "nothing by that name (it provides {})",
-                                HOST_FUNCTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                                HOST_FUNCTIONS.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", ")
                             ),
                             found: describe(&import.ty()),
                         });
@@ -289,7 +293,7 @@ mod tests {
     fn unknown_or_mistyped_host_imports_are_refused() {
         let err = check(&format!(r#"(import "wasmbatch" "spawn" (func)) {CORE}"#)).unwrap_err();
         assert!(matches!(err, AbiError::BadHostImport { ref name, .. } if name == "spawn"), "{err}");
-        assert!(err.to_string().contains("set_error, log, panic"), "{err}");
+        assert!(err.to_string().contains("set_error, log, panic, batch_id, attempt"), "{err}");
 
         let err = check(&format!(r#"(import "wasmbatch" "log" (func (param i32 i32))) {CORE}"#)).unwrap_err();
         assert_eq!(
@@ -309,6 +313,8 @@ mod tests {
             (import "wasmbatch" "set_error" (func (param i32 i32)))
             (import "wasmbatch" "log" (func (param i32 i32 i32)))
             (import "wasmbatch" "panic" (func (param i32 i32)))
+            (import "wasmbatch" "batch_id" (func (param i32 i32) (result i32)))
+            (import "wasmbatch" "attempt" (func (result i32)))
             {CORE}"#
         ))
         .unwrap();

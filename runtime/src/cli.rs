@@ -21,6 +21,7 @@ use crate::http::client::{Endpoint, wait_ready};
 use crate::http::{ServerConfig, serve, serve_metrics};
 use crate::job::{
     self,
+    dead_letter::DeadLetters,
     executor::{EndpointExecutor, InProcess},
     runner::{JobPlan, StopFlag},
     source::{self, PathRewrite},
@@ -42,6 +43,10 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The lowest level logged, the guests' lines included [default: `RUST_LOG` when
+    /// set (a full filter such as `info,guest=debug`), else info].
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<logging::LogLevel>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -74,8 +79,8 @@ pub struct RunArgs {
     /// Send batches to a server of the contract (repeatable: workers are spread over them).
     #[arg(long, value_name = "URL")]
     pub endpoint: Vec<String>,
-    /// Workers, overriding the job file's `workers`.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Workers, overriding the job file's `workers` (at most 1024).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
     /// Attempts per batch before it is dead-lettered [default: the job file's
     /// `max_attempts`, else 3].
@@ -140,18 +145,32 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", default_value = "/cortex/spec/job.json")]
     pub job_spec: PathBuf,
     /// Batches handled at once, one warm instance each [default: number of CPUs].
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Batches that may wait for a free instance before new ones get 503
-    /// [default: 4 × concurrency].
-    #[arg(long)]
-    pub queue_depth: Option<usize>,
-    /// Largest request body accepted (e.g. 16MiB); larger ones get 413.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: Option<u32>,
+    /// Batches that may wait for a free instance, beyond those running.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub queue_depth: u32,
+    /// Bytes of request bodies admitted at once (read, waiting or running); bounds the
+    /// memory bodies take, whatever the number of connections. At least --max-body.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub queue_bytes: u64,
+    /// How long a request waits for room in the queue before it gets 503 busy (0:
+    /// answer busy at once).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+    /// Largest request body accepted (e.g. 16MiB, at most 1GiB); larger ones get 413.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_body: u64,
     /// How long a client may take to send its request headers.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+    /// How long a client may take to send a request body; past it, 408.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// How long draining may take after SIGTERM/SIGINT: batches still running then are
+    /// abandoned (their clients see a closed connection).
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Guest sandbox and limits.
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -169,7 +188,8 @@ pub struct GuestArgs {
     /// Linear memory one instance may use (e.g. 512MiB); past it, out_of_memory.
     #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
     pub max_memory: u64,
-    /// Wall-clock limit of one batch (and of on-job-complete); past it, timeout.
+    /// Wall-clock limit of one batch (and of on-job-complete); past it, timeout. With
+    /// --endpoint, the limit of one request, waiting for a busy server included.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub batch_timeout: Duration,
     /// Wall-clock limit of starting an instance (_initialize and init).
@@ -229,13 +249,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
     };
+    if seconds > MAX_DURATION_SECS {
+        return Err(format!("{text} is too long (at most a year)"));
+    }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text}: {e}"))
 }
+
+/// The longest duration any option takes: a year.
+const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Parses the command line, runs the command, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    logging::init(cli.log_format, cli.log_level);
     let result = match cli.command {
         Command::Serve(args) => run_serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run_job(*args),
@@ -315,8 +341,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             JobSpec::empty()
         }
     };
-    let concurrency =
-        args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let concurrency = args
+        .concurrency
+        .map(|c| c as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    if args.max_body > 1 << 30 {
+        return Err(invalid(format!("--max-body {} is over the largest accepted, 1GiB", args.max_body)));
+    }
+    if args.queue_bytes < args.max_body {
+        return Err(invalid(format!(
+            "--queue-bytes ({}) must be at least --max-body ({}): a body of the largest size must fit",
+            args.queue_bytes, args.max_body
+        )));
+    }
     let metrics = Metrics::new(spec.api_name().unwrap_or("wasmbatch"));
     let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency, metrics)?;
 
@@ -332,14 +370,18 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let pool_config = PoolConfig {
         concurrency,
-        queue_depth: args.queue_depth.unwrap_or(concurrency * 4),
+        queue_depth: args.queue_depth as usize,
+        queue_bytes: usize::try_from(args.queue_bytes).unwrap_or(usize::MAX),
+        queue_timeout: args.queue_timeout,
         recycle_after: args.guest.recycle_after,
     };
     let pool = WorkerPool::new(plugin, &pool_config, Some(first))?;
     let server_config = ServerConfig {
-        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        max_body: args.max_body as usize,
         default_job_id: spec.job_id().map(str::to_owned),
         header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        drain_timeout: args.drain_timeout,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -352,7 +394,13 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let addr: SocketAddr = listener.local_addr()?;
-        tracing::info!(%addr, concurrency, queue_depth = pool_config.queue_depth, "listening");
+        tracing::info!(
+            %addr,
+            concurrency,
+            queue_depth = pool_config.queue_depth,
+            queue_bytes = pool_config.queue_bytes,
+            "listening"
+        );
         serve(listener, pool, server_config, shutdown_signal()).await?;
         Ok(())
     })
@@ -380,8 +428,19 @@ async fn shutdown_signal() {
 #[error("{0}")]
 struct InvalidInput(String);
 
+/// Marks `e` as the user's mistake, keeping its whole chain of causes in the message
+/// (`{:#}` is how an `anyhow::Error` shows them).
 fn invalid(e: impl std::fmt::Display) -> anyhow::Error {
-    InvalidInput(e.to_string()).into()
+    InvalidInput(format!("{e:#}")).into()
+}
+
+/// Whether two paths name the same file (the second may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -403,19 +462,17 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     let api_name = args.api_name.clone().unwrap_or_else(|| {
         args.job.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "-").unwrap_or("wasmbatch").to_string()
     });
-    let plan = JobPlan {
-        job_id: job_id.clone(),
-        api_name: api_name.clone(),
-        workers,
-        config: submission.config.clone(),
-        timeout: submission.timeout.map(Duration::from_secs),
-        max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
-        dead_letter: args
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.dead-letter.jsonl"))),
-        start_time,
-    };
+    let dead_letter_path =
+        args.dead_letter.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.dead-letter.jsonl")));
+    if let Some(retry_from) = &args.retry_from
+        && same_file(retry_from, &dead_letter_path)
+    {
+        return Err(invalid(format!(
+            "--retry-from and --dead-letter name the same file, {}: writing the new dead letters would \
+             destroy the ones being re-run; give --dead-letter another path",
+            dead_letter_path.display()
+        )));
+    }
 
     let mount = args.guest.mount().filter(|_| args.plugin.is_some());
     let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
@@ -423,13 +480,25 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => source::open_dead_letter(path).map_err(invalid)?,
         None => source::open(submission.source, rewrite).map_err(invalid)?,
     };
+    let dead_letter = DeadLetters::create(&dead_letter_path)
+        .map_err(|e| invalid(format!("cannot write the dead-letter file {}: {e}", dead_letter_path.display())))?;
+    let plan = JobPlan {
+        job_id: job_id.clone(),
+        api_name: api_name.clone(),
+        workers,
+        config: submission.config.clone(),
+        timeout: submission.timeout.map(Duration::from_secs),
+        max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
+        dead_letter,
+        start_time,
+    };
     let mut spec = json!({
         "job_id": job_id,
         "api_name": api_name,
         "kind": "BatchAPI",
         "workers": workers,
         "sqs_dead_letter_queue": null,
-        "config": plan.config,
+        "config": submission.config,
         "timeout": submission.timeout,
         "api_id": "",
         "sqs_url": "",
@@ -474,13 +543,24 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let status = if let Some(plugin_path) = &args.plugin {
         let plugin = load_plugin(&args.guest, plugin_path, &spec, workers, metrics.clone()).map_err(invalid)?;
-        job::runner::run(&plan, source, Arc::new(InProcess::new(plugin)), stop, &mut progress, metrics)
+        let executor = InProcess::new(plugin, args.guest.recycle_after);
+        job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
     } else {
         for endpoint in &endpoints {
-            runtime.block_on(wait_ready(endpoint, args.ready_timeout)).map_err(|e| anyhow::anyhow!(e))?;
+            let ready = runtime.block_on(async {
+                tokio::select! {
+                    ready = wait_ready(endpoint, args.ready_timeout) => Some(ready),
+                    () = stop.stopped() => None,
+                }
+            });
+            match ready {
+                Some(Ok(())) => {}
+                Some(Err(e)) => anyhow::bail!(e),
+                None => anyhow::bail!("stopped while waiting for {endpoint} to be ready"),
+            }
         }
-        let executor = EndpointExecutor::new(endpoints, runtime.handle().clone());
-        job::runner::run(&plan, source, Arc::new(executor), stop, &mut progress, metrics)
+        let executor = EndpointExecutor::new(endpoints, runtime.handle().clone(), args.guest.batch_timeout);
+        job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
     };
 
     let json_status = serde_json::to_string_pretty(&status).expect("the status serializes");
@@ -541,6 +621,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("999999999999s").unwrap_err().contains("too long"));
     }
 
     #[test]

@@ -84,8 +84,35 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, CompileError> {
+    if let Some(what) = native_binary(bytes) {
+        return Err(CompileError::Invalid {
+            path: path.into(),
+            message: format!(
+                "this is not a WebAssembly module but {what} (built without --target wasm32-wasip1? the \
+                 plugin is target/wasm32-wasip1/release/<name>.wasm)"
+            ),
+        });
+    }
+    if !bytes.starts_with(b"\0asm") && std::str::from_utf8(bytes).is_err() {
+        return Err(CompileError::Invalid {
+            path: path.into(),
+            message: "this is neither a WebAssembly module (no \\0asm header) nor WebAssembly text".into(),
+        });
+    }
     Module::new(engine.wasmtime(), bytes)
         .map_err(|e| CompileError::Invalid { path: path.into(), message: format!("{e:#}") })
+}
+
+/// Names the native executable format `bytes` are in, if any.
+fn native_binary(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [0x7f, b'E', b'L', b'F', ..] => Some("a native ELF binary (a Linux .so or executable)"),
+        [0xcf | 0xce, 0xfa, 0xed, 0xfe, ..] | [0xca, 0xfe, 0xba, 0xbe, ..] => {
+            Some("a native Mach-O binary (a macOS .dylib)")
+        }
+        [b'M', b'Z', ..] => Some("a native PE binary (a Windows .dll)"),
+        _ => None,
+    }
 }
 
 /// Loads the plugin at `path`, through the cache in `cache_dir` when given.
@@ -191,5 +218,15 @@ mod tests {
         assert!(err.to_string().contains("bad.wasm"), "{err}");
         let err = load(&engine, &dir.path().join("none.wasm"), None).unwrap_err();
         assert!(matches!(err, CompileError::Read { .. }), "{err}");
+
+        // A native library served by mistake, and binary garbage.
+        let native = dir.path().join("libplugin.so");
+        std::fs::write(&native, b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0\x3e\0\xff\xfe").unwrap();
+        let err = load(&engine, &native, None).unwrap_err().to_string();
+        assert!(err.contains("this is not a WebAssembly module but a native ELF binary"), "{err}");
+        assert!(err.contains("built without --target wasm32-wasip1?"), "{err}");
+        std::fs::write(&native, b"\x01\x02\xff\xfe").unwrap();
+        let err = load(&engine, &native, None).unwrap_err().to_string();
+        assert!(err.contains("neither a WebAssembly module"), "{err}");
     }
 }

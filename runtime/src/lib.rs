@@ -9,7 +9,8 @@
 //! - [`sandbox`]: what a guest sees — the job spec, `/mnt`, nothing else.
 //! - [`plugin`]: a linked plugin and its warm [`plugin::Instance`]s; typed failures.
 //! - [`failure`]: [`failure::Failure`] and its kinds (timeout, out_of_memory, …).
-//! - [`pool`]: worker threads, one instance each, behind a bounded queue.
+//! - [`lifecycle`]: a worker's warm instance — started, recycled, retired in one place.
+//! - [`pool`]: worker threads, one instance each, behind admission by count and bytes.
 //! - [`spec`]: the job spec file (`/cortex/spec/job.json`).
 //! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown —
 //!   and its client, the dispatcher's side.
@@ -31,9 +32,11 @@ pub mod engine;
 pub mod failure;
 pub mod http;
 pub mod job;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod pool;
+mod recent;
 pub mod sandbox;
 pub mod spec;

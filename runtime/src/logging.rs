@@ -16,10 +16,40 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides the
-/// default filter (`info`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The lowest level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Normal progress (the default).
+    Info,
+    /// Detail, the guests' debug lines included.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Installs the global subscriber, writing to stderr, at `level` when given, else by
+/// `RUST_LOG` (a full filter, e.g. `info,guest=debug`), else at INFO.
+pub fn init(format: LogFormat, level: Option<LogLevel>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level.as_str()),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call (tests that run the CLI twice in one process) keeps the first.
     let _ = match format {
@@ -60,13 +90,18 @@ pub(crate) fn guest_log(tag: &GuestTag<'_>, level: i32, line: &str) {
     }
 }
 
-/// Logs what a guest wrote to `stream` during one call, a line per event.
+/// Logs what a guest wrote to `stream` during one call, a line per event: stdout at
+/// INFO, stderr at WARN.
 pub(crate) fn guest_output(tag: &GuestTag<'_>, stream: &'static str, bytes: &[u8], dropped: u64) {
     use tracing::Level;
     if !bytes.is_empty() {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
-            guest_event!(Level::INFO, tag, stream, "{line}");
+            if stream == "stderr" {
+                guest_event!(Level::WARN, tag, stream, "{line}");
+            } else {
+                guest_event!(Level::INFO, tag, stream, "{line}");
+            }
         }
     }
     if dropped > 0 {

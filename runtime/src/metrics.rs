@@ -5,13 +5,25 @@
 //! `job_id`; dashboards and the operator query exactly those, so they keep their names
 //! (no `_total` suffix). The `wasmbatch_*` series are ours. Exposed in the Prometheus
 //! text format by `serve` at `/metrics` and by `run --metrics-addr`.
+//!
+//! The per-job series are kept for the [`Metrics::JOBS_KEPT`] most recently active
+//! job IDs; older ones are removed, so a server that sees many jobs (or a client
+//! inventing job IDs) cannot grow the registry without bound.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::recent::Recent;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+
+/// One job's batch series, looked up once per job rather than once per batch.
+struct JobSeries {
+    succeeded: IntCounter,
+    failed: IntCounter,
+    time: Histogram,
+}
 
 /// Every metric of one process.
 pub struct Metrics {
@@ -20,6 +32,7 @@ pub struct Metrics {
     succeeded: IntCounterVec,
     failed: IntCounterVec,
     time_per_batch: HistogramVec,
+    jobs: Mutex<Recent<String, Arc<JobSeries>>>,
     failures: IntCounterVec,
     /// Guest instances alive.
     pub instances_alive: IntGauge,
@@ -27,6 +40,8 @@ pub struct Metrics {
     pub instances_busy: IntGauge,
     /// Batches admitted and waiting for a worker.
     pub queue_depth: IntGauge,
+    /// Bytes of request bodies admitted (being read, waiting or running).
+    pub admitted_bytes: IntGauge,
     /// Linear memory of all live instances, in bytes.
     pub guest_memory_bytes: IntGauge,
     module_loads: IntCounterVec,
@@ -71,6 +86,7 @@ impl Metrics {
             succeeded: counter("cortex_batch_succeeded", "Batches that succeeded.", labels),
             failed: counter("cortex_batch_failed", "Batches that failed.", labels),
             time_per_batch,
+            jobs: Mutex::new(Recent::new(Self::JOBS_KEPT)),
             failures: counter(
                 "wasmbatch_batch_failures_total",
                 "Failed attempts at batches, by failure kind.",
@@ -79,6 +95,10 @@ impl Metrics {
             instances_alive: gauge("wasmbatch_instances_alive", "Guest instances alive."),
             instances_busy: gauge("wasmbatch_instances_busy", "Guest instances running a call."),
             queue_depth: gauge("wasmbatch_queue_depth", "Batches admitted and waiting for a worker."),
+            admitted_bytes: gauge(
+                "wasmbatch_admitted_bytes",
+                "Bytes of request bodies admitted: being read, waiting or running.",
+            ),
             guest_memory_bytes: gauge("wasmbatch_guest_memory_bytes", "Linear memory of all live guest instances."),
             module_loads: counter(
                 "wasmbatch_module_loads_total",
@@ -97,11 +117,35 @@ impl Metrics {
         })
     }
 
+    /// Job IDs whose series are kept.
+    pub const JOBS_KEPT: usize = 64;
+
+    /// The series of `job_id`, created (and the oldest job's removed) on first use.
+    fn job(&self, job_id: &str) -> Arc<JobSeries> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = jobs.get_mut(job_id) {
+            return series.clone();
+        }
+        let labels = [self.api_name.as_str(), job_id];
+        let series = Arc::new(JobSeries {
+            succeeded: self.succeeded.with_label_values(&labels),
+            failed: self.failed.with_label_values(&labels),
+            time: self.time_per_batch.with_label_values(&labels),
+        });
+        if let Some((old, _)) = jobs.insert(job_id.to_string(), series.clone()) {
+            let labels = [self.api_name.as_str(), old.as_str()];
+            let _ = self.succeeded.remove_label_values(&labels);
+            let _ = self.failed.remove_label_values(&labels);
+            let _ = self.time_per_batch.remove_label_values(&labels);
+        }
+        series
+    }
+
     /// Records a succeeded batch of job `job_id` that took `elapsed`.
     pub fn batch_succeeded(&self, job_id: &str, elapsed: Duration) {
-        let labels = [self.api_name.as_str(), job_id];
-        self.succeeded.with_label_values(&labels).inc();
-        self.time_per_batch.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        let series = self.job(job_id);
+        series.succeeded.inc();
+        series.time.observe(elapsed.as_secs_f64());
     }
 
     /// Records a failed attempt at a batch, by failure kind.
@@ -111,7 +155,7 @@ impl Metrics {
 
     /// Records a batch of job `job_id` that failed for good.
     pub fn batch_failed(&self, job_id: &str) {
-        self.failed.with_label_values(&[self.api_name.as_str(), job_id]).inc();
+        self.job(job_id).failed.inc();
     }
 
     /// Records how a plugin module was obtained.
@@ -150,5 +194,21 @@ mod tests {
         assert!(text.contains("wasmbatch_batch_failures_total{kind=\"trap\"} 1"), "{text}");
         assert!(text.contains("wasmbatch_module_loads_total{origin=\"cache_hit\"} 1"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+
+    #[test]
+    fn series_of_old_jobs_are_dropped_so_the_registry_stays_bounded() {
+        let m = Metrics::new("a");
+        for i in 0..1000 {
+            m.batch_succeeded(&format!("job-{i}"), Duration::from_millis(1));
+        }
+        let text = m.render();
+        let jobs = text.lines().filter(|l| l.starts_with("cortex_batch_succeeded{")).count();
+        assert_eq!(jobs, Metrics::JOBS_KEPT);
+        assert!(text.contains("job_id=\"job-999\""), "the newest job is kept");
+        assert!(!text.contains("job_id=\"job-0\""), "the oldest job is dropped");
+        // A job still in use keeps counting.
+        m.batch_succeeded("job-999", Duration::from_millis(1));
+        assert!(m.render().contains("cortex_batch_succeeded{api_name=\"a\",job_id=\"job-999\"} 2"));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use wasmtime::{Caller, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -19,6 +20,7 @@ use crate::engine::Engine;
 use crate::failure::{Failure, FailureKind};
 use crate::logging::GuestTag;
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 use crate::sandbox::Sandbox;
 
 /// Limits applied to every call into a guest.
@@ -69,6 +71,24 @@ pub struct Plugin {
     sandbox: Arc<Sandbox>,
     spec: Arc<[u8]>,
     limits: CallLimits,
+    attempts: Arc<AttemptLog>,
+}
+
+/// One batch as the host hands it to a guest: the bytes, and what the guest may ask
+/// about them through the `batch_id` and `attempt` imports.
+#[derive(Debug, Clone)]
+pub struct BatchCall {
+    /// Tags the guest's log lines (`batch` field): the batch's position or the
+    /// server's request counter.
+    pub tag: u64,
+    /// The batch identifier, unique within the job and stable across retries. `None`
+    /// lets the host derive one from the job ID and the content when the guest asks.
+    pub id: Option<Arc<str>>,
+    /// The attempt (1 for the first). `0`: unknown; counted per batch identifier by
+    /// this process when the guest asks.
+    pub attempt: u32,
+    /// The batch, a JSON array.
+    pub body: Bytes,
 }
 
 /// The store data of one instance.
@@ -81,10 +101,91 @@ pub(crate) struct HostState {
     panic: Option<String>,
     job_id: Arc<str>,
     api_name: Arc<str>,
-    batch: Option<u64>,
+    /// The batch of the `handle` call in progress.
+    call: Option<BatchCall>,
+    /// Its identifier and attempt, resolved on the guest's first question.
+    resolved: Option<(Arc<str>, u32)>,
+    attempts: Arc<AttemptLog>,
+    /// The instance's stdout and stderr, drained before each `log` line so that the
+    /// guest's output keeps its order.
+    stdout: Capture,
+    stderr: Capture,
+    metrics: Arc<Metrics>,
     log_lines: u32,
     log_line_limit: u32,
     logs_dropped: u64,
+}
+
+impl HostState {
+    fn tag(&self) -> GuestTag<'_> {
+        GuestTag { api_name: &self.api_name, job_id: &self.job_id, batch: self.call.as_ref().map(|c| c.tag) }
+    }
+
+    /// Logs what the guest wrote to stdout and stderr since the last drain.
+    fn drain_output(&self) {
+        let tag = self.tag();
+        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let drained = capture.drain();
+            crate::logging::guest_output(&tag, stream, &drained.head, drained.dropped);
+            self.metrics.guest_output_dropped_bytes.inc_by(drained.dropped);
+        }
+    }
+
+    /// The batch identifier and attempt of the call in progress (`None` outside `handle`).
+    fn batch_identity(&mut self) -> Option<(Arc<str>, u32)> {
+        if self.resolved.is_none() {
+            let call = self.call.as_ref()?;
+            let id = call.id.clone().unwrap_or_else(|| content_id(&self.job_id, &call.body));
+            let attempt = if call.attempt > 0 { call.attempt } else { self.attempts.record(&id) };
+            self.resolved = Some((id, attempt));
+        }
+        self.resolved.clone()
+    }
+}
+
+/// A batch identifier derived from the job ID and the batch's bytes: what a server of
+/// the contract can know when the sender gives none. Stable across retries (the same
+/// bytes are sent again); two batches of one job with identical bytes share it.
+pub fn content_id(job_id: &str, body: &[u8]) -> Arc<str> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((job_id.len() as u64).to_le_bytes());
+    hasher.update(job_id.as_bytes());
+    hasher.update(body);
+    let digest = hasher.finalize();
+    let mut id = String::with_capacity(32);
+    for byte in &digest[..16] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    Arc::from(id)
+}
+
+/// Counts the attempts at batches whose sender gave no attempt number, by batch
+/// identifier, over the most recent [`AttemptLog::CAPACITY`] identifiers.
+pub struct AttemptLog {
+    seen: std::sync::Mutex<Recent<Arc<str>, u32>>,
+}
+
+impl Default for AttemptLog {
+    fn default() -> Self {
+        AttemptLog { seen: std::sync::Mutex::new(Recent::new(Self::CAPACITY)) }
+    }
+}
+
+impl AttemptLog {
+    /// Identifiers remembered.
+    pub const CAPACITY: usize = 4096;
+
+    /// Records one more attempt at `id` and returns its number (1 for the first).
+    pub fn record(&self, id: &Arc<str>) -> u32 {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = seen.get_mut(&**id) {
+            *n += 1;
+            return *n;
+        }
+        seen.insert(id.clone(), 1);
+        1
+    }
 }
 
 /// The error our epoch callback raises to stop a guest.
@@ -163,11 +264,27 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
                 return Ok(());
             }
             state.log_lines += 1;
-            let tag = GuestTag { api_name: &state.api_name, job_id: &state.job_id, batch: state.batch };
-            crate::logging::guest_log(&tag, level, &line);
+            // What the guest printed before this line is logged before it.
+            state.drain_output();
+            crate::logging::guest_log(&state.tag(), level, &line);
             Ok(())
         },
     )?;
+    linker.func_wrap(abi::HOST_MODULE, "batch_id", |mut caller: Caller<'_, HostState>, ptr: i32, cap: i32| {
+        let Some((id, _)) = caller.data_mut().batch_identity() else { return Ok(0) };
+        let memory = caller
+            .get_export(abi::MEMORY)
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+        let n = id.len().min(cap.max(0) as usize);
+        memory
+            .write(&mut caller, ptr as u32 as usize, &id.as_bytes()[..n])
+            .map_err(|_| wasmtime::Error::msg(format!("batch_id with out-of-bounds pointer {}+{n}", ptr as u32)))?;
+        Ok(id.len() as i32)
+    })?;
+    linker.func_wrap(abi::HOST_MODULE, "attempt", |mut caller: Caller<'_, HostState>| {
+        Ok(caller.data_mut().batch_identity().map(|(_, attempt)| attempt as i32).unwrap_or(0))
+    })?;
     Ok(linker)
 }
 
@@ -189,7 +306,8 @@ impl Plugin {
             .ok()
             .and_then(|v| v.get("api_name").and_then(|a| a.as_str()).map(Arc::from))
             .unwrap_or_else(|| Arc::from(""));
-        let plugin = Plugin { engine, metrics, api_name, pre, capabilities, sandbox, spec, limits };
+        let attempts = Arc::new(AttemptLog::default());
+        let plugin = Plugin { engine, metrics, api_name, pre, capabilities, sandbox, spec, limits, attempts };
         plugin.check_version()?;
         Ok(plugin)
     }
@@ -235,7 +353,12 @@ impl Plugin {
             panic: None,
             job_id: Arc::from(""),
             api_name: self.api_name.clone(),
-            batch: None,
+            call: None,
+            resolved: None,
+            attempts: self.attempts.clone(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            metrics: self.metrics.clone(),
             log_lines: 0,
             log_line_limit: self.limits.log_line_limit,
             logs_dropped: 0,
@@ -281,7 +404,6 @@ impl Plugin {
         let mut raw = Instance {
             store,
             exports,
-            stdout,
             stderr,
             metrics: self.metrics.clone(),
             reported_memory: 0,
@@ -399,7 +521,6 @@ fn classify(e: wasmtime::Error, state: &mut HostState, timeout: Duration, max_me
 pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
-    stdout: Capture,
     stderr: Capture,
     metrics: Arc<Metrics>,
     reported_memory: i64,
@@ -413,7 +534,7 @@ impl Instance {
     /// Runs `f` against the guest under a fresh deadline, then turns its result (a
     /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
     /// output tagged with `job_id`.
-    fn call<F>(&mut self, timeout: Duration, job_id: &str, batch: Option<u64>, f: F) -> Result<(), Failure>
+    fn call<F>(&mut self, timeout: Duration, job_id: &str, batch: Option<BatchCall>, f: F) -> Result<(), Failure>
     where
         F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
     {
@@ -426,7 +547,8 @@ impl Instance {
         if *state.job_id != *job_id {
             state.job_id = Arc::from(job_id);
         }
-        state.batch = batch;
+        state.call = batch;
+        state.resolved = None;
         self.store.set_epoch_deadline(1);
 
         let exports = self.exports.clone();
@@ -457,6 +579,7 @@ impl Instance {
             Err(CallError::Wasm(e)) => Err(classify(e, self.store.data_mut(), timeout, self.max_memory)),
         };
         self.flush_output();
+        self.store.data_mut().call = None;
         let tail = self.stderr.take_tail();
         result.map_err(|mut failure| {
             failure.stderr_tail = tail;
@@ -468,13 +591,7 @@ impl Instance {
     }
 
     fn flush_output(&mut self) {
-        let state = self.store.data();
-        let tag = GuestTag { api_name: &state.api_name, job_id: &state.job_id, batch: state.batch };
-        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let drained = capture.drain();
-            crate::logging::guest_output(&tag, stream, &drained.head, drained.dropped);
-            self.metrics.guest_output_dropped_bytes.inc_by(drained.dropped);
-        }
+        self.store.data().drain_output();
         let memory = self.exports.memory.data_size(&self.store) as i64;
         self.metrics.guest_memory_bytes.add(memory - self.reported_memory);
         self.reported_memory = memory;
@@ -500,14 +617,14 @@ impl Instance {
         Ok(version)
     }
 
-    /// Hands one batch (a JSON array, as bytes) to the guest's `handle`; `batch_id`
-    /// tags the guest's log lines.
-    pub fn handle(&mut self, job_id: &str, batch_id: u64, batch: &[u8]) -> Result<(), Failure> {
+    /// Hands one batch (a JSON array) to the guest's `handle`.
+    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
         self.batches += 1;
         let timeout = self.batch_timeout;
-        self.call(timeout, job_id, Some(batch_id), |store, ex| {
+        let body = batch.body.clone();
+        self.call(timeout, job_id, Some(batch), |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
-            let (batch_ptr, batch_len) = put(store, ex, batch)?;
+            let (batch_ptr, batch_len) = put(store, ex, &body)?;
             Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
         })
     }

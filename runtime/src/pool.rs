@@ -1,24 +1,31 @@
-//! Worker threads, each with its own warm guest instance, behind a bounded queue.
+//! Worker threads, each with its own warm guest instance, behind a bounded admission.
 //!
 //! Guest code never runs on an async runtime thread (wasmtime-wasi's synchronous
 //! functions panic there, and a long batch would stall I/O). The pool is
-//! `concurrency` plain threads fed by one channel; each thread owns its warm
-//! [`Instance`], created lazily on the thread's first task and replaced after a fatal
-//! failure or after `recycle_after` batches. (A rayon pool did the same job first; its
-//! idle workers spin in `sched_yield` before sleeping, which on 2 cores took ~13 % of
-//! the CPU from the I/O threads under load — see docs/benchmarks.md.) Admission is bounded: at most
-//! `concurrency + queue_depth` tasks are accepted at once, and [`WorkerPool::try_run`]
-//! answers [`Busy`] beyond that instead of letting the queue grow.
+//! `concurrency` plain threads fed by one channel; each thread owns a
+//! [`WarmInstance`]. (A rayon pool did the same job first; its idle workers spin in
+//! `sched_yield` before sleeping, which on 2 cores took ~13 % of the CPU from the I/O
+//! threads under load — see docs/benchmarks.md.)
+//!
+//! Admission bounds both the number of batches and their bytes: a request first takes
+//! one of `concurrency + queue_depth` places and as many bytes of the `queue_bytes`
+//! budget as its body may have, *before* its body is read. So the memory that bodies
+//! take is bounded by the budget, whatever the number of connections. A request that
+//! finds no room waits, in arrival order, up to `queue_timeout`, and only then gets
+//! [`Busy`]: a burst of clients is served, not refused, and nothing grows without
+//! bound.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::failure::Failure;
+use crate::lifecycle::WarmInstance;
+use crate::metrics::Metrics;
 use crate::plugin::{Instance, Plugin};
 
-/// Every worker is busy and the wait queue is full.
+/// No room for the batch within the queue timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("every instance is busy and the wait queue is full")]
 pub struct Busy;
@@ -28,78 +35,68 @@ pub struct Busy;
 pub struct PoolConfig {
     /// Worker threads, each with one instance.
     pub concurrency: usize,
-    /// Tasks that may wait for a free worker.
+    /// Batches that may wait for a free worker.
     pub queue_depth: usize,
+    /// Bytes of request bodies admitted at once (read, waiting or running).
+    pub queue_bytes: usize,
+    /// How long a request waits for admission before it is answered busy.
+    pub queue_timeout: Duration,
     /// Replace an instance after this many batches (`None`: only after failures).
     pub recycle_after: Option<u64>,
 }
 
-/// The worker threads and their admission count.
+/// The worker threads and their admission.
 pub struct WorkerPool {
     plugin: Arc<Plugin>,
     tasks: crossbeam_channel::Sender<Task>,
-    admitted: Arc<AtomicUsize>,
+    places: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
     capacity: usize,
+    queue_timeout: Duration,
 }
 
 /// A unit of work for a worker thread.
-type Task = Box<dyn FnOnce(&mut Worker<'_>) + Send>;
+type Task = Box<dyn FnOnce(&mut WarmInstance) + Send>;
 
-/// A worker's view of its slot, handed to each task.
-pub struct Worker<'a> {
-    plugin: &'a Plugin,
-    slot: &'a mut Option<Instance>,
-    cancel: &'a Arc<AtomicBool>,
+/// A batch's place in the pool and its share of the byte budget; released on drop.
+pub struct Admission {
+    _place: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
 }
 
-impl Worker<'_> {
-    /// This worker's warm instance, created (and `init`ed) now if there is none.
-    pub fn instance(&mut self) -> Result<&mut Instance, Failure> {
-        if self.slot.is_none() {
-            *self.slot = Some(self.plugin.instance(self.cancel.clone())?);
-            tracing::debug!("started a guest instance");
+impl Admission {
+    fn new(place: OwnedSemaphorePermit, bytes: OwnedSemaphorePermit, metrics: &Arc<Metrics>) -> Admission {
+        metrics.admitted_bytes.add(bytes.num_permits() as i64);
+        Admission { _place: place, bytes, metrics: metrics.clone() }
+    }
+
+    /// Gives back the bytes beyond `len` (a body turned out smaller than reserved).
+    pub fn shrink_to(&mut self, len: usize) {
+        let excess = self.bytes.num_permits() - len.min(self.bytes.num_permits());
+        if let Some(excess) = self.bytes.split(excess) {
+            self.metrics.admitted_bytes.sub(excess.num_permits() as i64);
         }
-        Ok(self.slot.as_mut().expect("just filled"))
-    }
-
-    /// The plugin the instances come from.
-    pub fn plugin(&self) -> &Plugin {
-        self.plugin
     }
 }
-
-/// Releases an admission when the task ends, however it ends.
-struct Admission(Arc<AtomicUsize>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.admitted_bytes.sub(self.bytes.num_permits() as i64);
     }
 }
 
 /// One worker thread: takes tasks until the pool is dropped, keeping its instance warm
 /// between them.
-fn work_loop(
-    plugin: Arc<Plugin>,
-    tasks: crossbeam_channel::Receiver<Task>,
-    mut slot: Option<Instance>,
-    recycle_after: Option<u64>,
-) {
-    let cancel = Arc::new(AtomicBool::new(false));
+fn work_loop(tasks: crossbeam_channel::Receiver<Task>, mut slot: WarmInstance) {
     // Blocks in the channel while idle: no spinning that would take the CPU from the
     // I/O threads on a small machine.
     for task in tasks.iter() {
-        let mut worker = Worker { plugin: &plugin, slot: &mut slot, cancel: &cancel };
         // A bug in a task must not cost the pool a thread: the task's answer channel is
         // dropped (its request gets a 500) and the instance, in an unknown state, goes.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&mut worker))).is_err() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&mut slot))).is_err() {
             tracing::error!("a worker task panicked; its instance is discarded");
-            slot = None;
-            continue;
-        }
-        let retire = slot.as_ref().is_some_and(|i| i.is_poisoned() || recycle_after.is_some_and(|n| i.batches() >= n));
-        if retire {
-            slot = None;
+            slot.discard();
         }
     }
 }
@@ -109,43 +106,59 @@ impl WorkerPool {
     /// (the proof that the plugin starts), becomes the first worker's.
     pub fn new(plugin: Arc<Plugin>, config: &PoolConfig, first: Option<Instance>) -> std::io::Result<WorkerPool> {
         let concurrency = config.concurrency.max(1);
-        // Unbounded here because admission bounds it: at most `capacity` tasks exist.
+        // Unbounded here because admission bounds it.
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
         let mut first = first;
+        let cancel = Arc::new(AtomicBool::new(false));
         for index in 0..concurrency {
-            let (plugin, rx, slot) = (plugin.clone(), rx.clone(), first.take());
-            let recycle_after = config.recycle_after;
-            std::thread::Builder::new()
-                .name(format!("wasmbatch-worker-{index}"))
-                .spawn(move || work_loop(plugin, rx, slot, recycle_after))?;
+            let slot = WarmInstance::new(plugin.clone(), cancel.clone(), config.recycle_after, first.take());
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("wasmbatch-worker-{index}")).spawn(move || work_loop(rx, slot))?;
         }
+        let capacity = concurrency + config.queue_depth;
         Ok(WorkerPool {
             plugin,
             tasks: tx,
-            admitted: Arc::new(AtomicUsize::new(0)),
-            capacity: concurrency + config.queue_depth,
+            places: Arc::new(Semaphore::new(capacity)),
+            bytes: Arc::new(Semaphore::new(config.queue_bytes.min(Semaphore::MAX_PERMITS))),
+            capacity,
+            queue_timeout: config.queue_timeout,
         })
     }
 
-    /// Runs `task` on a worker with that worker's instance, or answers [`Busy`] at once
-    /// when the pool is full. The result arrives through the returned receiver.
-    pub fn try_run<R, F>(&self, task: F) -> Result<oneshot::Receiver<R>, Busy>
+    /// Waits (up to the queue timeout) for a place and `bytes` of the byte budget.
+    /// `bytes` must not exceed the budget (the server's body limit guarantees it).
+    pub async fn admit(&self, bytes: usize) -> Result<Admission, Busy> {
+        let bytes = u32::try_from(bytes).map_err(|_| Busy)?;
+        let metrics = self.plugin.metrics();
+        let acquire = async {
+            let place = self.places.clone().acquire_owned().await.map_err(|_| Busy)?;
+            let bytes = self.bytes.clone().acquire_many_owned(bytes).await.map_err(|_| Busy)?;
+            Ok(Admission::new(place, bytes, metrics))
+        };
+        if self.queue_timeout.is_zero() {
+            let place = self.places.clone().try_acquire_owned().map_err(|_| Busy)?;
+            let bytes = self.bytes.clone().try_acquire_many_owned(bytes).map_err(|_| Busy)?;
+            return Ok(Admission::new(place, bytes, metrics));
+        }
+        tokio::time::timeout(self.queue_timeout, acquire).await.map_err(|_| Busy)?
+    }
+
+    /// Runs `task` on a worker with that worker's instance; `admission` is released
+    /// when the task ends, before its result is sent. The result arrives through the
+    /// returned receiver (closed without a value if every worker thread has died).
+    pub fn run<R, F>(&self, admission: Admission, task: F) -> oneshot::Receiver<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Worker<'_>) -> R + Send + 'static,
+        F: FnOnce(&mut WarmInstance) -> R + Send + 'static,
     {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
-        }
-        let admission = Admission(self.admitted.clone());
         let metrics = self.plugin.metrics().clone();
         metrics.queue_depth.inc();
         let (tx, rx) = oneshot::channel();
-        let wrapped: Task = Box::new(move |worker: &mut Worker<'_>| {
+        let wrapped: Task = Box::new(move |slot: &mut WarmInstance| {
             metrics.queue_depth.dec();
             metrics.instances_busy.inc();
-            let result = task(worker);
+            let result = task(slot);
             metrics.instances_busy.dec();
             // Release the place before answering: a client that sends its next batch as
             // soon as it has this answer must find the place free.
@@ -153,20 +166,83 @@ impl WorkerPool {
             // The receiver is gone when the client disconnected; the work is done anyway.
             let _ = tx.send(result);
         });
-        if self.tasks.send(wrapped).is_err() {
-            // Only when every worker thread has died; the admission was dropped with the task.
-            return Err(Busy);
-        }
-        Ok(rx)
+        // Fails only when every worker thread has died; the receiver then reports it.
+        let _ = self.tasks.send(wrapped);
+        rx
     }
 
-    /// Tasks admitted and not yet finished (running or waiting).
+    /// Batches admitted and not yet finished (reading, waiting or running).
     pub fn in_flight(&self) -> usize {
-        self.admitted.load(Ordering::Acquire)
+        self.capacity - self.places.available_permits()
     }
 
     /// The plugin.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(queue_depth: usize, queue_bytes: usize, queue_timeout: Duration) -> WorkerPool {
+        let engine = Arc::new(crate::engine::Engine::new(crate::engine::EngineConfig::default()).unwrap());
+        let module = wasmtime::Module::new(
+            engine.wasmtime(),
+            r#"(module (memory (export "memory") 1)
+                (func (export "wasmbatch_abi_version") (result i32) i32.const 1)
+                (func (export "wasmbatch_alloc") (param i32) (result i32) i32.const 8)
+                (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+        )
+        .unwrap();
+        let spec: Arc<[u8]> = Arc::from(&b"{}"[..]);
+        let sandbox = Arc::new(crate::sandbox::Sandbox::new(&spec, None).unwrap());
+        let metrics = crate::metrics::Metrics::new("t");
+        let plugin = Plugin::new(engine, &module, sandbox, spec, Default::default(), metrics).unwrap();
+        let config = PoolConfig { concurrency: 1, queue_depth, queue_bytes, queue_timeout, recycle_after: None };
+        WorkerPool::new(Arc::new(plugin), &config, None).unwrap()
+    }
+
+    #[test]
+    fn admission_is_bounded_by_places_and_by_bytes() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let pool = pool(1, 100, Duration::ZERO);
+            let a = pool.admit(60).await.unwrap();
+            // Bytes: 60 + 60 > 100.
+            assert_eq!(pool.admit(60).await.err(), Some(Busy));
+            let b = pool.admit(40).await.unwrap();
+            // Places: 1 worker + 1 waiting.
+            assert_eq!(pool.admit(0).await.err(), Some(Busy));
+            assert_eq!(pool.in_flight(), 2);
+            drop(a);
+            let mut c = pool.admit(60).await.unwrap();
+            drop(b);
+            // A reservation can give back what the body did not need.
+            c.shrink_to(10);
+            let _d = pool.admit(90).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_request_waits_for_room_until_the_queue_timeout() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let pool = Arc::new(pool(0, 100, Duration::from_secs(30)));
+            let held = pool.admit(100).await.unwrap();
+            let waiter = {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.admit(50).await.is_ok() })
+            };
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished());
+            drop(held);
+            assert!(waiter.await.unwrap(), "admitted once the room was freed");
+
+            let pool = self::pool(0, 100, Duration::from_millis(50));
+            let _held = pool.admit(1).await.unwrap();
+            assert_eq!(pool.admit(1).await.err(), Some(Busy), "busy after the timeout");
+        });
     }
 }

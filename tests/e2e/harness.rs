@@ -51,6 +51,13 @@ pub fn plugin(name: &str) -> PathBuf {
     dir.join(format!("{name}.wasm"))
 }
 
+/// One compile cache for every process this test binary starts: each plugin is
+/// compiled once per test run, not once per test.
+pub fn shared_cache() -> &'static Path {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CACHE.get_or_init(|| tempfile::Builder::new().prefix("wasmbatch-e2e-cache-").tempdir().unwrap()).path()
+}
+
 /// A file in `tests/guests/`.
 pub fn guest_file(name: &str) -> PathBuf {
     workspace_root().join("tests").join("guests").join(name)
@@ -65,7 +72,6 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
-    _cache: tempfile::TempDir,
 }
 
 /// A fluent builder for `serve` arguments.
@@ -93,8 +99,7 @@ impl ServeBuilder {
 
     /// Starts the server; `Err((exit status, logs))` if it exits before listening.
     pub fn try_start(self) -> Result<Server, (String, String)> {
-        let cache = tempfile::tempdir().unwrap();
-        // Defaults for what the test did not set: one worker, no /mnt, a private cache.
+        // Defaults for what the test did not set: one worker, no /mnt, the shared cache.
         let has = |flag: &str| self.args.iter().any(|a| a == flag);
         let mut defaults: Vec<String> = Vec::new();
         if !has("--concurrency") {
@@ -104,7 +109,7 @@ impl ServeBuilder {
             defaults.push("--no-mount".into());
         }
         if !has("--cache-dir") {
-            defaults.extend(["--cache-dir".into(), cache.path().display().to_string()]);
+            defaults.extend(["--cache-dir".into(), shared_cache().display().to_string()]);
         }
         let mut child = wasmbatch()
             .args(["--log-format", "json", "serve", "--host", "127.0.0.1", "--port"])
@@ -123,7 +128,9 @@ impl ServeBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _ended = ended_tx;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["message"] == "listening"
@@ -134,11 +141,11 @@ impl ServeBuilder {
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => Ok(Server { child, addr: addr.parse().expect("listening addr"), logs, _cache: cache }),
+            Ok(addr) => Ok(Server { child, addr: addr.parse().expect("listening addr"), logs }),
             Err(_) => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                // Let the reader thread drain what is left.
-                std::thread::sleep(Duration::from_millis(100));
+                // The reader thread ends when the child's stderr closes: wait for that.
+                let _ = ended.recv_timeout(Duration::from_secs(10));
                 let logs = logs.lock().unwrap().join("\n");
                 Err((status, logs))
             }

@@ -5,6 +5,7 @@ mod harness;
 
 mod compile;
 mod faults;
+mod foundation;
 mod metrics;
 mod resilience;
 mod run;

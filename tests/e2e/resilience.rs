@@ -13,26 +13,17 @@ fn metric(server: &Server, name: &str) -> f64 {
 }
 
 #[test]
-fn guest_cannot_open_a_socket() {
-    let server = Server::with(plugin("misbehave")).start();
-    let reply = server.batch(r#"["socket:127.0.0.1:9"]"#);
-    assert_eq!((reply.status, reply.kind().as_str()), (500, "guest_error"), "{}", reply.body);
-    assert!(reply.message().starts_with("connect 127.0.0.1:9:"), "{}", reply.message());
-    assert_eq!(server.batch(r#"["ok"]"#).status, 200);
-}
-
-#[test]
 fn slow_headers_are_cut_off_and_hold_no_worker() {
     let server = Server::with(plugin("noop")).args(["--header-timeout", "300ms"]).start();
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").unwrap();
     // Meanwhile the single worker serves others.
     assert_eq!(server.batch("[1]").status, 200);
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let started = Instant::now();
+    // Cut off by the server (end of stream), not by this read's own timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut answer = Vec::new();
-    let _ = slow.read_to_end(&mut answer);
-    assert!(started.elapsed() < Duration::from_secs(5), "the slow client was not cut off");
+    let read = slow.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the slow client was not cut off: {read:?}");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(server.batch("[1]").status, 200);
@@ -40,7 +31,8 @@ fn slow_headers_are_cut_off_and_hold_no_worker() {
 
 #[test]
 fn clients_that_vanish_mid_request_lose_nothing() {
-    let server = Server::with(plugin("misbehave")).start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with(plugin("misbehave")).args(["--mount", dir.path().to_str().unwrap()]).start();
     for _ in 0..20 {
         let mut s = TcpStream::connect(server.addr).unwrap();
         s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Cortex-Job-ID: j\r\nContent-Length: 100000\r\n\r\n[\"ok\",")
@@ -48,14 +40,38 @@ fn clients_that_vanish_mid_request_lose_nothing() {
     }
     // A client that leaves while its batch runs: the batch finishes, the worker returns.
     let mut s = TcpStream::connect(server.addr).unwrap();
-    let body = r#"["sleep:300"]"#;
+    let body = r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:300"]"#;
     write!(s, "POST / HTTP/1.1\r\nHost: x\r\nX-Cortex-Job-ID: j\r\nContent-Length: {}\r\n\r\n{body}", body.len())
         .unwrap();
+    crate::harness::wait_for_file(&dir.path().join("started"));
     drop(s);
-    std::thread::sleep(Duration::from_millis(100));
+    server.wait_for_log("the abandoned batch to finish", |l| l["message"] == "batch" && l["job_id"] == "j");
     assert_eq!(server.batch(r#"["ok"]"#).status, 200);
     assert_eq!(metric(&server, "wasmbatch_instances_busy"), 0.0);
     assert_eq!(metric(&server, "wasmbatch_queue_depth"), 0.0);
+    // The bodies that never came gave their admitted bytes back.
+    wait_for_metric(&server, "wasmbatch_admitted_bytes", 0.0);
+}
+
+/// A number unlikely to repeat within a test.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}
+
+/// Waits (bounded) until a metric has `expected` as its value.
+pub fn wait_for_metric(server: &Server, name: &str, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = metric(server, name);
+        if value == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {value}, not {expected}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -88,15 +104,21 @@ fn sigterm_under_load_answers_every_accepted_batch() {
         Server::with(plugin("sum")).args(["--mount", dir.path().to_str().unwrap(), "--concurrency", "2"]).start();
     let url = server.url("/");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let clients: Vec<_> = (0..6)
         .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
+            let (url, stop, answered) = (url.clone(), stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let agent = ureq::agent();
                 let (mut ok, mut other) = (0u64, Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match agent.post(&url).set("X-Cortex-Job-ID", "drain").send_string("[[1,2],[3]]") {
-                        Ok(r) if r.status() == 200 => ok += 1,
+                    // Distinct batches: the plugin names its output by the content.
+                    let body = format!("[[1,2],[{}]]", rand_u64());
+                    match agent.post(&url).set("X-Cortex-Job-ID", "drain").send_string(&body) {
+                        Ok(r) if r.status() == 200 => {
+                            ok += 1;
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Ok(r) => other.push(r.status()),
                         Err(ureq::Error::Status(code, _)) => other.push(code),
                         // Refused or closed before an answer: not accepted.
@@ -107,7 +129,12 @@ fn sigterm_under_load_answers_every_accepted_batch() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
+    // Under load: SIGTERM once the clients have had 100 batches answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the clients never got going");
+        std::thread::yield_now();
+    }
     let status = server.terminate();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(status.success(), "{status}");
@@ -126,11 +153,14 @@ fn sigterm_under_load_answers_every_accepted_batch() {
     assert!(TcpStream::connect(server.addr).is_err());
 }
 
+/// A soak test: run by `.ci/run` apart from the suite (`-- --ignored soak`), since a
+/// load run does not belong among the behaviour tests.
 #[test]
-fn sustained_load_keeps_memory_flat_and_leaks_nothing() {
+#[ignore = "soak test; run with `cargo test -p wasmbatch --test e2e -- --ignored soak`"]
+fn soak_sustained_load_keeps_memory_flat_and_leaks_nothing() {
     let total: u64 = std::env::var("WASMBATCH_LOAD_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
     let connections = 32;
-    let server = Server::with(plugin("noop")).args(["--concurrency", "2", "--queue-depth", "64"]).start();
+    let server = Server::with(plugin("noop")).args(["--concurrency", "2"]).start();
     let (_, fds_idle) = proc_usage(server.pid());
     let batch = r#"[{"id":1,"v":"aaaaaaaaaa"},{"id":2,"v":"bbbbbbbbbb"},{"id":3},{"id":4},{"id":5},{"id":6},{"id":7},{"id":8},{"id":9},{"id":10}]"#;
     let warm = load(server.addr, connections, total / 10, batch);

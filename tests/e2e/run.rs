@@ -7,86 +7,112 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, free_port, plugin, wasmbatch, workspace_root};
+use crate::harness::{Server, free_port, plugin, shared_cache, wait_for_file, wasmbatch, workspace_root};
 
 /// A finished `run`: exit code, the status printed as JSON, and stderr.
-struct Outcome {
-    code: i32,
-    status: Value,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) code: i32,
+    pub(crate) status: Value,
+    pub(crate) stderr: String,
 }
 
 /// A scratch directory for one job: the job file, the dead-letter file, a mount.
-struct Job {
+pub(crate) struct Job {
     dir: tempfile::TempDir,
 }
 
 impl Job {
-    fn new(job: &Value) -> Job {
+    pub(crate) fn new(job: &Value) -> Job {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("job.json"), serde_json::to_vec_pretty(job).unwrap()).unwrap();
         std::fs::create_dir(dir.path().join("mnt")).unwrap();
         Job { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = wasmbatch();
         cmd.arg("run")
             .arg(self.path("job.json"))
             .args(["--output", "json", "--progress", "off", "--dead-letter"])
             .arg(self.path("dead-letter.jsonl"))
             .arg("--cache-dir")
-            .arg(self.path("cache"))
+            .arg(shared_cache())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Outcome {
+    pub(crate) fn run(&self, args: &[&str]) -> Outcome {
         finish(self.command(args).spawn().unwrap())
     }
 
     /// Runs in-process with `plugin`, /mnt mounted on the job's `mnt/`.
-    fn in_process(&self, plugin_name: &str, args: &[&str]) -> Outcome {
+    pub(crate) fn in_process(&self, plugin_name: &str, args: &[&str]) -> Outcome {
         let mut all = vec!["--plugin", plugin_path(plugin_name), "--mount", self.mnt()];
         all.extend_from_slice(args);
         self.run(&all)
     }
 
-    fn mnt(&self) -> &'static str {
+    pub(crate) fn mnt(&self) -> &'static str {
         Box::leak(self.path("mnt").display().to_string().into_boxed_str())
     }
 
-    fn dead_letters(&self) -> Vec<Value> {
+    pub(crate) fn dead_letters(&self) -> Vec<Value> {
         read_lines(&self.path("dead-letter.jsonl"))
     }
 }
 
-fn plugin_path(name: &str) -> &'static str {
+pub(crate) fn plugin_path(name: &str) -> &'static str {
     Box::leak(plugin(name).display().to_string().into_boxed_str())
 }
 
-fn finish(child: Child) -> Outcome {
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let status = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    Outcome { code: out.status.code().unwrap_or(-1), status, stderr }
+/// Waits for a `run` to end — within 120 s, else the test fails (a hang is a bug).
+pub(crate) fn finish(child: Child) -> Outcome {
+    finish_within(child, Duration::from_secs(120))
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
+pub(crate) fn finish_within(mut child: Child, limit: Duration) -> Outcome {
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not end within {limit:?}; stderr:\n{}", stderr.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let status = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    Outcome { code, status, stderr }
+}
+
+pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
     match std::fs::read_to_string(path) {
         Ok(text) => text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect(),
         Err(_) => Vec::new(),
     }
 }
 
-fn commands(items: &[&str], batch_size: usize, workers: usize, config: Value) -> Value {
+pub(crate) fn commands(items: &[&str], batch_size: usize, workers: usize, config: Value) -> Value {
     json!({"workers": workers, "config": config, "item_list": {"items": items, "batch_size": batch_size}})
 }
 
@@ -234,9 +260,7 @@ fn timeout_interrupts_the_job_and_dead_letters_the_rest() {
     let mut spec = commands(&items, 1, 2, json!({}));
     spec["timeout"] = json!(1);
     let job = Job::new(&spec);
-    let started = Instant::now();
     let out = job.in_process("misbehave", &["--batch-timeout", "10m"]);
-    assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(out.code, 1, "{}", out.stderr);
     let s = &out.status;
     assert_eq!(s["status"], "timed_out");
@@ -354,11 +378,13 @@ fn endpoint_that_never_gets_ready_is_a_clear_error() {
 
 #[test]
 fn interrupt_stops_the_job_cleanly() {
-    let items: Vec<&str> = std::iter::repeat_n("sleep:200", 40).collect();
+    let items: Vec<&str> = std::iter::once("copy:/cortex/spec/job.json:/mnt/started")
+        .chain(std::iter::repeat_n("sleep:200", 39))
+        .collect();
     let job = Job::new(&commands(&items, 1, 1, json!({})));
-    let mut cmd = job.command(&["--plugin", plugin_path("misbehave"), "--no-mount"]);
+    let mut cmd = job.command(&["--plugin", plugin_path("misbehave"), "--mount", job.mnt()]);
     let child = cmd.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(900));
+    wait_for_file(&job.path("mnt").join("started"));
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = finish(child);

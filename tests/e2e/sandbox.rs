@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Server, plugin, spec_file};
+use crate::harness::{Server, guest_file, plugin, spec_file};
 
 #[test]
 fn job_spec_is_visible_read_only_at_cortex_spec() {
@@ -60,4 +60,20 @@ fn host_environment_is_invisible() {
         let reply = server.batch(&format!(r#"["env:{name}"]"#));
         assert_eq!(reply.status, 200, "{name} is visible: {}", reply.body);
     }
+}
+
+#[test]
+fn every_wasi_socket_call_is_refused() {
+    // The guest calls sock_accept, sock_recv, sock_send and sock_shutdown on
+    // descriptors 0-63 and fails the batch if any of them is not refused.
+    let server = Server::with(guest_file("sockets.wat")).start();
+    let reply = server.batch("[1]");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn a_guest_that_imports_socket_creation_is_refused_at_load() {
+    let (status, logs) = Server::with(guest_file("sock-connect.wat")).try_start().err().expect("must not start");
+    assert!(status.contains("exit status: 1"), "{status}");
+    assert!(logs.contains("wasi_snapshot_preview1::sock_open"), "{logs}");
 }

@@ -140,10 +140,11 @@ fn on_job_complete_is_404_without_a_hook_and_500_when_it_fails() {
 }
 
 #[test]
-fn full_pool_answers_503_instead_of_queueing_without_bound() {
+fn full_pool_answers_503_when_the_queue_timeout_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        Server::with(plugin("misbehave")).args(["--queue-depth", "0", "--mount", dir.path().to_str().unwrap()]).start();
+    let server = Server::with(plugin("misbehave"))
+        .args(["--queue-depth", "0", "--queue-timeout", "0", "--mount", dir.path().to_str().unwrap()])
+        .start();
     let url = server.url("/");
     let slow = std::thread::spawn(move || {
         ureq::post(&url)
@@ -242,7 +243,7 @@ fn json_logs_tag_guest_output_with_api_job_and_batch() {
     assert_eq!(out["batch"], 1, "the server's second batch");
     let err = server.wait_for_log("guest stderr", |l| l["message"] == "and from stderr");
     assert_eq!(err["stream"], "stderr");
-    assert_eq!(err["level"], "INFO");
+    assert_eq!(err["level"], "WARN");
     let line = server.wait_for_log("the batch line", |l| l["message"] == "batch" && l["batch"] == 1);
     assert_eq!((line["api_name"].as_str(), line["job_id"].as_str()), (Some("my-api"), Some("job-7")));
 }

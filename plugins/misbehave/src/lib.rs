@@ -19,10 +19,12 @@
 //! | `read:PATH` | reads PATH and prints its size; fails with the I/O error |
 //! | `copy:FROM:TO` | copies a file (e.g. the job spec into `/mnt`) |
 //! | `env:NAME` | fails if the environment variable NAME is visible |
-//! | `socket:ADDR` | tries to open a TCP connection to ADDR; fails with the error |
 //! | `flaky:PATH` | fails (`guest_error`) unless PATH exists, creating it: fails once, then succeeds |
 //! | `fail-if:KEY` | fails if the job's `config.KEY` is `true` |
 //! | `stats:PATH` | writes `{"inits":…,"batches":…,"job_id":…}` of this instance to PATH |
+//! | `batch:PATH` | appends `{"batch_id":…,"attempt":…}` of this call to PATH, as a JSON line |
+//! | `partial:TEXT` | prints TEXT to stdout without a newline |
+//! | `log:LEVEL:TEXT` | logs TEXT at LEVEL (`error`, `warn`, `info`, `debug`, `trace`) |
 //!
 //! The job's `config.init` steers the init hook: one step or a list of steps, each
 //! `fail`, `panic`, `sleep:MS` or `touch:PATH` (write an empty file). `config` also
@@ -104,6 +106,23 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
             }
         }
         "print" => println!("{arg}"),
+        "partial" => print!("{arg}"),
+        "log" => {
+            let (level, text) = arg.split_once(':').unwrap_or(("info", arg));
+            match level {
+                "error" => wasmbatch_guest::error!("{text}"),
+                "warn" => wasmbatch_guest::warn!("{text}"),
+                "debug" => wasmbatch_guest::debug!("{text}"),
+                "trace" => wasmbatch_guest::trace!("{text}"),
+                _ => wasmbatch_guest::info!("{text}"),
+            }
+        }
+        "batch" => {
+            let record = serde_json::json!({ "batch_id": ctx.batch_id(), "attempt": ctx.attempt() });
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(arg)?;
+            writeln!(file, "{record}")?;
+        }
         "eprint" => eprintln!("{arg}"),
         "exit" => std::process::exit(arg.parse().unwrap_or(1)),
         "sleep" => std::thread::sleep(Duration::from_millis(arg.parse().unwrap_or(0))),
@@ -114,11 +133,6 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
         "copy" => {
             let (from, to) = arg.split_once(':').ok_or_else(|| Error::invalid_input("copy:FROM:TO"))?;
             std::fs::copy(from, to).map_err(|e| Error::msg(format!("copy {from} to {to}: {e}")))?;
-        }
-        "socket" => {
-            let stream = std::net::TcpStream::connect(arg).map_err(|e| Error::msg(format!("connect {arg}: {e}")))?;
-            drop(stream);
-            println!("connected to {arg}");
         }
         "env" => {
             if let Ok(value) = std::env::var(arg) {
@@ -185,4 +199,5 @@ fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
     Ok(())
 }
 
-wasmbatch_guest::plugin!(handle: handle, init: init, on_job_complete: on_job_complete);
+// The declarative form, hooks in any order (the other plugins use the attributes).
+wasmbatch_guest::plugin!(on_job_complete: on_job_complete, init: init, handle: handle);

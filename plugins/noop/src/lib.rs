@@ -9,8 +9,7 @@
 use serde::de::IgnoredAny;
 use wasmbatch_guest::{Context, Result};
 
+#[wasmbatch_guest::handler]
 fn handle(_ctx: &Context, _items: Vec<IgnoredAny>) -> Result<()> {
     Ok(())
 }
-
-wasmbatch_guest::plugin!(handle: handle);

@@ -3,8 +3,9 @@
 //! Each item is a document `{"id": "...", "text": "..."}`. For each one the plugin
 //! counts sentences, words, syllables and distinct words, computes the Flesch reading
 //! ease score, and finds the most frequent words (stop words left out). Results go to
-//! `/mnt/<job_id>/stats-<batch>.jsonl`, one line per document, with the batch's word
-//! counts beside it, when `/mnt` is mounted; on-job-complete folds them into
+//! `/mnt/<job_id>/stats-<batch_id>.jsonl`, one line per document, with the batch's
+//! word counts beside it, when `/mnt` is mounted (named by the batch identifier, so a
+//! batch that runs twice replaces its own files and the summary counts it once); on-job-complete folds them into
 //! `/mnt/<job_id>/summary.json` (documents, words, mean reading ease, the corpus's top
 //! words). Set `"write_results": false` in the job's
 //! `config` to compute only (what the benchmarks do).
@@ -20,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wasmbatch_guest::{Context, Error, JobComplete, Result};
+use wasmbatch_guest::{Context, ErrorContext, JobComplete, Result, info, invalid};
 
 /// One input document.
 #[derive(Debug, Deserialize)]
@@ -125,15 +126,16 @@ fn output_dir(ctx: &Context) -> Result<Option<PathBuf>> {
     }
     let id = ctx.job_id();
     if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(Error::invalid_input(format!("job id {id:?} cannot name a directory")));
+        invalid!("job id {id:?} cannot name a directory");
     }
     Ok(Some(PathBuf::from("/mnt").join(id)))
 }
 
+#[wasmbatch_guest::handler]
 fn handle(ctx: &Context, docs: Vec<Document>) -> Result<()> {
     let stats: Vec<Stats> = docs.iter().map(analyze).collect();
     let Some(dir) = output_dir(ctx)? else { return Ok(()) };
-    fs::create_dir_all(&dir).map_err(|e| Error::msg(format!("creating {}: {e}", dir.display())))?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // The batch's own word counts, so that the corpus summary is exact.
     let mut batch_words: HashMap<String, u64> = HashMap::new();
     for doc in &docs {
@@ -141,27 +143,25 @@ fn handle(ctx: &Context, docs: Vec<Document>) -> Result<()> {
             *batch_words.entry(word).or_default() += n;
         }
     }
-    let first = stats.first().map(|s| s.id.as_str()).unwrap_or("empty");
-    let safe: String = first.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let name = format!("{safe}-{}", stats.len());
+    let name = ctx.batch_id();
     let mut out = Vec::new();
     for s in &stats {
         serde_json::to_writer(&mut out, s)?;
         out.push(b'\n');
     }
-    let write = |path: PathBuf, bytes: Vec<u8>| {
-        fs::write(&path, bytes).map_err(|e| Error::msg(format!("writing {}: {e}", path.display())))
-    };
+    let write =
+        |path: PathBuf, bytes: Vec<u8>| fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()));
     write(dir.join(format!("stats-{name}.jsonl")), out)?;
     write(dir.join(format!("words-{name}.json")), serde_json::to_vec(&batch_words)?)?;
     Ok(())
 }
 
+#[wasmbatch_guest::on_job_complete]
 fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
     let Some(dir) = output_dir(ctx)? else { return Ok(()) };
     let (mut documents, mut words, mut ease_sum) = (0u64, 0u64, 0.0);
     let mut corpus: HashMap<String, u64> = HashMap::new();
-    let entries = fs::read_dir(&dir).map_err(|e| Error::msg(format!("reading {}: {e}", dir.display())))?;
+    let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -191,11 +191,9 @@ fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
     });
     let mut file = fs::File::create(dir.join("summary.json"))?;
     file.write_all(&serde_json::to_vec_pretty(&summary)?)?;
-    println!("summary: {documents} documents, {words} words, mean reading ease {mean_ease}");
+    info!("summary: {documents} documents, {words} words, mean reading ease {mean_ease}");
     Ok(())
 }
-
-wasmbatch_guest::plugin!(handle: handle, on_job_complete: on_job_complete);
 
 #[cfg(test)]
 mod tests {

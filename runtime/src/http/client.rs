@@ -5,7 +5,7 @@
 //! the way the dequeuer does: `GET /healthz` answering 200–399, or, for a server
 //! without that route (404), an open TCP port.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,8 +13,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
-use super::server::JOB_ID_HEADER;
 
 /// Where batches go: `http://host:port[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +57,23 @@ impl std::fmt::Display for Endpoint {
 #[error("{0}")]
 pub struct ConnectionError(String);
 
+/// What a server answered. Only the start of the body is kept: the contract ignores
+/// answer bodies, and an error message fits in [`Answer::BODY_KEPT`] bytes.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<Duration>,
+    /// The first bytes of the body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// How much of an answer body is kept.
+    pub const BODY_KEPT: usize = 64 << 10;
+}
+
 /// A kept-alive HTTP/1.1 connection to one endpoint.
 pub struct Connection {
     endpoint: Endpoint,
@@ -69,6 +84,11 @@ impl Connection {
     /// A connection, opened on first use.
     pub fn new(endpoint: Endpoint) -> Connection {
         Connection { endpoint, sender: None }
+    }
+
+    /// Where it goes.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ConnectionError> {
@@ -91,25 +111,27 @@ impl Connection {
         Ok(self.sender.insert(sender))
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Sends one request and reads the answer, giving up after `timeout`. Headers
+    /// are `(name, value)` pairs added to the request.
     pub async fn send(
         &mut self,
         method: Method,
         path: &str,
-        job_id: Option<&str>,
+        headers: &[(&str, &str)],
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ConnectionError> {
+        timeout: Duration,
+    ) -> Result<Answer, ConnectionError> {
         let mut request = Request::builder()
             .method(method)
             .uri(self.endpoint.uri(path))
             .header(header::HOST, &self.endpoint.authority)
             .header(header::CONTENT_TYPE, "application/json");
-        if let Some(id) = job_id {
-            request = request.header(JOB_ID_HEADER, id);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body)).map_err(|e| ConnectionError(format!("bad request: {e}")))?;
         let endpoint = self.endpoint.to_string();
-        let result = async {
+        let exchange = async {
             let response = self
                 .sender()
                 .await?
@@ -117,40 +139,69 @@ impl Connection {
                 .await
                 .map_err(|e| ConnectionError(format!("request to {endpoint} failed: {e}")))?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ConnectionError(format!("reading the answer of {endpoint} failed: {e}")))?
-                .to_bytes();
-            Ok((status, body))
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let mut body = response.into_body();
+            let mut kept = Vec::new();
+            let complete = loop {
+                let Some(frame) = body.frame().await else { break true };
+                let frame =
+                    frame.map_err(|e| ConnectionError(format!("reading the answer of {endpoint} failed: {e}")))?;
+                if let Some(data) = frame.data_ref() {
+                    let room = Answer::BODY_KEPT - kept.len();
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                    if data.len() > room {
+                        break false;
+                    }
+                }
+            };
+            Ok((Answer { status, retry_after, body: Bytes::from(kept) }, complete))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectionError(format!("{endpoint} did not answer within {timeout:?}"))),
+        };
+        match result {
+            Ok((answer, complete)) => {
+                if !complete {
+                    // The rest of a long body is not read: this connection cannot carry
+                    // another request, so the next one opens a new connection.
+                    self.sender = None;
+                }
+                Ok(answer)
+            }
+            Err(e) => {
+                // Whatever state the connection is in, the next request starts afresh.
+                self.sender = None;
+                Err(e)
+            }
         }
-        .await;
-        if result.is_err() {
-            // Whatever state the connection is in, the next request starts afresh.
-            self.sender = None;
-        }
-        result
     }
 }
 
-/// Waits until `endpoint` is ready, or `timeout` passes.
+/// Waits until `endpoint` is ready, or `timeout` passes: every probe, connection
+/// included, ends by that deadline.
 pub async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut connection = Connection::new(endpoint.clone());
-    let mut last;
+    let mut last = String::from("no answer yet");
     loop {
-        match connection.send(Method::GET, "/healthz", None, Bytes::new()).await {
-            Ok((status, _)) if (200..400).contains(&status.as_u16()) => return Ok(()),
-            // No health route: the open port is the readiness signal (Cortex's TCP probe).
-            Ok((StatusCode::NOT_FOUND, _)) => return Ok(()),
-            Ok((status, _)) => last = format!("GET /healthz answered {status}"),
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
             return Err(format!("{endpoint} was not ready within {timeout:?}: {last}"));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        match connection.send(Method::GET, "/healthz", &[], Bytes::new(), left.min(Duration::from_secs(5))).await {
+            Ok(answer) if (200..400).contains(&answer.status.as_u16()) => return Ok(()),
+            // No health route: the open port is the readiness signal (Cortex's TCP probe).
+            Ok(answer) if answer.status == StatusCode::NOT_FOUND => return Ok(()),
+            Ok(answer) => last = format!("GET /healthz answered {}", answer.status),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep_until((tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline)).await;
     }
 }
 
@@ -175,5 +226,15 @@ mod tests {
         let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = rt.block_on(wait_ready(&endpoint, Duration::from_millis(300))).unwrap_err();
         assert!(err.contains("was not ready within 300ms: cannot connect"), "{err}");
+    }
+
+    #[test]
+    fn readiness_ends_at_its_deadline_when_the_server_never_answers() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Accepts (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::parse(&format!("http://{}", silent.local_addr().unwrap())).unwrap();
+        let err = rt.block_on(wait_ready(&endpoint, Duration::from_millis(300))).unwrap_err();
+        assert!(err.contains("was not ready within 300ms") && err.contains("did not answer"), "{err}");
     }
 }

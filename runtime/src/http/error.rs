@@ -28,7 +28,16 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
-    /// The worker pool is full.
+    /// The client took longer than `--body-timeout` to send the body.
+    #[error("the request body was not received within {timeout:?}")]
+    BodyTimeout {
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+    /// A header has a value we cannot use.
+    #[error("{0}")]
+    InvalidHeader(String),
+    /// No room in the worker pool within the queue timeout.
     #[error("every instance is busy and the wait queue is full; retry later")]
     Busy,
     /// The server is shutting down.
@@ -68,9 +77,11 @@ impl ApiError {
     /// The HTTP status and the `kind` string of the JSON body.
     pub fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::InvalidBatch(_) | ApiError::InvalidCompletion(_) | ApiError::BodyRead(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_input")
-            }
+            ApiError::InvalidBatch(_)
+            | ApiError::InvalidCompletion(_)
+            | ApiError::BodyRead(_)
+            | ApiError::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::MissingJobId => (StatusCode::BAD_REQUEST, "missing_job_id"),
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(status(ApiError::InvalidCompletion("x".into())), 400);
         assert_eq!(status(ApiError::BodyRead("x".into())), 400);
         assert_eq!(status(ApiError::MissingJobId), 400);
+        assert_eq!(status(ApiError::InvalidHeader("x".into())), 400);
+        assert_eq!(status(ApiError::BodyTimeout { timeout: std::time::Duration::from_secs(1) }), 408);
         assert_eq!(status(ApiError::BodyTooLarge { limit: 1 }), 413);
         assert_eq!(status(ApiError::Busy), 503);
         assert_eq!(status(ApiError::Draining), 503);

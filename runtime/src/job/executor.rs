@@ -3,29 +3,101 @@
 //! Both executors give each worker thread its own state — a warm instance, or a
 //! kept-alive connection — so one worker handles one batch at a time, as a Cortex pod
 //! does. The runner does not know which one it drives.
+//!
+//! Every wait of the endpoint executor has a deadline and ends on a stop: a request
+//! (connection included) gets `batch_timeout`; a server that answers 503 with
+//! `Retry-After` is asked again after that pause within the same attempt (it is busy,
+//! not failing) until the attempt's deadline; on-job-complete gets `batch_timeout` too.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
 use tokio::sync::watch;
 
-use crate::failure::FailureKind;
-use crate::http::client::{Connection, Endpoint};
-use crate::plugin::{Instance, Plugin};
+use super::runner::StopReason;
+use crate::failure::{Failure, FailureKind};
+use crate::http::client::{Answer, Connection, Endpoint};
+use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
+use crate::lifecycle::WarmInstance;
+use crate::plugin::{BatchCall, Plugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The guest failed (in-process).
+    Guest(FailureKind),
+    /// The server answered with a status other than 200; `kind` is the `error.kind` of
+    /// its JSON body, when it has one (wasmbatch servers give one).
+    Answer {
+        /// The HTTP status.
+        status: u16,
+        /// The server's own name for the failure.
+        kind: Option<String>,
+    },
+    /// No answer: the connection could not be made or broke.
+    Connection,
+    /// No answer within the batch timeout.
+    RequestTimeout,
+    /// The server was busy (503 with `Retry-After`) until the attempt's deadline.
+    Busy,
+    /// The batch was not (completely) attempted because the job ended early.
+    Interrupted(StopReason),
+    /// The host itself failed while handling the batch (a bug; the job fails with
+    /// `worker_error`).
+    WorkerPanic,
+}
+
+impl AttemptKind {
+    /// Whether another attempt could succeed: not for input the handler rejected,
+    /// nor for a client error other than 408 and 429.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AttemptKind::Guest(kind) => !matches!(kind, FailureKind::InvalidInput | FailureKind::Cancelled),
+            AttemptKind::Answer { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            AttemptKind::Connection | AttemptKind::RequestTimeout | AttemptKind::Busy => true,
+            AttemptKind::Interrupted(_) | AttemptKind::WorkerPanic => false,
+        }
+    }
+}
+
+impl fmt::Display for AttemptKind {
+    /// The kind's name in dead-letter records and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptKind::Guest(kind) => f.write_str(kind.as_str()),
+            AttemptKind::Answer { kind: Some(kind), .. } => f.write_str(kind),
+            AttemptKind::Answer { status, kind: None } => write!(f, "http_{status}"),
+            AttemptKind::Connection => f.write_str("connection"),
+            AttemptKind::RequestTimeout => f.write_str("request_timeout"),
+            AttemptKind::Busy => f.write_str("busy"),
+            AttemptKind::Interrupted(reason) => f.write_str(reason.as_str()),
+            AttemptKind::WorkerPanic => f.write_str("worker_panic"),
+        }
+    }
+}
+
+/// Why one attempt at a batch failed, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptError {
-    /// A failure kind (`trap`, `timeout`, …), `http_<status>`, or `connection`.
-    pub kind: String,
+    /// The kind.
+    pub kind: AttemptKind,
     /// What happened.
     pub message: String,
-    /// Whether another attempt could succeed (not for invalid input).
-    pub retryable: bool,
-    /// The attempt was interrupted because the job is stopping.
-    pub interrupted: bool,
+}
+
+impl AttemptError {
+    fn guest(failure: Failure) -> AttemptError {
+        AttemptError { kind: AttemptKind::Guest(failure.kind), message: failure.message }
+    }
+
+    /// Whether the job ending early cut this attempt short.
+    pub fn interrupted(&self) -> bool {
+        matches!(self.kind, AttemptKind::Interrupted(_) | AttemptKind::Guest(FailureKind::Cancelled))
+    }
 }
 
 /// How the on-job-complete call went.
@@ -39,6 +111,17 @@ pub enum Completion {
     Failed(String),
 }
 
+/// One attempt at one batch, as an executor gets it.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    /// The batch's position in the job; also its identifier.
+    pub index: u64,
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The batch.
+    pub body: &'a Bytes,
+}
+
 /// Runs batches for the job runner.
 pub trait Executor: Send + Sync + 'static {
     /// A worker's own state.
@@ -47,11 +130,12 @@ pub trait Executor: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// State for worker `index`.
     fn worker(&self, index: usize) -> Self::Worker;
-    /// One attempt at batch number `index`.
-    fn run(&self, worker: &mut Self::Worker, job_id: &str, index: u64, batch: &Bytes) -> Result<(), AttemptError>;
+    /// One attempt at a batch.
+    fn run(&self, worker: &mut Self::Worker, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError>;
     /// The job's on-job-complete call, with the workers' leftover state.
     fn on_job_complete(&self, workers: Vec<Self::Worker>, job_id: &str, body: Bytes) -> Completion;
-    /// Interrupts every attempt in progress (the job timed out or was stopped).
+    /// Interrupts every attempt in progress, and every one to come (the job timed out
+    /// or was stopped).
     fn cancel(&self);
 }
 
@@ -59,64 +143,48 @@ pub trait Executor: Send + Sync + 'static {
 pub struct InProcess {
     plugin: Arc<Plugin>,
     cancel: Arc<AtomicBool>,
+    recycle_after: Option<u64>,
 }
 
 impl InProcess {
-    /// An executor over `plugin`.
-    pub fn new(plugin: Arc<Plugin>) -> InProcess {
-        InProcess { plugin, cancel: Arc::new(AtomicBool::new(false)) }
+    /// An executor over `plugin` whose instances are replaced after `recycle_after`
+    /// batches.
+    pub fn new(plugin: Arc<Plugin>, recycle_after: Option<u64>) -> InProcess {
+        InProcess { plugin, cancel: Arc::new(AtomicBool::new(false)), recycle_after }
     }
 
-    fn instance<'a>(&self, slot: &'a mut Option<Instance>) -> Result<&'a mut Instance, AttemptError> {
-        if slot.is_none() {
-            let instance = self.plugin.instance(self.cancel.clone()).map_err(|f| attempt_error(f.kind, f.message))?;
-            *slot = Some(instance);
-        }
-        Ok(slot.as_mut().expect("just filled"))
-    }
-}
-
-fn attempt_error(kind: FailureKind, message: String) -> AttemptError {
-    AttemptError {
-        kind: kind.as_str().to_string(),
-        message,
-        retryable: kind != FailureKind::InvalidInput,
-        interrupted: kind == FailureKind::Cancelled,
+    fn slot(&self) -> WarmInstance {
+        WarmInstance::new(self.plugin.clone(), self.cancel.clone(), self.recycle_after, None)
     }
 }
 
 impl Executor for InProcess {
-    type Worker = Option<Instance>;
+    type Worker = WarmInstance;
 
     fn name(&self) -> &'static str {
         "in_process"
     }
 
-    fn worker(&self, _index: usize) -> Option<Instance> {
-        None
+    fn worker(&self, _index: usize) -> WarmInstance {
+        self.slot()
     }
 
-    fn run(&self, worker: &mut Option<Instance>, job_id: &str, index: u64, batch: &Bytes) -> Result<(), AttemptError> {
-        let instance = self.instance(worker)?;
-        let result = instance.handle(job_id, index, batch);
-        if instance.is_poisoned() {
-            *worker = None;
-        }
-        result.map_err(|f| attempt_error(f.kind, f.message))
+    fn run(&self, slot: &mut WarmInstance, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
+        let call = BatchCall {
+            tag: attempt.index,
+            id: Some(Arc::from(attempt.index.to_string())),
+            attempt: attempt.number,
+            body: attempt.body.clone(),
+        };
+        slot.handle(job_id, call).map_err(AttemptError::guest)
     }
 
-    fn on_job_complete(&self, workers: Vec<Option<Instance>>, job_id: &str, body: Bytes) -> Completion {
-        if !self.plugin.capabilities().on_job_complete {
-            return Completion::NotFound;
-        }
-        let mut slot = workers.into_iter().flatten().next();
-        let result = self.instance(&mut slot).and_then(|instance| match instance.on_job_complete(job_id, &body) {
-            Some(result) => result.map_err(|f| attempt_error(f.kind, f.message)),
-            None => Ok(()),
-        });
-        match result {
-            Ok(()) => Completion::Succeeded,
-            Err(e) => Completion::Failed(format!("{}: {}", e.kind, e.message)),
+    fn on_job_complete(&self, workers: Vec<WarmInstance>, job_id: &str, body: Bytes) -> Completion {
+        let mut slot = workers.into_iter().next().unwrap_or_else(|| self.slot());
+        match slot.on_job_complete(job_id, &body) {
+            None => Completion::NotFound,
+            Some(Ok(())) => Completion::Succeeded,
+            Some(Err(f)) => Completion::Failed(f.to_string()),
         }
     }
 
@@ -125,48 +193,104 @@ impl Executor for InProcess {
     }
 }
 
-/// Batches POSTed to servers of the contract, round-robin over workers.
+/// Batches sent to servers of the contract, workers spread over the endpoints.
 pub struct EndpointExecutor {
     endpoints: Vec<Endpoint>,
     runtime: tokio::runtime::Handle,
     cancel: watch::Sender<bool>,
+    batch_timeout: Duration,
 }
 
-/// An endpoint worker: its connection and the job's cancel signal.
+/// One worker's connection and its view of the cancel signal.
 pub struct EndpointWorker {
     connection: Connection,
     cancel: watch::Receiver<bool>,
 }
 
 impl EndpointExecutor {
-    /// An executor over `endpoints`, doing its I/O on `runtime`.
-    pub fn new(endpoints: Vec<Endpoint>, runtime: tokio::runtime::Handle) -> EndpointExecutor {
-        EndpointExecutor { endpoints, runtime, cancel: watch::channel(false).0 }
+    /// An executor over `endpoints` (at least one), doing its I/O on `runtime`; each
+    /// attempt (and on-job-complete) may take up to `batch_timeout`.
+    pub fn new(endpoints: Vec<Endpoint>, runtime: tokio::runtime::Handle, batch_timeout: Duration) -> Self {
+        assert!(!endpoints.is_empty(), "at least one endpoint");
+        EndpointExecutor { endpoints, runtime, cancel: watch::channel(false).0, batch_timeout }
     }
-}
 
-async fn cancelled(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
+    /// Sends until an answer that is not "busy, come back later", the deadline, or a
+    /// cancel. `None`: cancelled.
+    async fn send(
+        &self,
+        connection: &mut Connection,
+        mut cancel: watch::Receiver<bool>,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Bytes,
+    ) -> Option<Result<(), AttemptError>> {
+        let deadline = tokio::time::Instant::now() + self.batch_timeout;
+        let work = async {
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let answer = match connection.send(Method::POST, path, headers, body.clone(), left).await {
+                    Ok(answer) => answer,
+                    Err(_) if left.is_zero() || tokio::time::Instant::now() >= deadline => {
+                        return Err(AttemptError {
+                            kind: AttemptKind::RequestTimeout,
+                            message: format!(
+                                "{} did not answer within {:?} (the batch timeout)",
+                                connection.endpoint(),
+                                self.batch_timeout
+                            ),
+                        });
+                    }
+                    Err(e) => return Err(AttemptError { kind: AttemptKind::Connection, message: e.to_string() }),
+                };
+                match answer.status.as_u16() {
+                    200 => return Ok(()),
+                    503 if answer.retry_after.is_some() => {
+                        let pause = answer
+                            .retry_after
+                            .unwrap_or_default()
+                            .clamp(Duration::from_millis(50), Duration::from_secs(60));
+                        if tokio::time::Instant::now() + pause >= deadline {
+                            let (_, message) = describe_answer(&answer);
+                            return Err(AttemptError {
+                                kind: AttemptKind::Busy,
+                                message: format!(
+                                    "busy for the whole batch timeout ({:?}); last answer {message}",
+                                    self.batch_timeout
+                                ),
+                            });
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    _ => {
+                        let (kind, message) = describe_answer(&answer);
+                        return Err(AttemptError { kind, message });
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            result = work => Some(result),
+            _ = cancel.wait_for(|c| *c) => None,
         }
     }
 }
 
-/// The kind and message of a non-200 answer: ours carry `{"error":{"kind","message"}}`.
-fn describe_answer(status: u16, body: &[u8]) -> (String, String) {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+/// The kind and message of a non-200 answer, from its JSON error body when it has one.
+fn describe_answer(answer: &Answer) -> (AttemptKind, String) {
+    let status = answer.status.as_u16();
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
     let error = parsed.as_ref().map(|v| &v["error"]);
-    let kind = error.and_then(|e| e["kind"].as_str()).map(str::to_owned).unwrap_or_else(|| format!("http_{status}"));
+    let kind = error.and_then(|e| e["kind"].as_str()).map(str::to_owned);
     let message = match error.and_then(|e| e["message"].as_str()) {
         Some(m) => format!("HTTP {status}: {m}"),
         None => {
-            let text = String::from_utf8_lossy(body);
+            let text = String::from_utf8_lossy(&answer.body);
             let text: String = text.chars().take(300).collect();
             if text.trim().is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {}", text.trim()) }
         }
     };
-    (kind, message)
+    (AttemptKind::Answer { status, kind }, message)
 }
 
 impl Executor for EndpointExecutor {
@@ -181,50 +305,28 @@ impl Executor for EndpointExecutor {
         EndpointWorker { connection: Connection::new(endpoint), cancel: self.cancel.subscribe() }
     }
 
-    fn run(&self, worker: &mut EndpointWorker, job_id: &str, _index: u64, batch: &Bytes) -> Result<(), AttemptError> {
+    fn run(&self, worker: &mut EndpointWorker, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
+        let (id, number) = (attempt.index.to_string(), attempt.number.to_string());
+        let headers = [(JOB_ID_HEADER, job_id), (BATCH_ID_HEADER, id.as_str()), (ATTEMPT_HEADER, number.as_str())];
         let cancel = worker.cancel.clone();
-        let connection = &mut worker.connection;
-        let result = self.runtime.block_on(async {
-            tokio::select! {
-                answer = connection.send(Method::POST, "/", Some(job_id), batch.clone()) => Some(answer),
-                () = cancelled(cancel) => None,
-            }
-        });
-        match result {
-            None => Err(AttemptError {
-                kind: "cancelled".into(),
+        let result = self.runtime.block_on(self.send(&mut worker.connection, cancel, "/", &headers, attempt.body));
+        result.unwrap_or_else(|| {
+            Err(AttemptError {
+                kind: AttemptKind::Guest(FailureKind::Cancelled),
                 message: "the request was abandoned because the job is stopping".into(),
-                retryable: false,
-                interrupted: true,
-            }),
-            Some(Ok((status, _))) if status.as_u16() == 200 => Ok(()),
-            Some(Ok((status, body))) => {
-                let code = status.as_u16();
-                let (kind, message) = describe_answer(code, &body);
-                Err(AttemptError {
-                    kind,
-                    message,
-                    retryable: code >= 500 || code == 408 || code == 429,
-                    interrupted: false,
-                })
-            }
-            Some(Err(e)) => Err(AttemptError {
-                kind: "connection".into(),
-                message: e.to_string(),
-                retryable: true,
-                interrupted: false,
-            }),
-        }
+            })
+        })
     }
 
     fn on_job_complete(&self, _workers: Vec<EndpointWorker>, job_id: &str, body: Bytes) -> Completion {
         let mut connection = Connection::new(self.endpoints[0].clone());
-        let answer = self.runtime.block_on(connection.send(Method::POST, "/on-job-complete", Some(job_id), body));
-        match answer {
-            Ok((status, _)) if status.as_u16() == 200 => Completion::Succeeded,
-            Ok((status, _)) if status.as_u16() == 404 => Completion::NotFound,
-            Ok((status, body)) => Completion::Failed(describe_answer(status.as_u16(), &body).1),
-            Err(e) => Completion::Failed(e.to_string()),
+        let headers = [(JOB_ID_HEADER, job_id)];
+        let cancel = self.cancel.subscribe();
+        match self.runtime.block_on(self.send(&mut connection, cancel, "/on-job-complete", &headers, &body)) {
+            None => Completion::Failed("abandoned because the job is stopping".into()),
+            Some(Ok(())) => Completion::Succeeded,
+            Some(Err(AttemptError { kind: AttemptKind::Answer { status: 404, .. }, .. })) => Completion::NotFound,
+            Some(Err(e)) => Completion::Failed(e.message),
         }
     }
 
@@ -237,11 +339,32 @@ impl Executor for EndpointExecutor {
 mod tests {
     use super::*;
 
+    fn answer(status: u16, body: &'static [u8]) -> Answer {
+        Answer {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+            body: Bytes::from_static(body),
+        }
+    }
+
     #[test]
     fn answers_are_described_by_their_error_body_or_status() {
-        let ours = br#"{"error":{"kind":"panic","message":"boom"}}"#;
-        assert_eq!(describe_answer(500, ours), ("panic".into(), "HTTP 500: boom".into()));
-        assert_eq!(describe_answer(502, b"Bad Gateway"), ("http_502".into(), "HTTP 502: Bad Gateway".into()));
-        assert_eq!(describe_answer(503, b""), ("http_503".into(), "HTTP 503".into()));
+        let (kind, message) = describe_answer(&answer(500, br#"{"error":{"kind":"panic","message":"boom"}}"#));
+        assert_eq!((kind.to_string(), message.as_str()), ("panic".into(), "HTTP 500: boom"));
+        let (kind, message) = describe_answer(&answer(502, b"Bad Gateway"));
+        assert_eq!((kind.to_string(), message.as_str()), ("http_502".into(), "HTTP 502: Bad Gateway"));
+        assert_eq!(describe_answer(&answer(503, b"")).1, "HTTP 503");
+    }
+
+    #[test]
+    fn kinds_know_whether_another_attempt_could_help() {
+        assert!(AttemptKind::Guest(FailureKind::Trap).retryable());
+        assert!(!AttemptKind::Guest(FailureKind::InvalidInput).retryable());
+        assert!(AttemptKind::Answer { status: 500, kind: None }.retryable());
+        assert!(AttemptKind::Answer { status: 429, kind: None }.retryable());
+        assert!(!AttemptKind::Answer { status: 400, kind: Some("invalid_input".into()) }.retryable());
+        assert!(AttemptKind::RequestTimeout.retryable() && AttemptKind::Connection.retryable());
+        assert!(!AttemptKind::Interrupted(StopReason::Stopped).retryable());
+        assert_eq!(AttemptKind::Interrupted(StopReason::TimedOut).to_string(), "timed_out");
     }
 }

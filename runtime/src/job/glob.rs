@@ -3,185 +3,132 @@
 //!
 //! - `*` any run of characters except `/`; `**` any run including `/`;
 //! - `?` one character except `/`; `[abc]`, `[a-z]`, `[!a-z]` a class;
-//! - `{jpg,png}` alternatives; `\` escapes the next character.
+//! - `{jpg,png}` alternatives (nested too); `\` escapes the next character.
 //!
 //! So `*.jpg` matches `a.jpg` but not `data/a.jpg`, and `**.jpg` matches both.
+//!
+//! A glob is translated into a regular expression and matched by the `regex` crate,
+//! whose automata run in time linear in the path whatever the pattern: no
+//! backtracking, no blow-up with many wildcards or alternatives.
+
+use std::iter::Peekable;
+use std::str::Chars;
 
 /// A compiled glob.
 #[derive(Debug, Clone)]
 pub struct Glob {
-    alternatives: Vec<Vec<Token>>,
+    regex: regex::Regex,
 }
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Char(char),
-    Any,
-    AnyDeep,
-    One,
-    Class { negated: bool, ranges: Vec<(char, char)> },
-}
-
-const MAX_EXPANSIONS: usize = 1024;
 
 impl Glob {
     /// Compiles `pattern`, or says why it is not a glob.
     pub fn new(pattern: &str) -> Result<Glob, String> {
-        let expanded = expand_braces(pattern)?;
-        let alternatives = expanded.iter().map(|p| tokenize(p)).collect::<Result<_, _>>()?;
-        Ok(Glob { alternatives })
+        let mut out = String::from("^(?s:");
+        let mut chars = pattern.chars().peekable();
+        translate(&mut chars, &mut out, 0)?;
+        out.push_str(")$");
+        let regex = regex::Regex::new(&out).map_err(|e| format!("too complex: {e}"))?;
+        Ok(Glob { regex })
     }
 
     /// Whether `text` matches the whole glob.
     pub fn matches(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        self.alternatives.iter().any(|tokens| match_here(tokens, &chars))
+        self.regex.is_match(text)
     }
 }
 
-fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut depth = 0;
-    let mut open = None;
-    let mut escaped = false;
-    for (i, &c) in chars.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
+/// Translates up to the end of the pattern (depth 0) or of the current `{…}` group
+/// (leaving its `,` or `}` unconsumed).
+fn translate(chars: &mut Peekable<Chars<'_>>, out: &mut String, depth: usize) -> Result<(), String> {
+    while let Some(&c) = chars.peek() {
+        if depth > 0 && (c == ',' || c == '}') {
+            return Ok(());
         }
+        chars.next();
         match c {
-            '\\' => escaped = true,
+            '\\' => push_literal(out, chars.next().ok_or("a trailing '\\' escapes nothing")?),
+            '*' if chars.peek() == Some(&'*') => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                out.push_str(".*");
+            }
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            '[' => class(chars, out)?,
             '{' => {
-                if depth == 0 {
-                    open = Some(i);
-                }
-                depth += 1;
-            }
-            '}' if depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
-                    let start = open.expect("an open brace");
-                    let prefix: String = chars[..start].iter().collect();
-                    let suffix: String = chars[i + 1..].iter().collect();
-                    let mut out = Vec::new();
-                    for alt in split_alternatives(&chars[start + 1..i]) {
-                        for tail in expand_braces(&format!("{alt}{suffix}"))? {
-                            out.push(format!("{prefix}{tail}"));
-                            if out.len() > MAX_EXPANSIONS {
-                                return Err(format!("more than {MAX_EXPANSIONS} alternatives"));
-                            }
-                        }
+                out.push_str("(?:");
+                loop {
+                    translate(chars, out, depth + 1)?;
+                    match chars.next() {
+                        Some(',') => out.push('|'),
+                        Some('}') => break,
+                        _ => return Err("unclosed '{'".into()),
                     }
-                    return Ok(out);
                 }
+                out.push(')');
             }
-            _ => {}
+            c => push_literal(out, c),
         }
     }
     if depth > 0 {
         return Err("unclosed '{'".into());
     }
-    Ok(vec![pattern.to_string()])
+    Ok(())
 }
 
-/// Splits the inside of a brace group at its top-level commas.
-fn split_alternatives(inner: &[char]) -> Vec<String> {
-    let (mut parts, mut current, mut depth, mut escaped) = (Vec::new(), String::new(), 0, false);
-    for &c in inner {
-        if escaped {
-            escaped = false;
-            current.push(c);
-            continue;
-        }
-        match c {
-            '\\' => {
-                escaped = true;
-                current.push(c);
-            }
-            '{' => {
-                depth += 1;
-                current.push(c);
-            }
-            '}' => {
-                depth -= 1;
-                current.push(c);
-            }
-            ',' if depth == 0 => parts.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    parts.push(current);
-    parts
+fn push_literal(out: &mut String, c: char) {
+    let mut buf = [0; 4];
+    out.push_str(&regex::escape(c.encode_utf8(&mut buf)));
 }
 
-fn tokenize(pattern: &str) -> Result<Vec<Token>, String> {
-    let mut tokens = Vec::new();
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => tokens.push(Token::Char(chars.next().ok_or("a trailing '\\' escapes nothing")?)),
-            '*' if chars.peek() == Some(&'*') => {
-                chars.next();
-                while chars.peek() == Some(&'*') {
-                    chars.next();
+/// A `[…]` class (the `[` consumed); never matches `/`.
+fn class(chars: &mut Peekable<Chars<'_>>, out: &mut String) -> Result<(), String> {
+    let negated = matches!(chars.peek(), Some('!' | '^'));
+    if negated {
+        chars.next();
+    }
+    let mut ranges = Vec::new();
+    loop {
+        let c = chars.next().ok_or("unclosed '['")?;
+        if c == ']' && !ranges.is_empty() {
+            break;
+        }
+        let c = if c == '\\' { chars.next().ok_or("unclosed '['")? } else { c };
+        if chars.peek() == Some(&'-') {
+            chars.next();
+            match chars.next() {
+                Some(']') => {
+                    ranges.push((c, c));
+                    ranges.push(('-', '-'));
+                    break;
                 }
-                tokens.push(Token::AnyDeep);
+                Some(end) if end >= c => ranges.push((c, end)),
+                Some(end) => return Err(format!("range {c}-{end} is reversed")),
+                None => return Err("unclosed '['".into()),
             }
-            '*' => tokens.push(Token::Any),
-            '?' => tokens.push(Token::One),
-            '[' => {
-                let negated = matches!(chars.peek(), Some('!' | '^'));
-                if negated {
-                    chars.next();
-                }
-                let mut ranges = Vec::new();
-                loop {
-                    let c = chars.next().ok_or("unclosed '['")?;
-                    if c == ']' && !ranges.is_empty() {
-                        break;
-                    }
-                    let c = if c == '\\' { chars.next().ok_or("unclosed '['")? } else { c };
-                    if chars.peek() == Some(&'-') {
-                        chars.next();
-                        match chars.next() {
-                            Some(']') => {
-                                ranges.push((c, c));
-                                ranges.push(('-', '-'));
-                                break;
-                            }
-                            Some(end) if end >= c => ranges.push((c, end)),
-                            Some(end) => return Err(format!("range {c}-{end} is reversed")),
-                            None => return Err("unclosed '['".into()),
-                        }
-                    } else {
-                        ranges.push((c, c));
-                    }
-                }
-                tokens.push(Token::Class { negated, ranges });
-            }
-            c => tokens.push(Token::Char(c)),
+        } else {
+            ranges.push((c, c));
         }
     }
-    Ok(tokens)
-}
-
-fn match_here(tokens: &[Token], text: &[char]) -> bool {
-    let Some((token, rest)) = tokens.split_first() else { return text.is_empty() };
-    match token {
-        Token::AnyDeep => (0..=text.len()).any(|n| match_here(rest, &text[n..])),
-        Token::Any => {
-            let limit = text.iter().position(|&c| c == '/').unwrap_or(text.len());
-            (0..=limit).any(|n| match_here(rest, &text[n..]))
-        }
-        Token::One => text.first().is_some_and(|&c| c != '/') && match_here(rest, &text[1..]),
-        Token::Char(c) => text.first() == Some(c) && match_here(rest, &text[1..]),
-        Token::Class { negated, ranges } => {
-            text.first().is_some_and(|&c| {
-                let inside = ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
-                c != '/' && inside != *negated
-            }) && match_here(rest, &text[1..])
+    let escape = |c: char| -> String {
+        let mut buf = [0; 4];
+        regex::escape(c.encode_utf8(&mut buf))
+    };
+    let mut set = String::new();
+    for (lo, hi) in ranges {
+        set.push_str(&escape(lo));
+        if hi != lo {
+            set.push('-');
+            set.push_str(&escape(hi));
         }
     }
+    if negated {
+        out.push_str(&format!("[^/{set}]"));
+    } else {
+        out.push_str(&format!("[[{set}]--/]"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -222,5 +169,27 @@ mod tests {
         assert_eq!(Glob::new("[a").unwrap_err(), "unclosed '['");
         assert_eq!(Glob::new("{a,b").unwrap_err(), "unclosed '{'");
         assert_eq!(Glob::new("[z-a]").unwrap_err(), "range z-a is reversed");
+        assert_eq!(Glob::new("a,b}").map(|g| g.matches("a,b}")), Ok(true), "outside braces , and }} are literal");
+    }
+
+    #[test]
+    fn many_wildcards_on_a_long_path_do_not_backtrack() {
+        // Exponential for a backtracking matcher (8 wildcards, 52 characters, no match);
+        // the regex automaton answers in one pass.
+        let glob = Glob::new("*a*a*a*a*a*a*a*ab").unwrap();
+        assert!(!glob.matches(&"a".repeat(52)));
+        let glob = Glob::new("**a**a**a**a**a**a**a**a**b").unwrap();
+        assert!(!glob.matches(&"a/".repeat(26)));
+        assert!(glob.matches(&format!("{}b", "a/".repeat(26))));
+    }
+
+    #[test]
+    fn regex_metacharacters_are_literal() {
+        assert!(m("a.b+c(d)|e$", "a.b+c(d)|e$"));
+        assert!(!m("a.b", "axb"));
+        assert!(m("[.+]x", "+x"));
+        assert!(m("[!.]x", "ax"));
+        assert!(!m("[!.]x", ".x"));
+        assert!(!m("[!a]", "/"));
     }
 }

@@ -5,9 +5,11 @@
 //! - `source`: streamed batches from `item_list`, `delimited_files`,
 //!   `file_path_lister`, or a dead-letter file.
 //! - `executor`: in-process (a plugin's instances) or endpoint (servers of the contract).
+//! - `dead_letter`: the dead-letter file, durable record by record.
 //! - `runner`: workers, retries, dead letters, timeout and stop, on-job-complete.
 //! - `status`: job ID, progress, the final status with Cortex's names.
 
+pub mod dead_letter;
 pub mod executor;
 pub mod glob;
 pub mod runner;

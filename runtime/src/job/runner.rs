@@ -5,26 +5,28 @@
 //! Nothing is lost: every batch read ends up succeeded or in the dead-letter file
 //! (failed after its attempts, or unhandled because the job timed out or was stopped —
 //! after a stop the rest of the input is still read and dead-lettered, so the file
-//! re-runs everything left). The counts are checked against each other at the end.
+//! re-runs everything left). A dead-letter record is on disk before its batch is
+//! counted. An input that turns out malformed half-way stops the reading; the batches
+//! read before it are still handled. A panic in a worker or in the reader fails the job
+//! loudly (`worker_error`), and the counts are checked against each other at the end:
+//! a mismatch is an error too.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::executor::{AttemptError, Completion, Executor};
+use super::dead_letter::{DeadLetters, Record};
+use super::executor::{Attempt, AttemptError, AttemptKind, Completion, Executor};
 use super::source::{Batch, BatchSource};
-use super::status::{JobStatus, Metrics as BatchCounts, Progress, ProgressView, rfc3339};
+use super::status::{HookOutcome, JobState, JobStatus, Metrics as BatchCounts, Progress, ProgressView, rfc3339};
 use crate::metrics::Metrics;
 
 /// Everything about a job except its input and its executor.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JobPlan {
     /// The job's ID.
     pub job_id: String,
@@ -38,39 +40,99 @@ pub struct JobPlan {
     pub timeout: Option<Duration>,
     /// Attempts per batch.
     pub max_attempts: u32,
-    /// Where failed and unhandled batches go.
-    pub dead_letter: PathBuf,
+    /// Where failed and unhandled batches go (already created).
+    pub dead_letter: DeadLetters,
     /// When the job started.
     pub start_time: SystemTime,
 }
 
-/// Why a job ends early; shared between the runner, its workers and signal handlers.
-#[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicU8>);
+/// Why a job ends early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The job's `timeout` passed.
+    TimedOut,
+    /// The user stopped it (Ctrl-C, SIGTERM).
+    Stopped,
+}
 
-const RUNNING: u8 = 0;
-const TIMED_OUT: u8 = 1;
-const STOPPED: u8 = 2;
-const INPUT_FAILED: u8 = 3;
+impl StopReason {
+    /// The name in dead-letter records (`timed_out`, `stopped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::TimedOut => "timed_out",
+            StopReason::Stopped => "stopped",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            StopReason::TimedOut => "the job's timeout passed before this batch was handled",
+            StopReason::Stopped => "the job was stopped before this batch was handled",
+        }
+    }
+}
+
+/// Whether and why a job ends early; shared between the runner, its workers and
+/// signal handlers. Threads can sleep on it and async code can await it: both wake
+/// when a stop is requested.
+#[derive(Debug, Clone)]
+pub struct StopFlag(Arc<StopState>);
+
+#[derive(Debug)]
+struct StopState {
+    reason: Mutex<Option<StopReason>>,
+    wake: Condvar,
+    notify: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StopFlag {
+    fn default() -> Self {
+        StopFlag(Arc::new(StopState {
+            reason: Mutex::new(None),
+            wake: Condvar::new(),
+            notify: tokio::sync::watch::channel(false).0,
+        }))
+    }
+}
 
 impl StopFlag {
     /// Asks the job to stop (Ctrl-C): dispatching stops, batches in flight are
     /// interrupted. The first reason given wins.
     pub fn stop(&self) {
-        let _ = self.0.compare_exchange(RUNNING, STOPPED, Ordering::SeqCst, Ordering::SeqCst);
+        self.set(StopReason::Stopped);
     }
 
-    fn set(&self, reason: u8) {
-        let _ = self.0.compare_exchange(RUNNING, reason, Ordering::SeqCst, Ordering::SeqCst);
+    fn set(&self, reason: StopReason) {
+        let mut current = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_none() {
+            *current = Some(reason);
+            self.0.wake.notify_all();
+            self.0.notify.send_replace(true);
+        }
     }
 
-    fn get(&self) -> u8 {
-        self.0.load(Ordering::SeqCst)
+    /// Why the job is stopping, if it is.
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.0.reason.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether a stop was requested.
     pub fn is_set(&self) -> bool {
-        self.get() != RUNNING
+        self.reason().is_some()
+    }
+
+    /// Sleeps for `duration` or until a stop, whichever comes first; `true` if stopped.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let guard = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) =
+            self.0.wake.wait_timeout_while(guard, duration, |r| r.is_none()).unwrap_or_else(|e| e.into_inner());
+        guard.is_some()
+    }
+
+    /// Resolves when a stop is requested.
+    pub async fn stopped(&self) {
+        let mut rx = self.0.notify.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 }
 
@@ -85,14 +147,14 @@ struct Tally {
     unhandled: u64,
     retries: u64,
     success_time: Duration,
-    source_error: Option<String>,
-    dead_letter_error: Option<String>,
+    input_error: Option<String>,
+    /// Panics in workers or the reader, and dead-letter write failures.
+    faults: Vec<String>,
 }
 
 struct Shared {
     tally: Mutex<Tally>,
-    dead_letter: Mutex<Option<BufWriter<File>>>,
-    dead_letter_path: PathBuf,
+    dead_letter: DeadLetters,
 }
 
 impl Shared {
@@ -100,56 +162,41 @@ impl Shared {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends one record to the dead-letter file, created on first use.
-    fn dead_letter(&self, batch: &Batch, attempts: u32, error: &AttemptError) {
-        let items: std::borrow::Cow<'_, [u8]> = if batch.body.contains(&b'\n') || batch.body.contains(&b'\r') {
-            // One record per line: re-encode a batch whose raw items span lines.
-            match serde_json::from_slice::<Value>(&batch.body) {
-                Ok(v) => serde_json::to_vec(&v).expect("a value serializes").into(),
-                Err(_) => batch.body.as_slice().into(),
-            }
-        } else {
-            batch.body.as_slice().into()
-        };
-        let head = json!({
-            "batch_index": batch.index,
-            "attempts": attempts,
-            "error": { "kind": error.kind, "message": error.message },
-        })
-        .to_string();
-        let mut record = Vec::with_capacity(head.len() + items.len() + 12);
-        record.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        record.extend_from_slice(b",\"items\":");
-        record.extend_from_slice(&items);
-        record.extend_from_slice(b"}\n");
-
-        let mut file = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
-        let result = (|| -> std::io::Result<()> {
-            if file.is_none() {
-                *file = Some(BufWriter::new(File::create(&self.dead_letter_path)?));
-            }
-            file.as_mut().expect("just created").write_all(&record)
-        })();
-        if let Err(e) = result {
-            let message = format!("cannot write the dead-letter file {}: {e}", self.dead_letter_path.display());
+    /// Writes `records` to the dead-letter file, then counts them (failed or
+    /// unhandled). A batch whose record cannot be written is not counted, which the
+    /// final check reports as lost; `false` then.
+    fn dead_letter(&self, records: &[Record<'_>], items: u64, unhandled: bool) -> bool {
+        if let Err(e) = self.dead_letter.append(records) {
+            let message = format!("cannot write the dead-letter file {}: {e}", self.dead_letter.path().display());
             tracing::error!("{message}");
-            self.tally().dead_letter_error.get_or_insert(message);
+            self.tally().faults.push(message);
+            return false;
         }
+        let mut t = self.tally();
+        let n = records.len() as u64;
+        if unhandled {
+            t.unhandled += n;
+        } else {
+            t.failed += n;
+        }
+        t.done += n;
+        t.done_items += items;
+        true
     }
 }
 
-fn stop_error(reason: u8) -> AttemptError {
-    let (kind, message) = match reason {
-        TIMED_OUT => ("timed_out", "the job's timeout passed before this batch was handled"),
-        INPUT_FAILED => ("enqueue_failed", "the job's input failed before this batch was handled"),
-        _ => ("stopped", "the job was stopped before this batch was handled"),
-    };
-    AttemptError { kind: kind.into(), message: message.into(), retryable: false, interrupted: true }
+/// What a panic carried, as text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Runs a whole job and returns its status.
 pub fn run<E: Executor>(
-    plan: &JobPlan,
+    plan: JobPlan,
     mut source: Box<dyn BatchSource>,
     executor: Arc<E>,
     stop: StopFlag,
@@ -158,15 +205,12 @@ pub fn run<E: Executor>(
 ) -> JobStatus {
     let started = Instant::now();
     let total = source.total_batches();
-    let shared = Arc::new(Shared {
-        tally: Mutex::new(Tally::default()),
-        dead_letter: Mutex::new(None),
-        dead_letter_path: plan.dead_letter.clone(),
-    });
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(plan.workers * 2);
+    let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, dead_letter, start_time } = plan;
+    let shared = Arc::new(Shared { tally: Mutex::new(Tally::default()), dead_letter });
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
 
     let producer = {
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let shared = shared.clone();
         thread::Builder::new()
             .name("wasmbatch-source".into())
             .spawn(move || {
@@ -184,9 +228,10 @@ pub fn run<E: Executor>(
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            tracing::error!("reading the job's input failed: {e}");
-                            shared.tally().source_error = Some(e.to_string());
-                            stop.set(INPUT_FAILED);
+                            tracing::error!(
+                                "reading the job's input failed: {e}; the batches read so far are still handled"
+                            );
+                            shared.tally().input_error = Some(e.to_string());
                             break;
                         }
                     }
@@ -195,21 +240,34 @@ pub fn run<E: Executor>(
             .expect("spawn the source thread")
     };
 
-    let workers: Vec<_> = (0..plan.workers)
+    let job = Arc::new(JobRef { job_id: job_id.clone(), api_name: api_name.clone(), max_attempts });
+    let threads: Vec<_> = (0..workers)
         .map(|index| {
             let (rx, shared, stop, executor) = (rx.clone(), shared.clone(), stop.clone(), executor.clone());
-            let metrics = metrics.clone();
-            let job = JobRef {
-                job_id: plan.job_id.clone(),
-                api_name: plan.api_name.clone(),
-                max_attempts: plan.max_attempts,
-            };
+            let (metrics, job) = (metrics.clone(), job.clone());
             thread::Builder::new()
                 .name(format!("wasmbatch-job-{index}"))
                 .spawn(move || {
                     let mut state = executor.worker(index);
-                    for batch in rx.iter() {
-                        work(&*executor, &mut state, &job, &batch, &shared, &stop, &metrics);
+                    while let Ok(batch) = rx.recv() {
+                        if let Some(reason) = stop.reason() {
+                            unhandled(batch, &rx, reason, &shared);
+                            continue;
+                        }
+                        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            work(&*executor, &mut state, &job, &batch, &shared, &stop, &metrics)
+                        }));
+                        if let Err(payload) = outcome {
+                            let message =
+                                format!("a job worker panicked on batch {}: {}", batch.index, panic_message(&*payload));
+                            tracing::error!(job_id = job.job_id, "{message}");
+                            shared.tally().faults.push(message.clone());
+                            let error = AttemptError { kind: AttemptKind::WorkerPanic, message };
+                            let record = Record { index: batch.index, attempts: 1, error: &error, body: &batch.body };
+                            shared.dead_letter(&[record], batch.items as u64, false);
+                            // The worker's state is in an unknown condition.
+                            state = executor.worker(index);
+                        }
                     }
                     state
                 })
@@ -222,66 +280,99 @@ pub fn run<E: Executor>(
         let t = shared.tally();
         Progress { done: t.done, items: t.done_items, failed: t.failed, total }
     };
-    let mut cancelled = false;
-    while !workers.iter().all(|w| w.is_finished()) {
-        if let Some(limit) = plan.timeout
-            && started.elapsed() >= limit
-        {
-            stop.set(TIMED_OUT);
+    let watch = Watch { started, timeout, stop: &stop, executor: &*executor };
+    watch.until(|| threads.iter().all(|w| w.is_finished()), || progress.update(snapshot(&shared)));
+    let mut states = Vec::new();
+    for thread in threads {
+        match thread.join() {
+            Ok(state) => states.push(state),
+            Err(payload) => shared.tally().faults.push(format!("a job worker died: {}", panic_message(&*payload))),
         }
-        if stop.is_set() && !cancelled {
-            executor.cancel();
-            cancelled = true;
-        }
-        progress.update(snapshot(&shared));
-        thread::sleep(Duration::from_millis(20));
     }
-    let states: Vec<E::Worker> = workers.into_iter().filter_map(|w| w.join().ok()).collect();
-    let _ = producer.join();
+    if let Err(payload) = producer.join() {
+        let message = format!("the input reader panicked: {}", panic_message(&*payload));
+        tracing::error!(job_id, "{message}");
+        shared.tally().faults.push(message);
+    }
     progress.finish(snapshot(&shared));
-    if let Some(mut file) = shared.dead_letter.lock().unwrap_or_else(|e| e.into_inner()).take()
-        && let Err(e) = file.flush()
-    {
-        shared.tally().dead_letter_error.get_or_insert(format!("cannot write the dead-letter file: {e}"));
-    }
 
-    let t = shared.tally();
-    let status = match stop.get() {
-        TIMED_OUT => "timed_out",
-        STOPPED => "stopped",
-        INPUT_FAILED => "enqueue_failed",
-        _ if t.failed > 0 => "completed_with_failures",
-        _ => "succeeded",
+    let (read, succeeded, failed) = {
+        let t = shared.tally();
+        (t.read, t.succeeded, t.failed)
     };
-    let (on_job_complete, mut error) = if matches!(status, "succeeded" | "completed_with_failures") {
+    let mut state = {
+        let mut t = shared.tally();
+        let accounted = t.succeeded + t.failed + t.unhandled;
+        if accounted != t.read {
+            let message = format!(
+                "count mismatch: {} batches read, but {} succeeded + {} failed + {} unhandled = {accounted}",
+                t.read, t.succeeded, t.failed, t.unhandled
+            );
+            tracing::error!(job_id, "{message}");
+            t.faults.push(message);
+        }
+        match stop.reason() {
+            _ if !t.faults.is_empty() => JobState::WorkerError,
+            Some(StopReason::TimedOut) => JobState::TimedOut,
+            Some(StopReason::Stopped) => JobState::Stopped,
+            None if t.input_error.is_some() => JobState::EnqueueFailed,
+            None if t.failed > 0 => JobState::CompletedWithFailures,
+            None => JobState::Succeeded,
+        }
+    };
+
+    let mut on_job_complete = HookOutcome::Skipped;
+    let mut hook_error = None;
+    if matches!(state, JobState::Succeeded | JobState::CompletedWithFailures) {
         let body = json!({
             "message": "job_complete",
-            "job_id": plan.job_id,
-            "succeeded": t.succeeded,
-            "failed": t.failed,
-            "total": t.read,
+            "job_id": job_id,
+            "succeeded": succeeded,
+            "failed": failed,
+            "total": read,
         });
-        match executor.on_job_complete(states, &plan.job_id, Bytes::from(body.to_string())) {
-            Completion::Succeeded => ("succeeded", None),
-            Completion::NotFound => ("not_found", None),
-            Completion::Failed(e) => ("failed", Some(format!("on-job-complete failed: {e}"))),
+        // In a thread of its own so that the job's timeout and a stop still apply.
+        let hook = {
+            let (executor, job_id) = (executor.clone(), job_id.clone());
+            thread::Builder::new()
+                .name("wasmbatch-on-job-complete".into())
+                .spawn(move || executor.on_job_complete(states, &job_id, Bytes::from(body.to_string())))
+                .expect("spawn the on-job-complete thread")
+        };
+        watch.until(|| hook.is_finished(), || {});
+        let completion =
+            hook.join().unwrap_or_else(|p| Completion::Failed(format!("panicked: {}", panic_message(&*p))));
+        (on_job_complete, hook_error) = match completion {
+            Completion::Succeeded => (HookOutcome::Succeeded, None),
+            Completion::NotFound => (HookOutcome::NotFound, None),
+            Completion::Failed(e) => (HookOutcome::Failed, Some(format!("on-job-complete failed: {e}"))),
+        };
+        if let Some(reason) = stop.reason() {
+            state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
         }
-    } else {
-        ("skipped", None)
-    };
-    if let Some(e) = t.source_error.clone().or(t.dead_letter_error.clone()) {
-        error = Some(e);
     }
+
+    // Every thread that held `shared` has been joined: close the dead-letter file,
+    // removing it when nothing was written.
+    let shared = Arc::into_inner(shared).expect("every job thread has ended");
+    let t = shared.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    let dead_letter_file = (shared.dead_letter.written() > 0).then(|| shared.dead_letter.path().display().to_string());
+    let mut faults = t.faults;
+    if let Err(e) = shared.dead_letter.finish() {
+        faults.push(format!("cannot close the dead-letter file: {e}"));
+        state = JobState::WorkerError;
+    }
+    let error = (!faults.is_empty()).then(|| faults.join("; ")).or_else(|| t.input_error.clone()).or(hook_error);
     let dead_lettered = t.failed + t.unhandled;
     JobStatus {
-        job_id: plan.job_id.clone(),
-        api_name: plan.api_name.clone(),
+        job_id,
+        api_name,
         kind: "BatchAPI",
-        status,
-        workers: plan.workers,
-        config: plan.config.clone(),
-        timeout: plan.timeout.map(|d| d.as_secs()),
-        start_time: rfc3339(plan.start_time),
+        status: state,
+        workers,
+        config,
+        timeout: timeout.map(|d| d.as_secs()),
+        start_time: rfc3339(start_time),
         end_time: rfc3339(SystemTime::now()),
         total_batch_count: t.read,
         total_item_count: t.items,
@@ -292,11 +383,41 @@ pub fn run<E: Executor>(
         },
         unhandled_batch_count: t.unhandled,
         dead_lettered_batch_count: dead_lettered,
-        dead_letter_file: (dead_lettered > 0).then(|| plan.dead_letter.display().to_string()),
+        dead_letter_file,
         retries: t.retries,
         executor: executor.name(),
         on_job_complete,
         error,
+    }
+}
+
+/// Watches a running job: the timeout, a stop, the progress display.
+struct Watch<'a, E: Executor> {
+    started: Instant,
+    timeout: Option<Duration>,
+    stop: &'a StopFlag,
+    executor: &'a E,
+}
+
+impl<E: Executor> Watch<'_, E> {
+    /// Until `done()`: turns the passing of the timeout into a stop, cancels the
+    /// executor once on a stop, and calls `tick` every 20 ms.
+    fn until(&self, done: impl Fn() -> bool, mut tick: impl FnMut()) {
+        let mut cancelled = false;
+        while !done() {
+            if let Some(limit) = self.timeout
+                && self.started.elapsed() >= limit
+            {
+                self.stop.set(StopReason::TimedOut);
+            }
+            if self.stop.is_set() && !cancelled {
+                self.executor.cancel();
+                cancelled = true;
+            }
+            tick();
+            // Woken early by a stop; otherwise the next look at the clock.
+            self.stop.sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -305,6 +426,23 @@ struct JobRef {
     job_id: String,
     api_name: String,
     max_attempts: u32,
+}
+
+/// Dead-letters `first` and whatever else is queued (up to a group), unhandled
+/// because the job is stopping: one write and one flush for the group.
+fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: StopReason, shared: &Shared) {
+    let mut group = vec![first];
+    while group.len() < 256 {
+        match rx.try_recv() {
+            Ok(batch) => group.push(batch),
+            Err(_) => break,
+        }
+    }
+    let error = AttemptError { kind: AttemptKind::Interrupted(reason), message: reason.message().into() };
+    let records: Vec<Record<'_>> =
+        group.iter().map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body }).collect();
+    let items = group.iter().map(|b| b.items as u64).sum();
+    shared.dead_letter(&records, items, true);
 }
 
 /// One batch through its attempts, recorded in the tally (and the dead-letter file).
@@ -320,24 +458,29 @@ fn work<E: Executor>(
     let (job_id, api_name, max_attempts) = (job.job_id.as_str(), job.api_name.as_str(), job.max_attempts);
     let body = Bytes::copy_from_slice(&batch.body);
     let mut attempts = 0;
+    let interrupted = |reason: Option<StopReason>| {
+        let reason = reason.unwrap_or(StopReason::Stopped);
+        AttemptError { kind: AttemptKind::Interrupted(reason), message: reason.message().into() }
+    };
     let outcome = loop {
         if stop.is_set() {
-            break Err(stop_error(stop.get()));
+            break Err(interrupted(stop.reason()));
         }
         attempts += 1;
         let started = Instant::now();
-        match executor.run(state, job_id, batch.index, &body) {
+        match executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body }) {
             Ok(()) => break Ok(started.elapsed()),
-            Err(e) if e.interrupted || stop.is_set() => break Err(stop_error(stop.get())),
-            Err(e) if e.retryable && attempts < max_attempts => {
-                metrics.attempt_failed(&e.kind);
+            Err(e) if e.interrupted() || stop.is_set() => break Err(interrupted(stop.reason())),
+            Err(e) if e.kind.retryable() && attempts < max_attempts => {
+                metrics.attempt_failed(&e.kind.to_string());
                 tracing::warn!(api_name, job_id, batch = batch.index, attempt = attempts, kind = %e.kind, error = %e.message, "batch failed; retrying");
                 shared.tally().retries += 1;
-                // A short, growing pause: a restarting server gets a moment.
-                thread::sleep(Duration::from_millis(20u64 << attempts.min(5)));
+                // A short, growing pause (a restarting server gets a moment); a stop
+                // ends it.
+                stop.sleep(Duration::from_millis(20u64 << attempts.min(5)));
             }
             Err(e) => {
-                metrics.attempt_failed(&e.kind);
+                metrics.attempt_failed(&e.kind.to_string());
                 break Err(e);
             }
         }
@@ -352,20 +495,14 @@ fn work<E: Executor>(
             t.done_items += batch.items as u64;
         }
         Err(error) => {
-            let unhandled = error.interrupted;
-            if !unhandled {
+            let unhandled = error.interrupted();
+            let attempts = if unhandled { attempts.saturating_sub(1) } else { attempts };
+            let record = Record { index: batch.index, attempts, error: &error, body: &batch.body };
+            // Logged once the record is on disk.
+            if shared.dead_letter(&[record], batch.items as u64, unhandled) && !unhandled {
                 metrics.batch_failed(job_id);
                 tracing::error!(api_name, job_id, batch = batch.index, attempts, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
             }
-            shared.dead_letter(batch, attempts, &error);
-            let mut t = shared.tally();
-            if unhandled {
-                t.unhandled += 1
-            } else {
-                t.failed += 1
-            }
-            t.done += 1;
-            t.done_items += batch.items as u64;
         }
     }
 }

@@ -114,6 +114,7 @@ pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn Ba
                 batch_size: files.batch_size,
                 index: 0,
                 chunk: CHUNK,
+                pending: None,
             })
         }
     })
@@ -179,15 +180,20 @@ struct OpenFile {
     /// Line and column (1-based) of `buf[start]` in the file, for error positions.
     line: usize,
     column: usize,
+    /// Reads made so far (each parse of the window follows one).
+    reads: usize,
 }
 
 impl OpenFile {
-    /// Reads the next chunk after what is still unparsed; `false` at the end of the file.
+    /// Reads more after what is still unparsed; `false` at the end of the file. It reads
+    /// at least as much as is already buffered, so that a value larger than a chunk is
+    /// parsed over a doubling window: linear in its size, not quadratic.
     fn fill(&mut self, chunk: usize) -> Result<bool, SourceError> {
         self.buf.drain(..self.start);
         self.start = 0;
         let len = self.buf.len();
-        self.buf.resize(len + chunk, 0);
+        self.buf.resize(len + chunk.max(len), 0);
+        self.reads += 1;
         let n = loop {
             match self.file.read(&mut self.buf[len..]) {
                 Ok(n) => break n,
@@ -257,6 +263,9 @@ struct Delimited {
     batch_size: usize,
     index: u64,
     chunk: usize,
+    /// An error met after some values of a batch were read: those are returned as a
+    /// batch first, the error on the next call.
+    pending: Option<SourceError>,
 }
 
 impl Delimited {
@@ -266,7 +275,7 @@ impl Delimited {
                 let Some(path) = self.files.next() else { return Ok(None) };
                 let file = File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
                 let buf = Vec::with_capacity(self.chunk);
-                self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1 });
+                self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1, reads: 0 });
             }
             match self.current.as_mut().expect("just opened").next_value(self.chunk)? {
                 Some(value) => return Ok(Some(value)),
@@ -278,11 +287,20 @@ impl Delimited {
 
 impl BatchSource for Delimited {
     fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        let mut values = Vec::with_capacity(self.batch_size);
+        if let Some(error) = self.pending.take() {
+            return Err(error);
+        }
+        // Grows with what is read: a huge batch_size reserves nothing up front.
+        let mut values = Vec::with_capacity(self.batch_size.min(1024));
         while values.len() < self.batch_size {
-            match self.next_value()? {
-                Some(value) => values.push(value),
-                None => break,
+            match self.next_value() {
+                Ok(Some(value)) => values.push(value),
+                Ok(None) => break,
+                Err(e) if values.is_empty() => return Err(e),
+                Err(e) => {
+                    self.pending = Some(e);
+                    break;
+                }
             }
         }
         if values.is_empty() {
@@ -308,6 +326,8 @@ struct DeadLetter {
 #[derive(Deserialize)]
 struct DeadLetterLine {
     items: Box<RawValue>,
+    /// The exact batch, when `items` had its line breaks turned into spaces.
+    body: Option<String>,
 }
 
 impl BatchSource for DeadLetter {
@@ -335,10 +355,14 @@ impl BatchSource for DeadLetter {
         };
         let record: DeadLetterLine =
             serde_json::from_str(&text).map_err(|e| bad(e.column(), format!("not a dead-letter record: {e}")))?;
-        let items = serde_json::from_str::<Vec<IgnoredAny>>(record.items.get())
-            .map_err(|e| bad(0, format!("`items` is not a JSON array: {e}")))?
+        let (field, body) = match record.body {
+            Some(body) => ("body", body.into_bytes()),
+            None => ("items", record.items.get().as_bytes().to_vec()),
+        };
+        let items = serde_json::from_slice::<Vec<IgnoredAny>>(&body)
+            .map_err(|e| bad(0, format!("`{field}` is not a JSON array: {e}")))?
             .len();
-        let batch = Batch { index: self.index, items, body: record.items.get().as_bytes().to_vec() };
+        let batch = Batch { index: self.index, items, body };
         self.index += 1;
         Ok(Some(batch))
     }
@@ -449,7 +473,38 @@ mod tests {
     }
 
     fn delimited(paths: Vec<PathBuf>, batch_size: usize, chunk: usize) -> Box<dyn BatchSource> {
-        Box::new(Delimited { files: paths.into_iter(), current: None, batch_size, index: 0, chunk })
+        Box::new(Delimited { files: paths.into_iter(), current: None, batch_size, index: 0, chunk, pending: None })
+    }
+
+    #[test]
+    fn a_value_larger_than_a_chunk_is_read_in_a_doubling_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.jsonl");
+        let big = format!("[\"{}\"]", "x".repeat(1 << 20));
+        std::fs::write(&path, format!("1\n{big}\n2\n")).unwrap();
+        let mut source = Delimited {
+            files: vec![path].into_iter(),
+            current: None,
+            batch_size: 10,
+            index: 0,
+            chunk: 16,
+            pending: None,
+        };
+        let batch = source.next_batch().unwrap().unwrap();
+        assert_eq!(batch.items, 3);
+        // A fixed 16-byte window would parse the value again after each of ~65,000
+        // reads (quadratic); a doubling one needs about log2(1 MiB / 16) of them.
+        let reads = source.current.as_ref().map(|f| f.reads).unwrap_or(0);
+        assert!(reads < 40, "{reads} reads for a 1 MiB value");
+    }
+
+    #[test]
+    fn a_huge_batch_size_reserves_nothing_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "1\n2\n3\n").unwrap();
+        let source = delimited(vec![path], 4_611_686_018_427_387_904, CHUNK);
+        assert_eq!(drain(source), vec![(0, 3, "[1,2,3]".into())]);
     }
 
     #[test]
@@ -478,6 +533,8 @@ mod tests {
         std::fs::write(&path, "1 2\n[3,\n 4] {\"a\":\n  tru}\n").unwrap();
         for chunk in [1, 3, 5, CHUNK] {
             let mut source = delimited(vec![path.clone()], 100, chunk);
+            // The values before the bad one come out as a batch first.
+            assert_eq!(source.next_batch().unwrap().unwrap().body, b"[1,2,[3,\n 4]]");
             match source.next_batch().unwrap_err() {
                 SourceError::BadValue { line, column, .. } => assert_eq!((line, column), (4, 6), "chunk {chunk}"),
                 other => panic!("{other}"),
@@ -491,6 +548,8 @@ mod tests {
         let path = dir.path().join("bad.jsonl");
         std::fs::write(&path, "{\"ok\":1}\n{\"ok\":2}\n{\"broken\": }\n").unwrap();
         let mut source = open(SourceSpec::DelimitedFiles(files(vec![path.clone()], &[], &[], 10)), None).unwrap();
+        let first = source.next_batch().unwrap().unwrap();
+        assert_eq!((first.items, first.body.as_slice()), (2, &br#"[{"ok":1},{"ok":2}]"#[..]));
         match source.next_batch().unwrap_err() {
             SourceError::BadValue { path: p, line, column, .. } => {
                 assert_eq!((p, line, column), (path, 3, 12));

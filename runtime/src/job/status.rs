@@ -42,6 +42,65 @@ pub struct Metrics {
     pub average_time_per_batch: Option<f64>,
 }
 
+/// A job's status, with Cortex's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Every batch succeeded.
+    Succeeded,
+    /// Every batch was handled; some failed for good.
+    CompletedWithFailures,
+    /// The job's timeout passed.
+    TimedOut,
+    /// The job was stopped.
+    Stopped,
+    /// The input could not be read (or was malformed part-way).
+    EnqueueFailed,
+    /// The host failed: a worker or the reader panicked, a dead-letter record could not
+    /// be written, or the counts do not add up.
+    WorkerError,
+}
+
+impl JobState {
+    /// The name Cortex gives the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Succeeded => "succeeded",
+            JobState::CompletedWithFailures => "completed_with_failures",
+            JobState::TimedOut => "timed_out",
+            JobState::Stopped => "stopped",
+            JobState::EnqueueFailed => "enqueue_failed",
+            JobState::WorkerError => "worker_error",
+        }
+    }
+}
+
+/// How the job's on-job-complete call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookOutcome {
+    /// It ran and succeeded.
+    Succeeded,
+    /// The handler has none.
+    NotFound,
+    /// It failed (the reason is the status's `error`).
+    Failed,
+    /// It was not called: the job did not complete.
+    Skipped,
+}
+
+impl HookOutcome {
+    /// The outcome's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookOutcome::Succeeded => "succeeded",
+            HookOutcome::NotFound => "not_found",
+            HookOutcome::Failed => "failed",
+            HookOutcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// The final status of a job (`--status-file`, `--output json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
@@ -51,8 +110,8 @@ pub struct JobStatus {
     pub api_name: String,
     /// Always `BatchAPI`.
     pub kind: &'static str,
-    /// `succeeded`, `completed_with_failures`, `timed_out`, `stopped` or `enqueue_failed`.
-    pub status: &'static str,
+    /// The job's status.
+    pub status: JobState,
     /// Workers.
     pub workers: usize,
     /// The job's config.
@@ -79,20 +138,26 @@ pub struct JobStatus {
     pub retries: u64,
     /// `in_process` or `endpoint`.
     pub executor: &'static str,
-    /// `succeeded`, `not_found`, `failed` or `skipped` (the job did not complete).
-    pub on_job_complete: &'static str,
+    /// How on-job-complete went.
+    pub on_job_complete: HookOutcome,
     /// What went wrong with the job as a whole (input errors, hook failures).
     pub error: Option<String>,
 }
 
 impl JobStatus {
-    /// The process exit code: 0 all succeeded, 2 invalid input, 1 anything else.
+    /// The process exit code: 0 all succeeded (and the counts add up), 2 invalid
+    /// input, 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self.status {
-            "succeeded" if self.on_job_complete != "failed" => 0,
-            "enqueue_failed" => 2,
+            JobState::Succeeded if self.on_job_complete != HookOutcome::Failed && self.accounted() => 0,
+            JobState::EnqueueFailed => 2,
             _ => 1,
         }
+    }
+
+    /// Whether every batch read is succeeded or dead-lettered.
+    pub fn accounted(&self) -> bool {
+        self.metrics.succeeded + self.dead_lettered_batch_count == self.total_batch_count
     }
 
     /// The human summary printed at the end of a job.
@@ -101,7 +166,7 @@ impl JobStatus {
         let mut s = format!(
             "job {} {}: {} batches ({} items) — {} succeeded, {} dead-lettered",
             self.job_id,
-            self.status,
+            self.status.as_str(),
             self.total_batch_count,
             self.total_item_count,
             m.succeeded,
@@ -122,7 +187,7 @@ impl JobStatus {
         if let Some(file) = &self.dead_letter_file {
             s.push_str(&format!("\n  dead-letter file: {file} (re-run with --retry-from)"));
         }
-        s.push_str(&format!("\n  on-job-complete: {}", self.on_job_complete));
+        s.push_str(&format!("\n  on-job-complete: {}", self.on_job_complete.as_str()));
         if let Some(error) = &self.error {
             s.push_str(&format!("\n  error: {error}"));
         }
@@ -257,7 +322,7 @@ mod tests {
             job_id: "j".into(),
             api_name: "a".into(),
             kind: "BatchAPI",
-            status: "completed_with_failures",
+            status: JobState::CompletedWithFailures,
             workers: 1,
             config: Value::Null,
             timeout: None,
@@ -271,22 +336,24 @@ mod tests {
             dead_letter_file: Some("dl.jsonl".into()),
             retries: 4,
             executor: "in_process",
-            on_job_complete: "succeeded",
+            on_job_complete: HookOutcome::Succeeded,
             error: None,
         };
         let summary = status.summary();
         assert!(summary.contains("3 + 2 = 5 of 5 batches ✓"), "{summary}");
         assert!(summary.contains("(1 failed, 1 unhandled)"), "{summary}");
         assert_eq!(status.exit_code(), 1);
+        status.status = JobState::Succeeded;
+        status.on_job_complete = HookOutcome::Failed;
+        assert_eq!(status.exit_code(), 1);
+        status.on_job_complete = HookOutcome::NotFound;
+        assert_eq!(status.exit_code(), 0);
         status.dead_lettered_batch_count = 1;
         assert!(status.summary().contains("✗ MISMATCH"));
-        status.status = "succeeded";
-        status.on_job_complete = "failed";
-        assert_eq!(status.exit_code(), 1);
-        status.on_job_complete = "not_found";
-        assert_eq!(status.exit_code(), 0);
-        status.status = "enqueue_failed";
+        assert_eq!(status.exit_code(), 1, "counts that do not add up are never a success");
+        status.status = JobState::EnqueueFailed;
         assert_eq!(status.exit_code(), 2);
+        assert_eq!(serde_json::to_value(JobState::WorkerError).unwrap(), "worker_error");
     }
 
     #[test]

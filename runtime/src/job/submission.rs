@@ -81,6 +81,14 @@ pub enum SubmissionError {
         /// What is wrong.
         message: String,
     },
+    /// The job file is not a JSON object.
+    #[error("{origin}: the job {message}")]
+    NotObject {
+        /// Where the job came from.
+        origin: String,
+        /// What it is instead.
+        message: String,
+    },
     /// Not exactly one input source.
     #[error("{origin}: specify exactly one of item_list, file_path_lister or delimited_files ({found})")]
     Sources {
@@ -91,21 +99,28 @@ pub enum SubmissionError {
     },
 }
 
+/// The most workers a job may ask for (threads, or connections to the servers).
+pub const MAX_WORKERS: i64 = 1024;
+/// The largest `batch_size`.
+pub const MAX_BATCH_SIZE: i64 = 1_000_000;
+/// The longest `timeout`, in seconds (a year).
+pub const MAX_TIMEOUT: i64 = 365 * 24 * 3600;
+
 #[derive(Deserialize)]
 struct Raw {
-    workers: Option<i64>,
+    workers: Option<Value>,
     config: Option<Value>,
-    timeout: Option<i64>,
-    max_attempts: Option<i64>,
-    item_list: Option<RawItemList>,
-    file_path_lister: Option<RawFileSource>,
-    delimited_files: Option<RawFileSource>,
+    timeout: Option<Value>,
+    max_attempts: Option<Value>,
+    item_list: Option<Box<RawValue>>,
+    file_path_lister: Option<Box<RawValue>>,
+    delimited_files: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
 struct RawItemList {
     items: Option<Vec<Box<RawValue>>>,
-    batch_size: Option<i64>,
+    batch_size: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -115,27 +130,96 @@ struct RawFileSource {
     includes: Vec<String>,
     #[serde(default)]
     excludes: Vec<String>,
-    batch_size: Option<i64>,
+    batch_size: Option<Value>,
+}
+
+/// An integer field in `min..=max`; `None` when absent (or `null`).
+fn integer(value: Option<&Value>, min: i64, max: i64) -> Result<Option<i64>, String> {
+    let n = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n,
+        Some(other) => return Err(format!("must be an integer, got {}", describe(other))),
+    };
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) if i < min => Err(format!("must be at least {min}, got {i}")),
+        (Some(i), _) if i > max => Err(format!("must be at most {max}, got {i}")),
+        (Some(i), _) => Ok(Some(i)),
+        (None, Some(u)) => Err(format!("must be at most {max}, got {u}")),
+        // A float: out of range, or not whole.
+        _ => match n.as_f64().unwrap_or(f64::NAN) {
+            f if f > max as f64 => Err(format!("must be at most {max}, got {n}")),
+            f if f < min as f64 => Err(format!("must be at least {min}, got {n}")),
+            _ => Err(format!("must be an integer, got {n}")),
+        },
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What a JSON text starts with, for "must be an object" messages.
+fn json_kind(text: &[u8]) -> &'static str {
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        None => "empty",
+        _ => "a number",
+    }
+}
+
+/// Parses `bytes` into `T`, which must be written as a JSON object (serde would also
+/// take an array, matched to the fields by position).
+fn object<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str, field: &str) -> Result<T, SubmissionError> {
+    let kind = json_kind(bytes);
+    let parse_error = |e: serde_json::Error| SubmissionError::Parse {
+        origin: origin.into(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+    };
+    if kind != "an object" {
+        // A syntax error is reported as such, with its position.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(parse_error)?;
+        let message = format!("must be a JSON object, but it is {kind}");
+        return Err(match field {
+            "" => SubmissionError::NotObject { origin: origin.into(), message },
+            _ => SubmissionError::Field { origin: origin.into(), field: field.into(), message },
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| match field {
+        "" => parse_error(e),
+        // Positions inside a nested value would be relative to it: name the field.
+        _ => SubmissionError::Field {
+            origin: origin.into(),
+            field: field.into(),
+            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        },
+    })
 }
 
 impl Submission {
     /// Parses and validates a job file's bytes; `origin` names it in errors.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Submission, SubmissionError> {
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| SubmissionError::Parse {
-            origin: origin.into(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
-        })?;
+        let raw: Raw = object(bytes, origin, "")?;
         let field = |field: &str, message: String| SubmissionError::Field {
             origin: origin.into(),
             field: field.into(),
             message,
         };
-        let at_least_one = |name: &str, value: Option<i64>| -> Result<usize, SubmissionError> {
-            match value {
-                None => Err(field(name, "is required (an integer ≥ 1)".into())),
-                Some(n) if n < 1 => Err(field(name, format!("must be at least 1, got {n}"))),
+        let within = |name: &str, value: Option<Value>, max: i64| -> Result<usize, SubmissionError> {
+            match integer(value.as_ref(), 1, max).map_err(|m| field(name, m))? {
+                None => Err(field(name, format!("is required (an integer from 1 to {max})"))),
                 Some(n) => Ok(n as usize),
             }
         };
@@ -153,7 +237,8 @@ impl Submission {
             return Err(SubmissionError::Sources { origin: origin.into(), found });
         }
 
-        let file_source = |name: &str, raw: RawFileSource| -> Result<FileSource, SubmissionError> {
+        let file_source = |name: &str, raw: Box<RawValue>| -> Result<FileSource, SubmissionError> {
+            let raw: RawFileSource = object(raw.get().as_bytes(), origin, name)?;
             let paths = raw.s3_paths.unwrap_or_default();
             if paths.is_empty() {
                 return Err(field(&format!("{name}.s3_paths"), "must list at least one path".into()));
@@ -171,39 +256,33 @@ impl Submission {
                 paths,
                 includes: raw.includes,
                 excludes: raw.excludes,
-                batch_size: at_least_one(&format!("{name}.batch_size"), raw.batch_size)?,
+                batch_size: within(&format!("{name}.batch_size"), raw.batch_size, MAX_BATCH_SIZE)?,
             })
         };
 
         let source = if let Some(list) = raw.item_list {
+            let list: RawItemList = object(list.get().as_bytes(), origin, "item_list")?;
             let items = list.items.unwrap_or_default();
             if items.is_empty() {
                 return Err(field("item_list.items", "must contain at least one item".into()));
             }
-            SourceSpec::ItemList { items, batch_size: at_least_one("item_list.batch_size", list.batch_size)? }
+            SourceSpec::ItemList { items, batch_size: within("item_list.batch_size", list.batch_size, MAX_BATCH_SIZE)? }
         } else if let Some(lister) = raw.file_path_lister {
             SourceSpec::FilePathLister(file_source("file_path_lister", lister)?)
         } else {
             SourceSpec::DelimitedFiles(file_source("delimited_files", raw.delimited_files.expect("one source"))?)
         };
 
-        let timeout = match raw.timeout {
-            None => None,
-            Some(t) if t < 1 => return Err(field("timeout", format!("must be at least 1 (seconds), got {t}"))),
-            Some(t) => Some(t as u64),
-        };
-        let max_attempts = match raw.max_attempts {
-            None => None,
-            Some(n) if !(1..=1000).contains(&n) => {
-                return Err(field("max_attempts", format!("must be between 1 and 1000, got {n}")));
-            }
-            Some(n) => Some(n as u32),
-        };
+        let timeout = integer(raw.timeout.as_ref(), 1, MAX_TIMEOUT)
+            .map_err(|m| field("timeout", format!("{m} (seconds)")))?
+            .map(|t| t as u64);
+        let max_attempts =
+            integer(raw.max_attempts.as_ref(), 1, 1000).map_err(|m| field("max_attempts", m))?.map(|n| n as u32);
         let config = raw.config.unwrap_or(Value::Null);
         if !(config.is_object() || config.is_null()) {
             return Err(field("config", "must be a JSON object".into()));
         }
-        Ok(Submission { workers: at_least_one("workers", raw.workers)?, config, timeout, max_attempts, source })
+        Ok(Submission { workers: within("workers", raw.workers, MAX_WORKERS)?, config, timeout, max_attempts, source })
     }
 }
 
@@ -268,11 +347,35 @@ mod tests {
     #[test]
     fn each_validation_error_names_its_field() {
         let list = r#""item_list": {"items": [1], "batch_size": 1}"#;
-        assert_eq!(error(&format!("{{{list}}}")), "job.json: workers: is required (an integer ≥ 1)");
+        assert_eq!(error(&format!("{{{list}}}")), "job.json: workers: is required (an integer from 1 to 1024)");
+        assert_eq!(
+            error(&format!(r#"{{"workers": 1000000000000, {list}}}"#)),
+            "job.json: workers: must be at most 1024, got 1000000000000"
+        );
+        assert_eq!(
+            error(r#"{"workers": 1, "item_list": {"items": [1], "batch_size": 4611686018427387904}}"#),
+            "job.json: item_list.batch_size: must be at most 1000000, got 4611686018427387904"
+        );
+        assert_eq!(
+            error(r#"{"workers": 1, "delimited_files": {"s3_paths": ["d"], "batch_size": 1e12}}"#),
+            "job.json: delimited_files.batch_size: must be at most 1000000, got 1000000000000.0"
+        );
+        assert_eq!(
+            error(&format!(r#"{{"workers": 99999999999999999999, {list}}}"#)),
+            "job.json: workers: must be at most 1024, got 1e+20"
+        );
+        assert_eq!(error(&format!(r#"{{"workers": 1.5, {list}}}"#)), "job.json: workers: must be an integer, got 1.5");
+        assert_eq!(
+            error(&format!(r#"{{"workers": "two", {list}}}"#)),
+            "job.json: workers: must be an integer, got a string"
+        );
+        assert!(
+            error(&format!(r#"{{"workers": 1, "timeout": 99999999999, {list}}}"#)).contains("timeout: must be at most")
+        );
         assert_eq!(error(&format!(r#"{{"workers": 0, {list}}}"#)), "job.json: workers: must be at least 1, got 0");
         assert_eq!(
             error(&format!(r#"{{"workers": 1, "timeout": 0, {list}}}"#)),
-            "job.json: timeout: must be at least 1 (seconds), got 0"
+            "job.json: timeout: must be at least 1, got 0 (seconds)"
         );
         assert_eq!(
             error(r#"{"workers": 1, "item_list": {"items": [], "batch_size": 1}}"#),
@@ -284,7 +387,7 @@ mod tests {
         );
         assert_eq!(
             error(r#"{"workers": 1, "item_list": {"items": [1]}}"#),
-            "job.json: item_list.batch_size: is required (an integer ≥ 1)"
+            "job.json: item_list.batch_size: is required (an integer from 1 to 1000000)"
         );
         assert_eq!(
             error(r#"{"workers": 1}"#),
@@ -316,8 +419,22 @@ mod tests {
         );
         assert_eq!(
             error(&format!(r#"{{"workers": 1, "max_attempts": 0, {list}}}"#)),
-            "job.json: max_attempts: must be between 1 and 1000, got 0"
+            "job.json: max_attempts: must be at least 1, got 0"
         );
+    }
+
+    #[test]
+    fn a_job_written_as_an_array_is_refused() {
+        assert_eq!(error("[1, null, null]"), "job.json: the job must be a JSON object, but it is an array");
+        assert_eq!(
+            error(r#"{"workers": 1, "item_list": [[1, 2], 1]}"#),
+            "job.json: item_list: must be a JSON object, but it is an array"
+        );
+        assert_eq!(
+            error(r#"{"workers": 1, "delimited_files": [["d"], [], [], 1]}"#),
+            "job.json: delimited_files: must be a JSON object, but it is an array"
+        );
+        assert!(error("[1,").starts_with("job.json: line 1, column 3"), "{}", error("[1,"));
     }
 
     #[test]
@@ -328,7 +445,8 @@ mod tests {
             SubmissionError::Parse { line, column, .. } => assert_eq!((line, column), (3, 29)),
             other => panic!("{other}"),
         }
-        let err = parse(r#"{"workers": "two", "item_list": {"items": [1], "batch_size": 1}}"#).unwrap_err();
-        assert!(err.to_string().starts_with("job.json: line 1, column 17: invalid type: string \"two\""), "{err}");
+        let err =
+            parse(r#"{"workers": 1, "config": "two", "item_list": {"items": [1], "batch_size": 1}}"#).unwrap_err();
+        assert_eq!(err.to_string(), "job.json: config: must be a JSON object");
     }
 }

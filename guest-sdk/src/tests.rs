@@ -1,0 +1,172 @@
+use super::*;
+
+#[derive(Deserialize)]
+struct Pair(u32, u32);
+
+fn add(ctx: &Context, items: Vec<Pair>) -> Result<()> {
+    if ctx.job_id() != "job-1" {
+        bail!("wrong job id {}", ctx.job_id());
+    }
+    if items.iter().any(|p| p.0 + p.1 > 10) {
+        invalid!("sum over 10");
+    }
+    Ok(())
+}
+
+/// Copies `text` into a buffer from `alloc`, as the host does.
+fn put(text: &str) -> (*mut u8, usize) {
+    let ptr = __private::alloc(text.len());
+    // SAFETY: just allocated with this length.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), ptr, text.len()) };
+    (ptr, text.len())
+}
+
+fn call<M>(job: &str, batch: &str, handler: impl Handler<M>) -> i32 {
+    let ((jp, jl), (bp, bl)) = (put(job), put(batch));
+    // SAFETY: both buffers come from `alloc` with these lengths.
+    unsafe { __private::handle(jp, jl, bp, bl, handler) }
+}
+
+fn init<S: 'static>(spec: &str, hook: impl FnOnce(&Context<'_>) -> Result<S>) -> i32 {
+    let (p, l) = put(spec);
+    // SAFETY: from `alloc` with this length.
+    unsafe { __private::init(p, l, hook) }
+}
+
+#[test]
+fn handle_maps_results_to_status_codes() {
+    assert_eq!(call("job-1", "[[1,2],[3,4]]", add), status::OK);
+    assert_eq!(call("job-1", "[[9,9]]", add), status::INVALID_INPUT);
+    assert_eq!(take_error().as_deref(), Some("sum over 10"));
+    assert_eq!(call("job-2", "[]", add), status::FAILED);
+    assert_eq!(take_error().as_deref(), Some("wrong job id job-2"));
+    assert_eq!(call("job-1", r#"["not a pair"]"#, add), status::INVALID_INPUT);
+    assert!(take_error().unwrap().starts_with("batch does not match the handler's item type"));
+}
+
+fn read_missing(_ctx: &Context, _items: Vec<Value>) -> Result<()> {
+    let path = "/no/such/dir/model.bin";
+    std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    Ok(())
+}
+
+fn anyhow_inside(_ctx: &Context, _items: Vec<Value>) -> Result<()> {
+    fn helper() -> anyhow::Result<u32> {
+        let n: u32 = "x".parse()?;
+        Ok(n)
+    }
+    helper().map_err(|e| e.context("parsing the threshold"))?;
+    Ok(())
+}
+
+fn marks_invalid(_ctx: &Context, items: Vec<Value>) -> Result<()> {
+    let first = items.first().invalid_input()?;
+    let _n: u64 = serde_json::from_value(first.clone()).context("the first item").invalid_input()?;
+    Ok(())
+}
+
+#[test]
+fn errors_from_std_anyhow_and_serde_keep_their_causes() {
+    assert_eq!(call("j", "[1]", read_missing), status::FAILED);
+    let message = take_error().unwrap();
+    assert!(message.starts_with("reading /no/such/dir/model.bin: "), "{message}");
+    assert!(message.contains("No such file"), "{message}");
+
+    assert_eq!(call("j", "[1]", anyhow_inside), status::FAILED);
+    assert_eq!(take_error().unwrap(), "parsing the threshold: invalid digit found in string");
+
+    assert_eq!(call("j", "[]", marks_invalid), status::INVALID_INPUT);
+    assert_eq!(take_error().unwrap(), "a required value is missing");
+    assert_eq!(call("j", r#"["seven"]"#, marks_invalid), status::INVALID_INPUT);
+    let message = take_error().unwrap();
+    assert!(message.starts_with("the first item: invalid type: string"), "{message}");
+    assert_eq!(call("j", "[7]", marks_invalid), status::OK);
+
+    let error = Error::from(std::io::Error::other("disk on fire")).context("saving").into_invalid_input();
+    assert_eq!((error.message().as_str(), error.is_invalid_input()), ("saving: disk on fire", true));
+    assert!(error.as_anyhow().downcast_ref::<std::io::Error>().is_some());
+}
+
+#[test]
+fn ensure_fails_unless_the_condition_holds() {
+    fn check(n: u32) -> Result<()> {
+        ensure!(n < 3, "{n} is too many");
+        Ok(())
+    }
+    assert!(check(2).is_ok());
+    assert_eq!(check(5).unwrap_err().message(), "5 is too many");
+}
+
+struct Counter {
+    seen: usize,
+}
+
+fn count(_ctx: &Context, counter: &mut Counter, items: Vec<Value>) -> Result<()> {
+    counter.seen += items.len();
+    if counter.seen == 5 {
+        bail!("seen {}", counter.seen);
+    }
+    Ok(())
+}
+
+fn count_at_the_end(_ctx: &Context, counter: &mut Counter, done: &JobComplete) -> Result<()> {
+    bail!("{} items, {:?} batches", counter.seen, done.total)
+}
+
+#[test]
+fn state_from_init_reaches_every_batch_and_the_completion_hook() {
+    // No init yet on this thread: a clear message, not a crash.
+    STATE.with(|cell| *cell.borrow_mut() = None);
+    assert_eq!(call("j", "[1]", count), status::FAILED);
+    let message = take_error().unwrap();
+    assert!(message.contains("no init hook returned one") && message.contains("Counter"), "{message}");
+
+    assert_eq!(init(r#"{"job_id":"j"}"#, |_| Ok(Counter { seen: 0 })), status::OK);
+    assert_eq!(call("j", "[1,2]", count), status::OK);
+    assert_eq!(call("j", "[3,4,5]", count), status::FAILED);
+    assert_eq!(take_error().unwrap(), "seen 5");
+
+    let (jp, jl) = put("j");
+    let (bp, bl) = put(r#"{"message":"job_complete","total":2}"#);
+    // SAFETY: from `alloc` with these lengths.
+    let status = unsafe { __private::on_job_complete(jp, jl, bp, bl, count_at_the_end) };
+    assert_eq!((status, take_error().unwrap().as_str()), (status::FAILED, "5 items, Some(2) batches"));
+
+    // An init that returns another type is named.
+    assert_eq!(init("{}", |_| Ok(7u8)), status::OK);
+    assert_eq!(call("j", "[1]", count), status::FAILED);
+    let message = take_error().unwrap();
+    assert!(message.contains("returned a `u8`"), "{message}");
+}
+
+#[test]
+fn the_batch_identity_is_given_to_tests_and_empty_outside_a_batch() {
+    let spec = serde_json::json!({"job_id": "j"});
+    let ctx = Context::for_batch("j", &spec, "17", 2);
+    assert_eq!((ctx.batch_id(), ctx.attempt()), ("17", 2));
+    let ctx = Context::new("j", &spec);
+    assert_eq!((ctx.batch_id(), ctx.attempt()), ("", 0));
+}
+
+#[test]
+fn job_complete_accepts_cortex_and_extended_bodies() {
+    let plain: JobComplete = serde_json::from_str(r#"{"message":"job_complete"}"#).unwrap();
+    assert_eq!(plain.total, None);
+    let counted: JobComplete =
+        serde_json::from_str(r#"{"message":"job_complete","job_id":"x","succeeded":3,"failed":1,"total":4}"#).unwrap();
+    assert_eq!((counted.succeeded, counted.failed, counted.total), (Some(3), Some(1), Some(4)));
+}
+
+#[test]
+fn config_comes_from_the_spec() {
+    let spec = serde_json::json!({"job_id": "j", "config": {"limit": 5}});
+    let ctx = Context::new("j", &spec);
+    assert_eq!(ctx.config()["limit"], 5);
+    #[derive(Deserialize)]
+    struct Config {
+        limit: u32,
+    }
+    assert_eq!(ctx.config_as::<Config>().unwrap().limit, 5);
+    let empty = serde_json::json!({});
+    assert!(Context::new("j", &empty).config().is_null());
+}
