@@ -19,3 +19,20 @@ build_all() {
   cargo build -p wasmbatch
   BIN="$CARGO_TARGET_DIR/debug/wasmbatch"
 }
+
+# The C guest of the test suite is compiled with clang for wasm32-wasi (wasi-libc);
+# on Debian, installs them when they are missing (as root, or through sudo).
+ensure_c_toolchain() {
+  if command -v clang >/dev/null 2>&1 && echo '#include <stdio.h>' | clang --target=wasm32-wasi -E -x c - -o /dev/null 2>/dev/null; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing clang, lld and wasi-libc for the C guest" >&2
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
+  else
+    echo "the C guest needs clang with a wasm32-wasi sysroot (wasi-libc); install them" >&2
+  fi
+}

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
+ensure_c_toolchain
 scripts/build-plugins.sh
 cargo test --workspace "$@"

@@ -64,3 +64,52 @@ fn invalid_plugins_are_refused_by_name() {
     let (_, logs) = Server::with(&junk).try_start().err().expect("must not start");
     assert!(logs.contains("is not a valid WebAssembly module"), "{logs}");
 }
+
+/// `tests/guests/c/sum.c`, compiled now with clang for wasm32-wasi as docs/abi.md
+/// says (scripts/test.sh installs clang, lld and wasi-libc when they are missing).
+fn c_guest() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = crate::harness::shared_cache().join("c-sum.wasm");
+            let result = std::process::Command::new("clang")
+                .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-o"])
+                .arg(&out)
+                .arg(guest_file("c/sum.c"))
+                .output()
+                .expect("clang runs (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32)");
+            assert!(result.status.success(), "clang failed:\n{}", String::from_utf8_lossy(&result.stderr));
+            out
+        })
+        .clone()
+}
+
+#[test]
+fn a_c_guest_built_from_the_abi_document_handles_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with(c_guest()).args(["--mount", dir.path().to_str().unwrap()]).start();
+    server.wait_for_log("the C guest's init log line", |l| {
+        l["message"].as_str().is_some_and(|m| m.starts_with("c guest: init with a"))
+    });
+    let send = |body: &str, id: &str, attempt: &str| {
+        ureq::post(&server.url("/"))
+            .set("X-Cortex-Job-ID", "c-job")
+            .set("X-Wasmbatch-Batch-ID", id)
+            .set("X-Wasmbatch-Attempt", attempt)
+            .send_string(body)
+            .map(|r| r.status())
+            .unwrap_or_else(|e| match e {
+                ureq::Error::Status(code, _) => code,
+                other => panic!("{other}"),
+            })
+    };
+    assert_eq!(send("[1, 2.5,\n 3]", "b7", "2"), 200);
+    let reply = server.batch(r#"[1, "two"]"#);
+    assert_eq!(
+        (reply.status, reply.kind().as_str(), reply.message().as_str()),
+        (400, "invalid_input", "every item must be a number")
+    );
+    let sums = std::fs::read_to_string(dir.path().join("c-job/sums.txt")).unwrap();
+    assert_eq!(sums, "b7 2 6.5\n");
+    server.wait_for_log("the C guest's stdout", |l| l["message"] == "c guest: batch b7 summed to 6.5");
+}
