@@ -40,12 +40,12 @@ impl Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The file could not be read.
-    #[error("cannot read plugin {path}: {source}")]
+    #[error("cannot read plugin {path}: {error}")]
     Read {
         /// The plugin file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid WebAssembly module.
     #[error("plugin {path} is not a valid WebAssembly module: {message}")]
@@ -66,12 +66,12 @@ pub enum CompileError {
         message: String,
     },
     /// The output of `wasmbatch compile` could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The output path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -127,7 +127,7 @@ pub fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(M
             .map_err(|e| CompileError::Incompatible { path: path.into(), message: format!("{e:#}") })?;
         return Ok((module, Origin::Precompiled));
     }
-    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
     let Some(dir) = cache_dir else {
         return Ok((compile(engine, path, &bytes)?, Origin::Compiled));
     };
@@ -166,13 +166,13 @@ fn store(module: &Module, dir: &Path, entry: &Path) -> std::io::Result<()> {
 
 /// Compiles the module at `path` (no cache).
 pub fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError> {
-    let bytes = std::fs::read(path).map_err(|source| CompileError::Read { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
     compile(engine, path, &bytes)
 }
 
 /// Writes `module`'s precompiled artifact to `output` (`wasmbatch compile`).
 pub fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
-    let write = |source| CompileError::Write { path: output.into(), source };
+    let write = |error| CompileError::Write { path: output.into(), error };
     let artifact = module.serialize().map_err(|e| write(std::io::Error::other(format!("{e:#}"))))?;
     std::fs::write(output, artifact).map_err(write)
 }

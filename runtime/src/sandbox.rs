@@ -39,7 +39,13 @@ pub enum SandboxError {
     },
     /// The private spec directory could not be written.
     #[error("cannot prepare the guest's job spec directory: {0}")]
-    SpecDir(#[from] io::Error),
+    SpecDir(io::Error),
+}
+
+impl From<io::Error> for SandboxError {
+    fn from(error: io::Error) -> Self {
+        SandboxError::SpecDir(error)
+    }
 }
 
 impl Sandbox {

@@ -21,12 +21,12 @@ pub struct JobSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// It exists but cannot be read.
-    #[error("cannot read job spec {path}: {source}")]
+    #[error("cannot read job spec {path}: {error}")]
     Read {
         /// The spec file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It is not JSON.
     #[error("job spec {path} is not valid JSON: {message} at line {line}, column {column}")]
@@ -65,7 +65,7 @@ impl JobSpec {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(SpecError::Read { path: path.into(), source }),
+            Err(error) => return Err(SpecError::Read { path: path.into(), error }),
         };
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| SpecError::Parse {
             path: path.into(),

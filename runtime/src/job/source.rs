@@ -35,12 +35,12 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// A path could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No file matched.
     #[error("no files found in {paths} (after includes {includes:?} and excludes {excludes:?})")]
@@ -122,7 +122,7 @@ pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn Ba
 
 /// Opens a dead-letter file as a source: one batch per line.
 pub fn open_dead_letter(path: &Path) -> Result<Box<dyn BatchSource>, SourceError> {
-    let file = File::open(path).map_err(|source| SourceError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|error| SourceError::Io { path: path.into(), error })?;
     Ok(Box::new(DeadLetter { path: path.into(), lines: BufReader::new(file), line: 0, index: 0 }))
 }
 
@@ -198,7 +198,7 @@ impl OpenFile {
             match self.file.read(&mut self.buf[len..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(SourceError::Io { path: self.path.clone(), source }),
+                Err(error) => return Err(SourceError::Io { path: self.path.clone(), error }),
             }
         };
         self.buf.truncate(len + n);
@@ -273,7 +273,7 @@ impl Delimited {
         loop {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { return Ok(None) };
-                let file = File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let file = File::open(&path).map_err(|error| SourceError::Io { path: path.clone(), error })?;
                 let buf = Vec::with_capacity(self.chunk);
                 self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1, reads: 0 });
             }
@@ -335,10 +335,8 @@ impl BatchSource for DeadLetter {
         let mut text = String::new();
         loop {
             text.clear();
-            let read = self
-                .lines
-                .read_line(&mut text)
-                .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+            let read =
+                self.lines.read_line(&mut text).map_err(|error| SourceError::Io { path: self.path.clone(), error })?;
             if read == 0 {
                 return Ok(None);
             }
@@ -399,7 +397,7 @@ fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
 }
 
 fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let io = |source| SourceError::Io { path: path.into(), source };
+    let io = |error| SourceError::Io { path: path.into(), error };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {
         out.push(path.to_path_buf());
