@@ -64,6 +64,36 @@ pub enum Command {
     /// Validate a plugin and write its precompiled artifact, which `serve --plugin`
     /// loads without compiling.
     Compile(CompileArgs),
+    /// Run the job service: Cortex's job API (`/batch/<api>`) for the APIs of a config
+    /// file, with durable state in a data directory.
+    Operator(OperatorArgs),
+}
+
+/// Options of `operator`.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// The configuration file (TOML): limits and the APIs hosted (docs/operator.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Where the journal (SQLite) is kept; created when missing.
+    #[arg(long, value_name = "DIR", default_value = "wasmbatch-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8888)]
+    pub port: u16,
+    /// How long a SIGTERM may wait for batches in flight; those not done by then run
+    /// again on the next start.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Where compiled modules are cached [default: ~/.cache/wasmbatch].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; read and write no cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 /// Options of `run`.
@@ -266,6 +296,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => run_serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run_job(*args),
         Command::Compile(args) => run_compile(args).map(|()| ExitCode::SUCCESS),
+        Command::Operator(args) => run_operator(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -489,7 +520,8 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         config: submission.config.clone(),
         timeout: submission.timeout.map(Duration::from_secs),
         max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
-        dead_letter,
+        ledger: Box::new(dead_letter),
+        budget: None,
         start_time,
     };
     let mut spec = json!({
@@ -574,6 +606,32 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.shutdown_background();
     Ok(ExitCode::from(status.exit_code()))
+}
+
+fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let config = crate::operator::config::OperatorConfig::load(&args.config).map_err(invalid)?;
+    let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(compile::default_cache_dir) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmbatch-io")
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, runtime.handle().clone())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, journal = %service.journal().path().display(), "listening");
+        crate::operator::routes::serve(listener, service.clone(), shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down: batches in flight finish or are left for the next start");
+    let drain = args.drain_timeout;
+    std::thread::spawn(move || service.shutdown(drain)).join().ok();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn run_compile(args: CompileArgs) -> anyhow::Result<()> {

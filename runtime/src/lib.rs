@@ -15,8 +15,10 @@
 //! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown —
 //!   and its client, the dispatcher's side.
 //! - [`job`]: batch jobs (`wasmbatch run`) — job files, sources, executors, the runner.
+//! - [`journal`]: the job service's durable state (SQLite): jobs and batch outcomes.
 //! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
 //! - [`metrics`]: Prometheus metrics, Cortex's batch series under Cortex's names.
+//! - [`operator`]: the job service — Cortex's job API, scheduling, resume after a crash.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
 //! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI
@@ -32,9 +34,11 @@ pub mod engine;
 pub mod failure;
 pub mod http;
 pub mod job;
+pub mod journal;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod operator;
 pub mod plugin;
 pub mod pool;
 mod recent;

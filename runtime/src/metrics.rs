@@ -25,14 +25,29 @@ struct JobSeries {
     time: Histogram,
 }
 
-/// Every metric of one process.
+/// Every metric of one process, as seen by one API: the batch series are labelled
+/// with its name. [`Metrics::for_api`] gives another API's view of the same registry.
 pub struct Metrics {
-    registry: Registry,
     api_name: String,
+    families: Arc<Families>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.families
+    }
+}
+
+/// The metric families of the process, shared by every API's [`Metrics`].
+pub struct Families {
+    registry: Registry,
     succeeded: IntCounterVec,
     failed: IntCounterVec,
     time_per_batch: HistogramVec,
-    jobs: Mutex<Recent<String, Arc<JobSeries>>>,
+    /// Per job ID: its API and its series.
+    jobs: Mutex<Recent<String, (String, Arc<JobSeries>)>>,
     failures: IntCounterVec,
     /// Guest instances alive.
     pub instances_alive: IntGauge,
@@ -81,8 +96,7 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(time_per_batch.clone())).expect("unique metric");
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
-        Arc::new(Metrics {
-            api_name: api_name.to_string(),
+        let families = Families {
             succeeded: counter("cortex_batch_succeeded", "Batches that succeeded.", labels),
             failed: counter("cortex_batch_failed", "Batches that failed.", labels),
             time_per_batch,
@@ -114,7 +128,20 @@ impl Metrics {
                 "Guest log lines over the per-call limit, dropped.",
             ),
             registry,
-        })
+        };
+        Arc::new(Metrics { api_name: api_name.to_string(), families: Arc::new(families) })
+    }
+
+    /// The view of the same registry for another API.
+    pub fn for_api(&self, api_name: &str) -> Arc<Metrics> {
+        Arc::new(Metrics { api_name: api_name.to_string(), families: self.families.clone() })
+    }
+
+    /// Adds a collector (a service's own gauges) to the registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.families.registry.register(collector) {
+            tracing::warn!("cannot register a metric: {e}");
+        }
     }
 
     /// Job IDs whose series are kept.
@@ -123,7 +150,7 @@ impl Metrics {
     /// The series of `job_id`, created (and the oldest job's removed) on first use.
     fn job(&self, job_id: &str) -> Arc<JobSeries> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(series) = jobs.get_mut(job_id) {
+        if let Some((_, series)) = jobs.get_mut(job_id) {
             return series.clone();
         }
         let labels = [self.api_name.as_str(), job_id];
@@ -132,8 +159,8 @@ impl Metrics {
             failed: self.failed.with_label_values(&labels),
             time: self.time_per_batch.with_label_values(&labels),
         });
-        if let Some((old, _)) = jobs.insert(job_id.to_string(), series.clone()) {
-            let labels = [self.api_name.as_str(), old.as_str()];
+        if let Some((old, (old_api, _))) = jobs.insert(job_id.to_string(), (self.api_name.clone(), series.clone())) {
+            let labels = [old_api.as_str(), old.as_str()];
             let _ = self.succeeded.remove_label_values(&labels);
             let _ = self.failed.remove_label_values(&labels);
             let _ = self.time_per_batch.remove_label_values(&labels);

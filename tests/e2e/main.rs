@@ -7,6 +7,7 @@ mod compile;
 mod faults;
 mod foundation;
 mod metrics;
+mod operator;
 mod resilience;
 mod run;
 mod sandbox;

@@ -28,8 +28,9 @@
 //!
 //! The job's `config.init` steers the init hook: one step or a list of steps, each
 //! `fail`, `panic`, `sleep:MS` or `touch:PATH` (write an empty file). `config` also
-//! takes `on_complete_file` (append each on-job-complete body there, as a JSON line)
-//! and `on_complete: "fail"`.
+//! takes `on_complete_file` (append each on-job-complete body there, as a JSON line),
+//! `on_complete: "fail"`, and `on_complete_pause: [MARKER, MS]` (write MARKER, sleep MS
+//! milliseconds, then do the rest: a window to kill the host in).
 //!
 //! Build: `cargo build --target wasm32-wasip1 --release -p misbehave`
 
@@ -121,7 +122,8 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
             let record = serde_json::json!({ "batch_id": ctx.batch_id(), "attempt": ctx.attempt() });
             use std::io::Write;
             let mut file = std::fs::OpenOptions::new().create(true).append(true).open(arg)?;
-            writeln!(file, "{record}")?;
+            // One write of the whole line: appends of concurrent instances do not mix.
+            file.write_all(format!("{record}\n").as_bytes())?;
         }
         "eprint" => eprintln!("{arg}"),
         "exit" => std::process::exit(arg.parse().unwrap_or(1)),
@@ -179,6 +181,10 @@ fn handle(ctx: &Context, commands: Vec<String>) -> Result<()> {
 }
 
 fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
+    if let Some([marker, ms]) = ctx.config().get("on_complete_pause").and_then(|v| v.as_array()).map(|a| a.as_slice()) {
+        std::fs::write(marker.as_str().unwrap_or("/mnt/pause"), b"")?;
+        std::thread::sleep(Duration::from_millis(ms.as_u64().unwrap_or(0)));
+    }
     if let Some(path) = ctx.config().get("on_complete_file").and_then(|v| v.as_str()) {
         let record = serde_json::json!({
             "job_id": ctx.job_id(),

@@ -83,22 +83,28 @@ impl DeadLetters {
 
 /// One record, with its newline.
 fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
+    let kind = record.error.kind.to_string();
+    encode_parts(record.index, record.attempts, &kind, &record.error.message, record.body, out);
+}
+
+/// One record from its parts, with its newline (also the job service's download).
+pub fn encode_parts(index: u64, attempts: u32, kind: &str, message: &str, body: &[u8], out: &mut Vec<u8>) {
     let head = json!({
-        "batch_index": record.index,
-        "attempts": record.attempts,
-        "error": { "kind": record.error.kind.to_string(), "message": record.error.message },
+        "batch_index": index,
+        "attempts": attempts,
+        "error": { "kind": kind, "message": message },
     })
     .to_string();
     out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     out.extend_from_slice(b",\"items\":");
-    let multi_line = record.body.iter().any(|&b| b == b'\n' || b == b'\r');
+    let multi_line = body.iter().any(|&b| b == b'\n' || b == b'\r');
     if multi_line {
-        out.extend(record.body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+        out.extend(body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
         out.extend_from_slice(b",\"body\":");
-        let text = String::from_utf8_lossy(record.body);
+        let text = String::from_utf8_lossy(body);
         out.extend_from_slice(serde_json::to_string(&text).expect("a string serializes").as_bytes());
     } else {
-        out.extend_from_slice(record.body);
+        out.extend_from_slice(body);
     }
     out.extend_from_slice(b"}\n");
 }

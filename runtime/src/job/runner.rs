@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::budget::Budget;
 use super::dead_letter::{DeadLetters, Record};
 use super::executor::{Attempt, AttemptError, AttemptKind, Completion, Executor};
 use super::source::{Batch, BatchSource};
@@ -26,7 +27,6 @@ use super::status::{HookOutcome, JobState, JobStatus, Metrics as BatchCounts, Pr
 use crate::metrics::Metrics;
 
 /// Everything about a job except its input and its executor.
-#[derive(Debug)]
 pub struct JobPlan {
     /// The job's ID.
     pub job_id: String,
@@ -40,10 +40,50 @@ pub struct JobPlan {
     pub timeout: Option<Duration>,
     /// Attempts per batch.
     pub max_attempts: u32,
-    /// Where failed and unhandled batches go (already created).
-    pub dead_letter: DeadLetters,
+    /// Where outcomes are recorded: the dead-letter file (`run`), or the journal.
+    pub ledger: Box<dyn Ledger>,
+    /// A worker budget shared with other jobs: a place is taken for each attempt.
+    pub budget: Option<Arc<Budget>>,
     /// When the job started.
     pub start_time: SystemTime,
+}
+
+/// Where a job's outcomes are kept. Each call returns once what it records is
+/// durable; the runner counts a batch only after that.
+pub trait Ledger: Send + Sync + 'static {
+    /// A batch succeeded.
+    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()>;
+    /// Batches that will not succeed (failed for good, or unhandled after a stop).
+    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()>;
+    /// The whole job's `(succeeded, failed, total)` when the ledger knows more than this
+    /// run saw (a resumed job); the body of on-job-complete carries them.
+    fn totals(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
+    /// Where the dead letters can be found, once there are any.
+    fn location(&self) -> Option<String>;
+    /// on-job-complete is about to be called.
+    fn hook_starting(&self) {}
+    /// Closes the ledger at the end of the job.
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+impl Ledger for DeadLetters {
+    fn succeeded(&self, _index: u64, _elapsed: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
+        self.append(records)
+    }
+
+    fn location(&self) -> Option<String> {
+        (self.written() > 0).then(|| self.path().display().to_string())
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        DeadLetters::finish(*self)
+    }
 }
 
 /// Why a job ends early.
@@ -53,6 +93,9 @@ pub enum StopReason {
     TimedOut,
     /// The user stopped it (Ctrl-C, SIGTERM).
     Stopped,
+    /// The process is shutting down and the job will resume on the next start:
+    /// batches not finished are left as they are, neither counted nor dead-lettered.
+    Shutdown,
 }
 
 impl StopReason {
@@ -61,6 +104,7 @@ impl StopReason {
         match self {
             StopReason::TimedOut => "timed_out",
             StopReason::Stopped => "stopped",
+            StopReason::Shutdown => "shutdown",
         }
     }
 
@@ -68,6 +112,7 @@ impl StopReason {
         match self {
             StopReason::TimedOut => "the job's timeout passed before this batch was handled",
             StopReason::Stopped => "the job was stopped before this batch was handled",
+            StopReason::Shutdown => "the process shut down before this batch was handled",
         }
     }
 }
@@ -102,7 +147,8 @@ impl StopFlag {
         self.set(StopReason::Stopped);
     }
 
-    fn set(&self, reason: StopReason) {
+    /// Stops with `reason`, unless a stop was asked for already.
+    pub fn set(&self, reason: StopReason) {
         let mut current = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
         if current.is_none() {
             *current = Some(reason);
@@ -145,6 +191,8 @@ struct Tally {
     succeeded: u64,
     failed: u64,
     unhandled: u64,
+    /// Left for a later run (a shutdown): neither succeeded nor dead-lettered.
+    deferred: u64,
     retries: u64,
     success_time: Duration,
     input_error: Option<String>,
@@ -154,7 +202,7 @@ struct Tally {
 
 struct Shared {
     tally: Mutex<Tally>,
-    dead_letter: DeadLetters,
+    ledger: Box<dyn Ledger>,
 }
 
 impl Shared {
@@ -166,8 +214,8 @@ impl Shared {
     /// unhandled). A batch whose record cannot be written is not counted, which the
     /// final check reports as lost; `false` then.
     fn dead_letter(&self, records: &[Record<'_>], items: u64, unhandled: bool) -> bool {
-        if let Err(e) = self.dead_letter.append(records) {
-            let message = format!("cannot write the dead-letter file {}: {e}", self.dead_letter.path().display());
+        if let Err(e) = self.ledger.dead_lettered(records) {
+            let message = format!("cannot record dead letters: {e}");
             tracing::error!("{message}");
             self.tally().faults.push(message);
             return false;
@@ -205,16 +253,20 @@ pub fn run<E: Executor>(
 ) -> JobStatus {
     let started = Instant::now();
     let total = source.total_batches();
-    let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, dead_letter, start_time } = plan;
-    let shared = Arc::new(Shared { tally: Mutex::new(Tally::default()), dead_letter });
+    let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, ledger, budget, start_time } = plan;
+    let shared = Arc::new(Shared { tally: Mutex::new(Tally::default()), ledger });
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
 
     let producer = {
-        let shared = shared.clone();
+        let (shared, stop) = (shared.clone(), stop.clone());
         thread::Builder::new()
             .name("wasmbatch-source".into())
             .spawn(move || {
                 loop {
+                    // After a shutdown the rest stays where it is, for the next start.
+                    if stop.reason() == Some(StopReason::Shutdown) {
+                        break;
+                    }
                     match source.next_batch() {
                         Ok(Some(batch)) => {
                             {
@@ -240,7 +292,7 @@ pub fn run<E: Executor>(
             .expect("spawn the source thread")
     };
 
-    let job = Arc::new(JobRef { job_id: job_id.clone(), api_name: api_name.clone(), max_attempts });
+    let job = Arc::new(JobRef { job_id: job_id.clone(), api_name: api_name.clone(), max_attempts, budget });
     let threads: Vec<_> = (0..workers)
         .map(|index| {
             let (rx, shared, stop, executor) = (rx.clone(), shared.clone(), stop.clone(), executor.clone());
@@ -302,11 +354,11 @@ pub fn run<E: Executor>(
     };
     let mut state = {
         let mut t = shared.tally();
-        let accounted = t.succeeded + t.failed + t.unhandled;
+        let accounted = t.succeeded + t.failed + t.unhandled + t.deferred;
         if accounted != t.read {
             let message = format!(
-                "count mismatch: {} batches read, but {} succeeded + {} failed + {} unhandled = {accounted}",
-                t.read, t.succeeded, t.failed, t.unhandled
+                "count mismatch: {} batches read, but {} succeeded + {} failed + {} unhandled + {} deferred = {accounted}",
+                t.read, t.succeeded, t.failed, t.unhandled, t.deferred
             );
             tracing::error!(job_id, "{message}");
             t.faults.push(message);
@@ -315,6 +367,7 @@ pub fn run<E: Executor>(
             _ if !t.faults.is_empty() => JobState::WorkerError,
             Some(StopReason::TimedOut) => JobState::TimedOut,
             Some(StopReason::Stopped) => JobState::Stopped,
+            Some(StopReason::Shutdown) => JobState::Running,
             None if t.input_error.is_some() => JobState::EnqueueFailed,
             None if t.failed > 0 => JobState::CompletedWithFailures,
             None => JobState::Succeeded,
@@ -324,6 +377,7 @@ pub fn run<E: Executor>(
     let mut on_job_complete = HookOutcome::Skipped;
     let mut hook_error = None;
     if matches!(state, JobState::Succeeded | JobState::CompletedWithFailures) {
+        let (succeeded, failed, read) = shared.ledger.totals().unwrap_or((succeeded, failed, read));
         let body = json!({
             "message": "job_complete",
             "job_id": job_id,
@@ -331,6 +385,7 @@ pub fn run<E: Executor>(
             "failed": failed,
             "total": read,
         });
+        shared.ledger.hook_starting();
         // In a thread of its own so that the job's timeout and a stop still apply.
         let hook = {
             let (executor, job_id) = (executor.clone(), job_id.clone());
@@ -347,19 +402,27 @@ pub fn run<E: Executor>(
             Completion::NotFound => (HookOutcome::NotFound, None),
             Completion::Failed(e) => (HookOutcome::Failed, Some(format!("on-job-complete failed: {e}"))),
         };
-        if let Some(reason) = stop.reason() {
-            state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
-        }
+        state = match stop.reason() {
+            None => state,
+            Some(StopReason::TimedOut) => JobState::TimedOut,
+            Some(StopReason::Stopped) => JobState::Stopped,
+            // Interrupted by a shutdown: the hook runs again on the next start.
+            Some(StopReason::Shutdown) => {
+                on_job_complete = HookOutcome::Skipped;
+                hook_error = None;
+                JobState::Running
+            }
+        };
     }
 
     // Every thread that held `shared` has been joined: close the dead-letter file,
     // removing it when nothing was written.
     let shared = Arc::into_inner(shared).expect("every job thread has ended");
     let t = shared.tally.into_inner().unwrap_or_else(|e| e.into_inner());
-    let dead_letter_file = (shared.dead_letter.written() > 0).then(|| shared.dead_letter.path().display().to_string());
+    let dead_letter_file = shared.ledger.location();
     let mut faults = t.faults;
-    if let Err(e) = shared.dead_letter.finish() {
-        faults.push(format!("cannot close the dead-letter file: {e}"));
+    if let Err(e) = shared.ledger.finish() {
+        faults.push(format!("cannot close the job's ledger: {e}"));
         state = JobState::WorkerError;
     }
     let error = (!faults.is_empty()).then(|| faults.join("; ")).or_else(|| t.input_error.clone()).or(hook_error);
@@ -426,6 +489,7 @@ struct JobRef {
     job_id: String,
     api_name: String,
     max_attempts: u32,
+    budget: Option<Arc<Budget>>,
 }
 
 /// Dead-letters `first` and whatever else is queued (up to a group), unhandled
@@ -437,6 +501,10 @@ fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: Stop
             Ok(batch) => group.push(batch),
             Err(_) => break,
         }
+    }
+    if reason == StopReason::Shutdown {
+        shared.tally().deferred += group.len() as u64;
+        return;
     }
     let error = AttemptError { kind: AttemptKind::Interrupted(reason), message: reason.message().into() };
     let records: Vec<Record<'_>> =
@@ -466,9 +534,19 @@ fn work<E: Executor>(
         if stop.is_set() {
             break Err(interrupted(stop.reason()));
         }
+        // A place in the shared budget for the attempt (not for the pause after it).
+        let place = match &job.budget {
+            None => None,
+            Some(budget) => match budget.acquire(stop) {
+                Some(place) => Some(place),
+                None => break Err(interrupted(stop.reason())),
+            },
+        };
         attempts += 1;
         let started = Instant::now();
-        match executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body }) {
+        let result = executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body });
+        drop(place);
+        match result {
             Ok(()) => break Ok(started.elapsed()),
             Err(e) if e.interrupted() || stop.is_set() => break Err(interrupted(stop.reason())),
             Err(e) if e.kind.retryable() && attempts < max_attempts => {
@@ -487,12 +565,21 @@ fn work<E: Executor>(
     };
     match outcome {
         Ok(elapsed) => {
+            if let Err(e) = shared.ledger.succeeded(batch.index, elapsed) {
+                let message = format!("cannot record that batch {} succeeded: {e}", batch.index);
+                tracing::error!(api_name, job_id, "{message}");
+                shared.tally().faults.push(message);
+                return;
+            }
             metrics.batch_succeeded(job_id, elapsed);
             let mut t = shared.tally();
             t.succeeded += 1;
             t.success_time += elapsed;
             t.done += 1;
             t.done_items += batch.items as u64;
+        }
+        Err(error) if error.kind == AttemptKind::Interrupted(StopReason::Shutdown) => {
+            shared.tally().deferred += 1;
         }
         Err(error) => {
             let unhandled = error.interrupted();
@@ -560,7 +647,8 @@ mod tests {
             config: Value::Null,
             timeout: None,
             max_attempts: 3,
-            dead_letter: DeadLetters::create(&dir.path().join("dl.jsonl")).unwrap(),
+            ledger: Box::new(DeadLetters::create(&dir.path().join("dl.jsonl")).unwrap()),
+            budget: None,
             start_time: SystemTime::now(),
         };
         let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(5));

@@ -371,7 +371,7 @@ impl BatchSource for DeadLetter {
 }
 
 /// The files under `source.paths` that pass the globs, each path's files sorted.
-fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
+pub(crate) fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
     let compile =
         |globs: &[String]| globs.iter().map(|g| Glob::new(g).expect("validated with the job")).collect::<Vec<_>>();
     let (includes, excludes) = (compile(&source.includes), compile(&source.excludes));

@@ -46,6 +46,10 @@ pub struct Metrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Submitted, not started yet.
+    Pending,
+    /// Batches are being handled (also: interrupted by a shutdown, to be resumed).
+    Running,
     /// Every batch succeeded.
     Succeeded,
     /// Every batch was handled; some failed for good.
@@ -62,9 +66,32 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Whether the job has ended (Cortex's `IsCompleted`).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    /// The state named `name` (as [`JobState::as_str`] gives it).
+    pub fn parse(name: &str) -> Option<JobState> {
+        [
+            JobState::Pending,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::CompletedWithFailures,
+            JobState::TimedOut,
+            JobState::Stopped,
+            JobState::EnqueueFailed,
+            JobState::WorkerError,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// The name Cortex gives the status.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
             JobState::Succeeded => "succeeded",
             JobState::CompletedWithFailures => "completed_with_failures",
             JobState::TimedOut => "timed_out",

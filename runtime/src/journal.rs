@@ -1,0 +1,489 @@
+//! The journal: the job service's durable state, in one SQLite file.
+//!
+//! What it keeps, and why that is enough to lose nothing:
+//!
+//! - `jobs`: one row per job — its API, the submission as received (so the job's
+//!   batches can be produced again after a restart), its spec, status, times, the
+//!   number of batches once the input has been read to its end, and how far its
+//!   on-job-complete got.
+//! - `outcomes`: one row per batch that *ended* — succeeded (index and time only), or
+//!   dead-lettered (attempts, error, and the batch's bytes, for download and re-run).
+//!   A batch with no row is pending or was in flight.
+//!
+//! Batch bodies of pending batches are not stored: on a restart the input is read
+//! again from the submission (deterministically split into the same batches) and the
+//! batches that have an outcome are skipped. So the journal's size grows with the
+//! number of batches (a few dozen bytes each) and with the dead letters, not with the
+//! input; memory holds one bit per batch of a resumed job.
+//!
+//! Every write is a committed transaction in WAL mode before the runner counts the
+//! batch: a SIGKILL loses nothing that was counted. (`synchronous=NORMAL`: a power cut
+//! may lose the last commits, which puts those batches back to pending — they run
+//! again, nothing is lost.)
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::job::dead_letter::Record;
+use crate::job::runner::Ledger;
+use crate::job::status::JobState;
+
+/// The journal could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {error}")]
+pub struct JournalError {
+    path: PathBuf,
+    error: String,
+}
+
+/// How on-job-complete stands for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Not called yet.
+    Pending,
+    /// Called and not known to have ended (a crash then: it is called again).
+    Running,
+    /// Ended with this outcome.
+    Done(crate::job::status::HookOutcome),
+}
+
+/// A job as the journal keeps it.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// The job's ID.
+    pub job_id: String,
+    /// The API it was submitted to.
+    pub api_name: String,
+    /// The submission's bytes, as received.
+    pub submission: Vec<u8>,
+    /// The job spec (Cortex's `BatchJob`), JSON.
+    pub spec: serde_json::Value,
+    /// Its status.
+    pub status: JobState,
+    /// Seconds since the epoch when it was submitted.
+    pub submitted_at: f64,
+    /// RFC 3339, when it ended.
+    pub end_time: Option<String>,
+    /// The number of batches, once the input was read to its end.
+    pub total_batch_count: Option<u64>,
+    /// on-job-complete.
+    pub hook: Hook,
+    /// What went wrong with the job as a whole.
+    pub error: Option<String>,
+}
+
+/// Batch counts of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    /// Batches that succeeded.
+    pub succeeded: u64,
+    /// Batches that failed on every attempt.
+    pub failed: u64,
+    /// Batches dead-lettered unhandled (timeout, stop).
+    pub unhandled: u64,
+    /// Mean seconds per succeeded batch.
+    pub average_time_per_batch: Option<f64>,
+}
+
+/// A dead-lettered batch, as downloaded.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its position in the job.
+    pub index: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The error kind.
+    pub kind: String,
+    /// The error message.
+    pub message: String,
+    /// The batch's bytes.
+    pub body: Vec<u8>,
+}
+
+/// The journal, shared by the service's threads.
+#[derive(Clone)]
+pub struct Journal {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY,
+        api_name TEXT NOT NULL,
+        submission BLOB NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        submitted_at REAL NOT NULL,
+        end_time TEXT,
+        total_batch_count INTEGER,
+        hook TEXT NOT NULL DEFAULT 'pending',
+        error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, submitted_at);
+    CREATE TABLE IF NOT EXISTS outcomes (
+        job_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        elapsed REAL,
+        attempts INTEGER,
+        kind TEXT,
+        message TEXT,
+        body BLOB,
+        PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+";
+
+/// `outcomes.state`.
+const SUCCEEDED: i64 = 1;
+const FAILED: i64 = 2;
+const UNHANDLED: i64 = 3;
+
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Pending => "pending",
+        Hook::Running => "running",
+        Hook::Done(outcome) => outcome.as_str(),
+    }
+}
+
+fn parse_hook(name: &str) -> Hook {
+    use crate::job::status::HookOutcome::*;
+    match name {
+        "running" => Hook::Running,
+        "succeeded" => Hook::Done(Succeeded),
+        "not_found" => Hook::Done(NotFound),
+        "failed" => Hook::Done(Failed),
+        "skipped" => Hook::Done(Skipped),
+        _ => Hook::Pending,
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) `dir/journal.sqlite`.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        let path = dir.join("journal.sqlite");
+        let fail = |e: &dyn std::fmt::Display| JournalError { path: path.clone(), error: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        let conn = Connection::open(&path).map_err(|e| fail(&e))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(&e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+        Ok(Journal { conn: Arc::new(Mutex::new(conn)), path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> std::io::Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).map_err(|e| std::io::Error::other(format!("journal {}: {e}", self.path.display())))
+    }
+
+    /// Records a new job.
+    pub fn insert_job(&self, job: &JobRow) -> std::io::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO jobs (job_id, api_name, submission, spec, status, submitted_at, hook)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                params![
+                    job.job_id,
+                    job.api_name,
+                    job.submission,
+                    job.spec.to_string(),
+                    job.status.as_str(),
+                    job.submitted_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+        let spec: String = r.get(3)?;
+        let status: String = r.get(4)?;
+        let hook: String = r.get(8)?;
+        Ok(JobRow {
+            job_id: r.get(0)?,
+            api_name: r.get(1)?,
+            submission: r.get(2)?,
+            spec: serde_json::from_str(&spec).unwrap_or_default(),
+            status: JobState::parse(&status).unwrap_or(JobState::WorkerError),
+            submitted_at: r.get(5)?,
+            end_time: r.get(6)?,
+            total_batch_count: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+            hook: parse_hook(&hook),
+            error: r.get(9)?,
+        })
+    }
+
+    const COLUMNS: &str =
+        "job_id, api_name, submission, spec, status, submitted_at, end_time, total_batch_count, hook, error";
+
+    /// The job with this ID.
+    pub fn job(&self, job_id: &str) -> std::io::Result<Option<JobRow>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {} FROM jobs WHERE job_id = ?1", Self::COLUMNS), [job_id], Self::row)
+                .optional()
+        })
+    }
+
+    /// The API's jobs, newest first, at most `limit`.
+    pub fn jobs(&self, api_name: &str, limit: usize) -> std::io::Result<Vec<JobRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {} FROM jobs WHERE api_name = ?1 ORDER BY submitted_at DESC LIMIT ?2",
+                Self::COLUMNS
+            ))?;
+            q.query_map(params![api_name, limit as i64], Self::row)?.collect()
+        })
+    }
+
+    /// Jobs that have not ended (to resume at start), oldest first.
+    pub fn unfinished(&self) -> std::io::Result<Vec<JobRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {} FROM jobs WHERE status IN ('pending', 'running') ORDER BY submitted_at",
+                Self::COLUMNS
+            ))?;
+            q.query_map([], Self::row)?.collect()
+        })
+    }
+
+    /// Jobs that have not ended.
+    pub fn unfinished_count(&self) -> std::io::Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+    }
+
+    /// How many jobs have each status.
+    pub fn status_counts(&self) -> std::io::Result<Vec<(JobState, u64)>> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+            let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, n) = row?;
+                if let Some(state) = JobState::parse(&status) {
+                    out.push((state, n));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sets a job's status (and its end and error, for a final one).
+    pub fn set_status(
+        &self,
+        job_id: &str,
+        status: JobState,
+        end_time: Option<&str>,
+        error: Option<&str>,
+    ) -> std::io::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, end_time = ?3, error = ?4 WHERE job_id = ?1",
+                params![job_id, status.as_str(), end_time, error],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Sets how far on-job-complete got.
+    pub fn set_hook(&self, job_id: &str, hook: Hook) -> std::io::Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE jobs SET hook = ?2 WHERE job_id = ?1", params![job_id, hook_name(hook)]).map(drop)
+        })
+    }
+
+    /// Records the number of batches, once the input has been read to its end.
+    pub fn set_total(&self, job_id: &str, total: u64) -> std::io::Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE jobs SET total_batch_count = ?2 WHERE job_id = ?1", params![job_id, total as i64])
+                .map(drop)
+        })
+    }
+
+    /// The batch counts of a job.
+    pub fn counts(&self, job_id: &str) -> std::io::Result<Counts> {
+        self.with(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT state, COUNT(*), AVG(elapsed) FROM outcomes WHERE job_id = ?1 GROUP BY state",
+            )?;
+            let mut counts = Counts::default();
+            for row in q.query_map([job_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, Option<f64>>(2)?))
+            })? {
+                let (state, n, avg) = row?;
+                match state {
+                    SUCCEEDED => {
+                        counts.succeeded = n;
+                        counts.average_time_per_batch = avg;
+                    }
+                    FAILED => counts.failed = n,
+                    _ => counts.unhandled = n,
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    /// The indexes of a job's batches that have ended, as a bit set.
+    pub fn ended(&self, job_id: &str) -> std::io::Result<Vec<u64>> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT idx FROM outcomes WHERE job_id = ?1")?;
+            let mut bits: Vec<u64> = Vec::new();
+            for idx in q.query_map([job_id], |r| r.get::<_, i64>(0))? {
+                let idx = idx? as usize;
+                if bits.len() <= idx / 64 {
+                    bits.resize(idx / 64 + 1, 0);
+                }
+                bits[idx / 64] |= 1 << (idx % 64);
+            }
+            Ok(bits)
+        })
+    }
+
+    /// A job's dead letters, in batch order.
+    pub fn dead_letters(&self, job_id: &str) -> std::io::Result<Vec<DeadLetter>> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT idx, attempts, kind, message, body FROM outcomes
+                 WHERE job_id = ?1 AND state != ?2 ORDER BY idx",
+            )?;
+            q.query_map(params![job_id, SUCCEEDED], |r| {
+                Ok(DeadLetter {
+                    index: r.get::<_, i64>(0)? as u64,
+                    attempts: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u32,
+                    kind: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    message: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    body: r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The ledger of one job, for the runner.
+    pub fn ledger(&self, job_id: &str) -> JobLedger {
+        JobLedger { journal: self.clone(), job_id: job_id.to_string() }
+    }
+}
+
+/// One job's outcomes, recorded in the journal as the runner reports them.
+pub struct JobLedger {
+    journal: Journal,
+    job_id: String,
+}
+
+impl Ledger for JobLedger {
+    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()> {
+        self.journal.with(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO outcomes (job_id, idx, state, elapsed) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![self.job_id, index as i64, SUCCEEDED, elapsed.as_secs_f64()])
+                .map(drop)
+        })
+    }
+
+    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
+        self.journal.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO outcomes (job_id, idx, state, attempts, kind, message, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for r in records {
+                    let state = if r.error.interrupted() { UNHANDLED } else { FAILED };
+                    insert.execute(params![
+                        self.job_id,
+                        r.index as i64,
+                        state,
+                        r.attempts,
+                        r.error.kind.to_string(),
+                        r.error.message,
+                        r.body
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn totals(&self) -> Option<(u64, u64, u64)> {
+        let counts = self.journal.counts(&self.job_id).ok()?;
+        let total = self.journal.job(&self.job_id).ok()??.total_batch_count?;
+        Some((counts.succeeded, counts.failed + counts.unhandled, total))
+    }
+
+    fn location(&self) -> Option<String> {
+        None
+    }
+
+    fn hook_starting(&self) {
+        if let Err(e) = self.journal.set_hook(&self.job_id, Hook::Running) {
+            tracing::error!(job_id = self.job_id, "{e}");
+        }
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::executor::{AttemptError, AttemptKind};
+
+    fn job(id: &str) -> JobRow {
+        JobRow {
+            job_id: id.into(),
+            api_name: "sum".into(),
+            submission: b"{}".to_vec(),
+            spec: serde_json::json!({"job_id": id}),
+            status: JobState::Pending,
+            submitted_at: 1.0,
+            end_time: None,
+            total_batch_count: None,
+            hook: Hook::Pending,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_survive_reopening_and_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.insert_job(&job("a")).unwrap();
+            let ledger = journal.ledger("a");
+            ledger.succeeded(0, Duration::from_millis(10)).unwrap();
+            ledger.succeeded(2, Duration::from_millis(30)).unwrap();
+            let error = AttemptError { kind: AttemptKind::Connection, message: "gone".into() };
+            ledger.dead_lettered(&[Record { index: 70, attempts: 3, error: &error, body: b"[1]" }]).unwrap();
+            journal.set_total("a", 71).unwrap();
+            journal.set_hook("a", Hook::Running).unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        let counts = journal.counts("a").unwrap();
+        assert_eq!((counts.succeeded, counts.failed, counts.unhandled), (2, 1, 0));
+        assert!((counts.average_time_per_batch.unwrap() - 0.02).abs() < 1e-9);
+        let ended = journal.ended("a").unwrap();
+        assert_eq!(ended, vec![0b101, 1 << 6]);
+        let dead = journal.dead_letters("a").unwrap();
+        assert_eq!((dead[0].index, dead[0].kind.as_str(), dead[0].body.as_slice()), (70, "connection", &b"[1]"[..]));
+        let row = journal.job("a").unwrap().unwrap();
+        assert_eq!((row.total_batch_count, row.hook, row.status), (Some(71), Hook::Running, JobState::Pending));
+        assert_eq!(journal.unfinished().unwrap().len(), 1);
+        assert_eq!(journal.ledger("a").totals(), Some((2, 1, 71)));
+    }
+}

@@ -1,0 +1,321 @@
+//! The operator's configuration file (TOML): the service's limits and the APIs it
+//! hosts. Every problem is reported, one line each, naming the API and the field.
+//!
+//! ```toml
+//! max_workers = 8          # batches handled at once over all jobs [default: CPUs]
+//! max_running_jobs = 8     # jobs running at once; the others wait, pending
+//! max_queued_jobs = 1000   # jobs accepted and not ended; beyond, 503 + Retry-After
+//!
+//! [[api]]
+//! name = "sum"
+//! plugin = "plugins/sum.wasm"   # relative to this file; or endpoints = ["http://…"]
+//! max_workers = 4               # a job's `workers` is capped at this
+//! default_workers = 1           # when a submission has no `workers` (Cortex requires it)
+//! mount = "out"                 # the guests' /mnt
+//! max_memory = "512MiB"
+//! batch_timeout = "5m"
+//! init_timeout = "5m"
+//! recycle_after = 1000
+//! output_limit = "16KiB"
+//! max_attempts = 3
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{parse_duration, parse_size};
+
+/// The whole file.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Batches handled at once over all jobs (the worker budget).
+    pub max_workers: usize,
+    /// Jobs running at once.
+    pub max_running_jobs: usize,
+    /// Jobs accepted and not ended.
+    pub max_queued_jobs: u64,
+    /// The APIs, by name.
+    pub apis: Vec<ApiConfig>,
+}
+
+/// Who handles an API's batches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handler {
+    /// A plugin run in the operator's process.
+    Plugin(PathBuf),
+    /// Servers of the container contract.
+    Endpoints(Vec<String>),
+}
+
+/// One API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Its name, the `<api>` of `/batch/<api>`.
+    pub name: String,
+    /// Its handler.
+    pub handler: Handler,
+    /// A job's workers are capped at this.
+    pub max_workers: usize,
+    /// Workers when a submission gives none (`None`: required, as in Cortex).
+    pub default_workers: Option<usize>,
+    /// The guests' `/mnt`.
+    pub mount: Option<PathBuf>,
+    /// Linear memory per instance.
+    pub max_memory: u64,
+    /// Limit of one batch (and of on-job-complete); for endpoints, of one request.
+    pub batch_timeout: Duration,
+    /// Limit of starting an instance.
+    pub init_timeout: Duration,
+    /// Replace an instance after this many batches.
+    pub recycle_after: Option<u64>,
+    /// Guest output kept per call.
+    pub output_limit: usize,
+    /// Attempts per batch unless the submission says otherwise.
+    pub max_attempts: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    max_workers: Option<i64>,
+    max_running_jobs: Option<i64>,
+    max_queued_jobs: Option<i64>,
+    #[serde(default)]
+    api: Vec<RawApi>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    name: Option<String>,
+    plugin: Option<PathBuf>,
+    endpoints: Option<Vec<String>>,
+    max_workers: Option<i64>,
+    default_workers: Option<i64>,
+    mount: Option<PathBuf>,
+    max_memory: Option<String>,
+    batch_timeout: Option<String>,
+    init_timeout: Option<String>,
+    recycle_after: Option<i64>,
+    output_limit: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+/// The problems of a configuration file, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {}", problems.join(&format!("\n{}: ", path.display())))]
+pub struct ConfigError {
+    path: PathBuf,
+    problems: Vec<String>,
+}
+
+/// Whether `name` is a valid API name (Cortex's rule: lowercase letters, digits and
+/// dashes, starting with a letter, at most 63 characters).
+fn valid_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+impl OperatorConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read it: {e}")]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(fail)
+    }
+
+    /// Parses `text`; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<OperatorConfig, Vec<String>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
+        let mut problems = Vec::new();
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut int = |field: &str, value: Option<i64>, min: i64, max: i64, default: i64| match value {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                problems.push(format!("{field}: must be between {min} and {max}, got {n}"));
+                default
+            }
+        };
+        let max_workers = int("max_workers", raw.max_workers, 1, 4096, cpus as i64) as usize;
+        let max_running_jobs = int("max_running_jobs", raw.max_running_jobs, 1, 1024, 8) as usize;
+        let max_queued_jobs = int("max_queued_jobs", raw.max_queued_jobs, 1, 1_000_000, 1000) as u64;
+        if raw.api.is_empty() {
+            problems.push("no [[api]] is declared".into());
+        }
+        let mut apis = Vec::new();
+        let mut names = HashSet::new();
+        for (i, api) in raw.api.into_iter().enumerate() {
+            let label = match &api.name {
+                Some(name) => format!("api {name:?}"),
+                None => format!("api #{}", i + 1),
+            };
+            let mut problem = |field: &str, message: String| problems.push(format!("{label}: {field}: {message}"));
+            let name = match api.name {
+                None => {
+                    problem("name", "is required".into());
+                    continue;
+                }
+                Some(name) if !valid_name(&name) => {
+                    problem("name", "must be lowercase letters, digits and dashes, starting with a letter".into());
+                    name
+                }
+                Some(name) => name,
+            };
+            if !names.insert(name.clone()) {
+                problem("name", "is declared twice".into());
+            }
+            let handler = match (api.plugin, api.endpoints) {
+                (Some(plugin), None) => {
+                    let plugin = base.join(plugin);
+                    if !plugin.is_file() {
+                        problem("plugin", format!("{} is not a file", plugin.display()));
+                    }
+                    Handler::Plugin(plugin)
+                }
+                (None, Some(endpoints)) => {
+                    if endpoints.is_empty() {
+                        problem("endpoints", "must list at least one URL".into());
+                    }
+                    for url in &endpoints {
+                        if let Err(e) = crate::http::client::Endpoint::parse(url) {
+                            problem("endpoints", e);
+                        }
+                    }
+                    Handler::Endpoints(endpoints)
+                }
+                _ => {
+                    problem("plugin", "give exactly one of `plugin` and `endpoints`".into());
+                    continue;
+                }
+            };
+            let mut bounded = |field: &str, value: Option<i64>, min: i64, max: i64| match value {
+                Some(n) if !(min..=max).contains(&n) => {
+                    problem(field, format!("must be between {min} and {max}, got {n}"));
+                    None
+                }
+                other => other,
+            };
+            let api_max_workers = bounded("max_workers", api.max_workers, 1, 1024).unwrap_or(4) as usize;
+            let default_workers = bounded("default_workers", api.default_workers, 1, 1024).map(|n| n as usize);
+            let recycle_after = bounded("recycle_after", api.recycle_after, 1, i64::MAX).map(|n| n as u64);
+            let max_attempts = bounded("max_attempts", api.max_attempts, 1, 1000).unwrap_or(3) as u32;
+            let mut size = |field: &str, value: Option<String>, default: u64| match value {
+                None => default,
+                Some(text) => parse_size(&text).unwrap_or_else(|e| {
+                    problem(field, e);
+                    default
+                }),
+            };
+            let max_memory = size("max_memory", api.max_memory, 512 << 20);
+            let output_limit = size("output_limit", api.output_limit, 16 << 10) as usize;
+            let mut duration = |field: &str, value: Option<String>| match value {
+                None => Duration::from_secs(300),
+                Some(text) => parse_duration(&text).unwrap_or_else(|e| {
+                    problem(field, e);
+                    Duration::from_secs(300)
+                }),
+            };
+            let batch_timeout = duration("batch_timeout", api.batch_timeout);
+            let init_timeout = duration("init_timeout", api.init_timeout);
+            let mount = api.mount.map(|m| base.join(m));
+            if let Some(mount) = &mount
+                && !mount.is_dir()
+            {
+                problems.push(format!("{label}: mount: {} is not a directory", mount.display()));
+            }
+            apis.push(ApiConfig {
+                name,
+                handler,
+                max_workers: api_max_workers,
+                default_workers,
+                mount,
+                max_memory,
+                batch_timeout,
+                init_timeout,
+                recycle_after,
+                output_limit,
+                max_attempts,
+            });
+        }
+        if problems.is_empty() {
+            Ok(OperatorConfig { max_workers, max_running_jobs, max_queued_jobs, apis })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The API named `name`.
+    pub fn api(&self, name: &str) -> Option<&ApiConfig> {
+        self.apis.iter().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sum.wasm"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        let config = OperatorConfig::parse(
+            r#"
+            max_workers = 6
+            [[api]]
+            name = "sum"
+            plugin = "sum.wasm"
+            max_workers = 2
+            mount = "out"
+            batch_timeout = "30s"
+            [[api]]
+            name = "remote"
+            endpoints = ["http://127.0.0.1:8080"]
+            "#,
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!((config.max_workers, config.max_running_jobs, config.apis.len()), (6, 8, 2));
+        let sum = config.api("sum").unwrap();
+        assert_eq!(sum.handler, Handler::Plugin(dir.path().join("sum.wasm")));
+        assert_eq!((sum.max_workers, sum.batch_timeout, sum.max_attempts), (2, Duration::from_secs(30), 3));
+        assert_eq!(config.api("remote").unwrap().handler, Handler::Endpoints(vec!["http://127.0.0.1:8080".into()]));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_api_and_field() {
+        let problems = OperatorConfig::parse(
+            r#"
+            [[api]]
+            name = "Bad_Name"
+            plugin = "missing.wasm"
+            max_workers = 0
+            batch_timeout = "5 fortnights"
+            [[api]]
+            name = "both"
+            plugin = "x.wasm"
+            endpoints = ["http://x"]
+            [[api]]
+            plugin = "y.wasm"
+            "#,
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        let text = problems.join("\n");
+        assert!(text.contains("api \"Bad_Name\": name: must be lowercase"), "{text}");
+        assert!(text.contains("api \"Bad_Name\": plugin: /nonexistent/missing.wasm is not a file"), "{text}");
+        assert!(text.contains("api \"Bad_Name\": max_workers: must be between 1 and 1024, got 0"), "{text}");
+        assert!(text.contains("api \"Bad_Name\": batch_timeout: unknown duration unit"), "{text}");
+        assert!(text.contains("api \"both\": plugin: give exactly one of `plugin` and `endpoints`"), "{text}");
+        assert!(text.contains("api #3: name: is required"), "{text}");
+        let unknown = OperatorConfig::parse("[[api]]\nname = \"a\"\nplugins = \"x\"\n", Path::new(".")).unwrap_err();
+        assert!(unknown[0].contains("unknown field `plugins`"), "{unknown:?}");
+    }
+}

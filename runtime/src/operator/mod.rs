@@ -1,0 +1,51 @@
+//! The job service: `wasmbatch operator`.
+//!
+//! - `config`: the TOML file declaring the service's limits and its APIs.
+//! - `service`: jobs — submission (Cortex's validation), scheduling under a worker
+//!   budget, the runner on the journal, stop, resume after a crash or a shutdown.
+//! - `routes`: Cortex's job API over HTTP, and ours (job lists, dead letters).
+
+pub mod config;
+pub mod routes;
+pub mod service;
+
+use prometheus::{IntGauge, IntGaugeVec, Opts};
+
+use crate::job::status::JobState;
+pub use service::Service;
+
+/// The operator's metrics: every API's batch series, plus jobs by status and the
+/// worker budget, read when scraped.
+pub fn render_metrics(service: &Service) -> String {
+    use std::sync::OnceLock;
+    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge)> = OnceLock::new();
+    let (jobs, busy, budget) = GAUGES.get_or_init(|| {
+        let jobs = IntGaugeVec::new(Opts::new("wasmbatch_jobs", "Jobs in the journal, by status."), &["status"])
+            .expect("valid metric");
+        let busy = IntGauge::new("wasmbatch_workers_busy", "Worker places in use (batches in flight).").expect("valid");
+        let budget = IntGauge::new("wasmbatch_workers_budget", "Worker places in all.").expect("valid");
+        service.metrics().register(Box::new(jobs.clone()));
+        service.metrics().register(Box::new(busy.clone()));
+        service.metrics().register(Box::new(budget.clone()));
+        (jobs, busy, budget)
+    });
+    if let Ok(counts) = service.journal().status_counts() {
+        for state in [
+            JobState::Pending,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::CompletedWithFailures,
+            JobState::TimedOut,
+            JobState::Stopped,
+            JobState::EnqueueFailed,
+            JobState::WorkerError,
+        ] {
+            let n = counts.iter().find(|(s, _)| *s == state).map(|(_, n)| *n).unwrap_or(0);
+            jobs.with_label_values(&[state.as_str()]).set(n as i64);
+        }
+    }
+    let (in_use, total) = service.workers();
+    busy.set(in_use as i64);
+    budget.set(total as i64);
+    service.metrics().render()
+}

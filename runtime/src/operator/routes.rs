@@ -1,0 +1,255 @@
+//! The operator's HTTP API: Cortex's job routes, exactly, and a few of ours.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /batch/<api>[?dryRun=true]` | the job spec (Cortex's `BatchJob`); a dry run, `text/plain` |
+//! | `GET /batch/<api>?jobID=<id>` | `{job_status, api_spec, metrics, endpoint}` |
+//! | `DELETE /batch/<api>?jobID=<id>` | `{"message":"stopped job <id>"}` |
+//! | `GET /batch/<api>/jobs` | ours: `{"jobs": [job_status…]}`, newest first |
+//! | `GET /batch/<api>/jobs/<id>/dead-letters` | ours: the job's dead letters, JSON Lines |
+//! | `GET /healthz`, `GET /metrics` | readiness; Prometheus metrics |
+//!
+//! Errors are Cortex's: status 400 and `{"kind": …, "message": …}` with its kinds; ours
+//! are 503 `busy` (with `Retry-After`) and 404 for unknown routes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::service::{Service, ServiceError, Submitted};
+use crate::journal::{Counts, JobRow};
+
+/// Cortex's limit on a submission's body.
+pub const MAX_SUBMISSION: usize = 10 << 20;
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
+    respond(status, "application/json", value.to_string())
+}
+
+/// Cortex's error answer: 400 `{"kind","message"}`; ours for `busy` (503) and
+/// unknown routes (404).
+fn error_response(kind: &str, message: &str) -> HttpResponse {
+    let status = match kind {
+        "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "not_found" => StatusCode::NOT_FOUND,
+        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut response = json_response(status, &json!({ "kind": kind, "message": message }));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    response
+}
+
+fn service_error(e: &ServiceError) -> HttpResponse {
+    let kind = match e {
+        ServiceError::ApiNotDeployed(_) => "resources.api_not_deployed",
+        ServiceError::JobNotFound { .. } => "job.not_found",
+        ServiceError::Invalid { kind, .. } => kind,
+        ServiceError::Busy(_) => "busy",
+        ServiceError::Journal(_) => "internal",
+    };
+    if kind == "internal" {
+        tracing::error!("{e}");
+    }
+    error_response(kind, &e.to_string())
+}
+
+/// A job's `job_status`: the spec, its status and counts.
+pub fn job_status(row: &JobRow, counts: &Counts) -> Value {
+    let mut status = row.spec.clone();
+    status["status"] = json!(row.status.as_str());
+    if let Some(end) = &row.end_time {
+        status["end_time"] = json!(end);
+    }
+    if let Some(total) = row.total_batch_count.filter(|&t| t > 0) {
+        status["total_batch_count"] = json!(total);
+    }
+    let ended = counts.succeeded + counts.failed + counts.unhandled;
+    let in_queue = if row.status.is_terminal() { 0 } else { row.total_batch_count.unwrap_or(0).saturating_sub(ended) };
+    status["batches_in_queue"] = json!(in_queue);
+    status["dead_lettered_batch_count"] = json!(counts.failed + counts.unhandled);
+    status["on_job_complete"] = json!(match row.hook {
+        crate::journal::Hook::Pending => "pending",
+        crate::journal::Hook::Running => "running",
+        crate::journal::Hook::Done(outcome) => outcome.as_str(),
+    });
+    if let Some(error) = &row.error {
+        status["error"] = json!(error);
+    }
+    status
+}
+
+fn metrics_of(counts: &Counts) -> Value {
+    json!({
+        "succeeded": counts.succeeded,
+        "failed": counts.failed,
+        "average_time_per_batch": counts.average_time_per_batch,
+    })
+}
+
+fn query_param<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// Runs blocking work (the journal, parsing a submission) off the I/O threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a blocking task does not panic")
+}
+
+async fn route(service: Arc<Service>, request: Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.clone(), parts.as_slice()) {
+        (Method::GET | Method::HEAD, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, ["metrics"]) => {
+            let body = blocking(move || super::render_metrics(&service)).await;
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+        }
+        (Method::POST, ["batch", api]) => submit(service, api.to_string(), request).await,
+        (Method::GET, ["batch", api]) => {
+            let Some(job_id) = query_param(&request, "jobID").map(str::to_owned) else {
+                return error_response("endpoints.query_param_required", "query param required: jobID");
+            };
+            let host =
+                request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+            let api = api.to_string();
+            blocking(move || match service.job(&api, &job_id) {
+                Ok((row, counts)) => json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "job_status": job_status(&row, &counts),
+                        "api_spec": service.api_spec(&row.api_name).unwrap_or(json!({"name": row.api_name})),
+                        "metrics": metrics_of(&counts),
+                        "endpoint": format!("http://{host}/batch/{api}?jobID={job_id}"),
+                    }),
+                ),
+                Err(e) => service_error(&e),
+            })
+            .await
+        }
+        (Method::DELETE, ["batch", api]) => {
+            let Some(job_id) = query_param(&request, "jobID").map(str::to_owned) else {
+                return error_response("endpoints.query_param_required", "query param required: jobID");
+            };
+            let api = api.to_string();
+            blocking(move || match service.stop(&api, &job_id) {
+                Ok(()) => json_response(StatusCode::OK, &json!({ "message": format!("stopped job {job_id}") })),
+                Err(e) => service_error(&e),
+            })
+            .await
+        }
+        (Method::GET, ["batch", api, "jobs"]) => {
+            let api = api.to_string();
+            if !service.has_api(&api) {
+                return service_error(&ServiceError::ApiNotDeployed(api));
+            }
+            let limit = query_param(&request, "limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+            blocking(move || {
+                let listed = service.journal().jobs(&api, limit).and_then(|rows| {
+                    rows.iter()
+                        .map(|row| service.journal().counts(&row.job_id).map(|c| job_status(row, &c)))
+                        .collect::<std::io::Result<Vec<Value>>>()
+                });
+                match listed {
+                    Ok(jobs) => json_response(StatusCode::OK, &json!({ "jobs": jobs })),
+                    Err(e) => service_error(&ServiceError::Journal(e)),
+                }
+            })
+            .await
+        }
+        (Method::GET, ["batch", api, "jobs", job_id, "dead-letters"]) => {
+            let (api, job_id) = (api.to_string(), job_id.to_string());
+            blocking(move || {
+                let letters = service.job(&api, &job_id).and_then(|_| Ok(service.journal().dead_letters(&job_id)?));
+                match letters {
+                    Ok(letters) => {
+                        let mut out = Vec::new();
+                        for l in &letters {
+                            crate::job::dead_letter::encode_parts(
+                                l.index, l.attempts, &l.kind, &l.message, &l.body, &mut out,
+                            );
+                        }
+                        respond(StatusCode::OK, "application/x-ndjson", out)
+                    }
+                    Err(e) => service_error(&e),
+                }
+            })
+            .await
+        }
+        (_, ["batch", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {
+            error_response("method_not_allowed", &format!("method {method} is not allowed on {path}"))
+        }
+        _ => error_response("not_found", &format!("no route for {path}")),
+    }
+}
+
+async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) -> HttpResponse {
+    let dry_run = query_param(&request, "dryRun").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let body = match Limited::new(request.into_body(), MAX_SUBMISSION).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error_response("error", "http: request body too large");
+        }
+        Err(e) => return error_response("error", &format!("cannot read the request body: {e}")),
+    };
+    match blocking(move || service.submit(&api, &body, dry_run)).await {
+        Ok(Submitted::Job(spec)) => json_response(StatusCode::OK, &spec),
+        Ok(Submitted::DryRun(text)) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
+        // A dry run's validation errors are text, as Cortex answers them (JSON parse
+        // errors come before its dry-run branch, so they stay JSON).
+        Err(ServiceError::Invalid { kind, message }) if dry_run && kind != "error" => {
+            respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", format!("\n{message}\n"))
+        }
+        Err(e) => service_error(&e),
+    }
+}
+
+/// Serves the operator's API on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = crate::http::server::accept(&listener) => accepted,
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let service = service.clone();
+                    async move { Ok::<_, Infallible>(route(service, request).await) }
+                }),
+            );
+        tokio::spawn(connection);
+    }
+}

@@ -1,0 +1,640 @@
+//! The job service: accepts jobs, runs them under the worker budget, records
+//! everything in the journal, and resumes what a crash or a shutdown interrupted.
+//!
+//! Each job has a thread that waits for one of `max_running_jobs` places (in
+//! submission order), then drives the job runner: batches from the submission (those
+//! with an outcome in the journal skipped), outcomes into the journal, every attempt
+//! under a place of the shared worker budget. On a shutdown, batches in flight are
+//! left pending and the job stays `running` in the journal; the next start resumes it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::config::{ApiConfig, Handler, OperatorConfig};
+use crate::engine::{Engine, EngineConfig};
+use crate::http::client::{Endpoint, wait_ready};
+use crate::job::budget::Budget;
+use crate::job::executor::{EndpointExecutor, InProcess};
+use crate::job::runner::{JobPlan, StopFlag, StopReason};
+use crate::job::source::{self, Batch, BatchSource, PathRewrite, SourceError};
+use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
+use crate::job::submission::{SourceSpec, Submission, SubmissionError};
+use crate::journal::{Hook, JobRow, Journal};
+use crate::metrics::Metrics;
+use crate::plugin::{CallLimits, Plugin};
+use crate::sandbox::Sandbox;
+
+/// The largest item Cortex accepts in an `item_list`, in bytes of raw JSON.
+pub const MAX_ITEM_SIZE: usize = 256_000;
+
+/// Why a request to the service failed, with Cortex's error kinds.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No such API.
+    #[error("{0} is not deployed")]
+    ApiNotDeployed(String),
+    /// No such job.
+    #[error("failed to get job state: unable to find BatchAPI job {job_id} ({api} api)")]
+    JobNotFound {
+        /// The API asked about.
+        api: String,
+        /// The job ID asked about.
+        job_id: String,
+    },
+    /// The submission is not acceptable; `kind` is Cortex's.
+    #[error("{message}")]
+    Invalid {
+        /// Cortex's error kind.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Too many jobs not ended yet.
+    #[error("{0} jobs are queued or running, the most this operator accepts; retry later")]
+    Busy(u64),
+    /// The journal failed.
+    #[error("{0}")]
+    Journal(#[from] std::io::Error),
+}
+
+/// What a submission gives: the job spec, or for a dry run the text to answer.
+pub enum Submitted {
+    /// The job was accepted.
+    Job(Value),
+    /// A dry run: Cortex's text answer.
+    DryRun(String),
+}
+
+/// One hosted API: its settings and, for a plugin, its compiled module.
+struct Api {
+    config: ApiConfig,
+    plugin: Option<(Arc<Engine>, wasmtime::Module)>,
+    endpoints: Vec<Endpoint>,
+    metrics: Arc<Metrics>,
+}
+
+/// A job that has a thread.
+struct Live {
+    stop: StopFlag,
+    thread: JoinHandle<()>,
+}
+
+/// The service.
+pub struct Service {
+    config: OperatorConfig,
+    journal: Journal,
+    apis: HashMap<String, Api>,
+    budget: Arc<Budget>,
+    running: Arc<Budget>,
+    live: Mutex<HashMap<String, Live>>,
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+    cache_dir: Option<PathBuf>,
+}
+
+/// What the Cortex-side validation says about a submission error.
+fn cortex_error(e: SubmissionError) -> ServiceError {
+    const DOCS: &str = "\n\njob submission schema can be found at https://docs.cortex.dev/v/0.42/";
+    let (kind, message) = match &e {
+        SubmissionError::Parse { .. } | SubmissionError::NotObject { .. } => ("error", e.to_string()),
+        SubmissionError::Sources { found, .. } if found.starts_with("none") => (
+            "job.specify_exactly_one_key",
+            "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files".into(),
+        ),
+        SubmissionError::Sources { .. } => (
+            "job.conflicting_fields",
+            "please specify either the item_list or file_path_lister field (but not more than one at the same time)"
+                .into(),
+        ),
+        SubmissionError::Field { field, message, .. } if message.starts_with("must contain at least") => {
+            ("configreader.too_few_elements", format!("{}: must contain at least 1 elements", last(field)))
+        }
+        SubmissionError::Field { field, message, .. } if message.starts_with("is required") => {
+            let field = field.replace('.', ": ");
+            (
+                "configreader.must_be_greater_than_or_equal_to",
+                format!("{field}: must be greater than or equal to 1 (got 0)"),
+            )
+        }
+        SubmissionError::Field { field, message, .. } if message.starts_with("must be at least") => {
+            let got = message.rsplit("got ").next().unwrap_or("").trim_end_matches(" (seconds)").to_string();
+            let field = field.replace('.', ": ");
+            (
+                "configreader.must_be_greater_than_or_equal_to",
+                format!("{field}: must be greater than or equal to 1 (got {got})"),
+            )
+        }
+        SubmissionError::Field { field, message, .. } => ("error", format!("{field}: {message}")),
+    };
+    ServiceError::Invalid { kind, message: format!("{message}{DOCS}") }
+}
+
+fn last(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+/// `bytes` with `"workers": n` added when the object has no `workers`.
+fn with_default_workers(bytes: &[u8], workers: usize) -> Vec<u8> {
+    let keys: Result<HashMap<String, &RawValue>, _> = serde_json::from_slice(bytes);
+    match keys {
+        Ok(keys) if !keys.contains_key("workers") => {
+            let open = bytes.iter().position(|&b| b == b'{').expect("a JSON object");
+            let empty = bytes[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = bytes[..=open].to_vec();
+            out.extend_from_slice(format!("\"workers\":{workers}{}", if empty { "" } else { "," }).as_bytes());
+            out.extend_from_slice(&bytes[open + 1..]);
+            out
+        }
+        _ => bytes.to_vec(),
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Batches from the submission, skipping those that already have an outcome; records
+/// the number of batches when the input ends.
+struct Resumed {
+    inner: Box<dyn BatchSource>,
+    ended: Vec<u64>,
+    journal: Journal,
+    job_id: String,
+    seen: u64,
+}
+
+impl BatchSource for Resumed {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        loop {
+            match self.inner.next_batch()? {
+                None => {
+                    if let Err(e) = self.journal.set_total(&self.job_id, self.seen) {
+                        tracing::error!(job_id = self.job_id, "{e}");
+                    }
+                    return Ok(None);
+                }
+                Some(batch) => {
+                    self.seen += 1;
+                    let i = batch.index as usize;
+                    let done = self.ended.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+                    if !done {
+                        return Ok(Some(batch));
+                    }
+                }
+            }
+        }
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        self.inner.total_batches()
+    }
+}
+
+impl Service {
+    /// Opens the journal in `data_dir`, loads every API (compiling plugins), and
+    /// resumes the jobs a previous run left unfinished.
+    pub fn start(
+        config: OperatorConfig,
+        data_dir: &std::path::Path,
+        cache_dir: Option<PathBuf>,
+        runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<Arc<Service>> {
+        let journal = Journal::open(data_dir)?;
+        let metrics = Metrics::new("operator");
+        let mut apis = HashMap::new();
+        for api in &config.apis {
+            let api_metrics = metrics.for_api(&api.name);
+            let (plugin, endpoints) = match &api.handler {
+                Handler::Plugin(path) => {
+                    // Instances: the API's workers for each job that may run at once,
+                    // plus one per job for on-job-complete and the version probe.
+                    let instances = (api.max_workers + 1) * config.max_running_jobs + 2;
+                    let engine = Arc::new(Engine::new(EngineConfig {
+                        max_memory: api.max_memory,
+                        max_instances: u32::try_from(instances).unwrap_or(u32::MAX),
+                    })?);
+                    let (module, origin) = crate::compile::load(&engine, path, cache_dir.as_deref())?;
+                    api_metrics.module_loaded(origin.as_str());
+                    // The whole load-time check, now rather than at the first job.
+                    let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
+                    Plugin::new(
+                        engine.clone(),
+                        &module,
+                        sandbox,
+                        Arc::from(&b"{}"[..]),
+                        CallLimits::default(),
+                        api_metrics.clone(),
+                    )
+                    .map_err(|e| {
+                        anyhow::anyhow!("api {}: plugin {} is not a wasmbatch guest: {e}", api.name, path.display())
+                    })?;
+                    (Some((engine, module)), Vec::new())
+                }
+                Handler::Endpoints(urls) => {
+                    let endpoints = urls
+                        .iter()
+                        .map(|u| Endpoint::parse(u))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(anyhow::Error::msg)?;
+                    (None, endpoints)
+                }
+            };
+            tracing::info!(
+                api_name = api.name,
+                handler = if plugin.is_some() { "plugin" } else { "endpoints" },
+                "api loaded"
+            );
+            apis.insert(api.name.clone(), Api { config: api.clone(), plugin, endpoints, metrics: api_metrics });
+        }
+        let service = Arc::new(Service {
+            budget: Budget::new(config.max_workers),
+            running: Budget::new(config.max_running_jobs),
+            config,
+            journal,
+            apis,
+            live: Mutex::new(HashMap::new()),
+            metrics,
+            runtime,
+            cache_dir,
+        });
+        for row in service.journal.unfinished()? {
+            if !service.apis.contains_key(&row.api_name) {
+                tracing::error!(
+                    job_id = row.job_id,
+                    api_name = row.api_name,
+                    "the job's API is no longer configured; it stays as it is"
+                );
+                continue;
+            }
+            tracing::info!(job_id = row.job_id, api_name = row.api_name, status = row.status.as_str(), "resuming");
+            service.spawn(row);
+        }
+        Ok(service)
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The metrics of every API.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Worker places in use and in all.
+    pub fn workers(&self) -> (usize, usize) {
+        (self.budget.in_use(), self.budget.total())
+    }
+
+    /// Whether `name` is a hosted API.
+    pub fn has_api(&self, name: &str) -> bool {
+        self.apis.contains_key(name)
+    }
+
+    /// The API's settings, as `api_spec` shows them.
+    pub fn api_spec(&self, name: &str) -> Option<Value> {
+        let api = &self.apis.get(name)?.config;
+        let handler = match &api.handler {
+            Handler::Plugin(path) => json!({"plugin": path.display().to_string()}),
+            Handler::Endpoints(urls) => json!({"endpoints": urls}),
+        };
+        Some(json!({
+            "name": api.name,
+            "kind": "BatchAPI",
+            "handler": handler,
+            "max_workers": api.max_workers,
+            "max_attempts": api.max_attempts,
+        }))
+    }
+
+    /// Validates a submission (Cortex's rules) and, unless `dry_run`, records the job
+    /// and starts it.
+    pub fn submit(self: &Arc<Self>, api_name: &str, body: &[u8], dry_run: bool) -> Result<Submitted, ServiceError> {
+        let api = self.apis.get(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(cortex_error(SubmissionError::Parse {
+                origin: "submission".into(),
+                line: 1,
+                column: 0,
+                message: "EOF while parsing a value".into(),
+            }));
+        }
+        let body = match api.config.default_workers {
+            Some(n) if body.trim_ascii_start().starts_with(b"{") => with_default_workers(body, n),
+            _ => body.to_vec(),
+        };
+        let submission = Submission::parse(&body, "submission").map_err(cortex_error)?;
+        if let SourceSpec::ItemList { items, .. } = &submission.source
+            && let Some((i, item)) = items.iter().enumerate().find(|(_, v)| v.get().len() > MAX_ITEM_SIZE)
+        {
+            return Err(ServiceError::Invalid {
+                kind: "batchapi.item_size_exceeds_limit",
+                message: format!(
+                    "item {i} has size {} bytes which exceeds the limit ({MAX_ITEM_SIZE} bytes)",
+                    item.get().len()
+                ),
+            });
+        }
+        if dry_run {
+            return Ok(Submitted::DryRun(dry_run_text(&submission)?));
+        }
+        // The input must be readable now, not found broken when the job starts.
+        if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
+            source::list_files(files).map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
+        }
+        let queued = self.journal.unfinished_count()?;
+        if queued >= self.config.max_queued_jobs {
+            return Err(ServiceError::Busy(queued));
+        }
+        let now = SystemTime::now();
+        let job_id = new_job_id(now);
+        let workers = submission.workers.min(api.config.max_workers);
+        let spec = json!({
+            "job_id": job_id,
+            "api_name": api_name,
+            "kind": "BatchAPI",
+            "workers": workers,
+            "sqs_dead_letter_queue": null,
+            "config": submission.config,
+            "timeout": submission.timeout,
+            "api_id": "",
+            "sqs_url": "",
+            "start_time": rfc3339(now),
+        });
+        let row = JobRow {
+            job_id: job_id.clone(),
+            api_name: api_name.into(),
+            submission: body,
+            spec: spec.clone(),
+            status: JobState::Pending,
+            submitted_at: now_secs(),
+            end_time: None,
+            total_batch_count: None,
+            hook: Hook::Pending,
+            error: None,
+        };
+        self.journal.insert_job(&row)?;
+        tracing::info!(job_id, api_name, workers, "job submitted");
+        self.spawn(row);
+        Ok(Submitted::Job(spec))
+    }
+
+    /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
+    /// for reading).
+    pub fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
+        let row = self
+            .journal
+            .job(job_id)?
+            .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() })?;
+        let counts = self.journal.counts(job_id)?;
+        Ok((row, counts))
+    }
+
+    /// Stops a job; waits (up to 10 s) until its final status is recorded.
+    pub fn stop(&self, api_name: &str, job_id: &str) -> Result<(), ServiceError> {
+        let (row, _) = self.job(api_name, job_id)?;
+        if row.status.is_terminal() {
+            return Ok(());
+        }
+        let stop = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(job_id).map(|l| l.stop.clone());
+        match stop {
+            Some(stop) => stop.stop(),
+            None => self.journal.set_status(job_id, JobState::Stopped, Some(&rfc3339(SystemTime::now())), None)?,
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.journal.job(job_id)?.is_some_and(|r| r.status.is_terminal()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Starts the thread of a job.
+    fn spawn(self: &Arc<Self>, row: JobRow) {
+        let stop = StopFlag::default();
+        let service = self.clone();
+        let job_id = row.job_id.clone();
+        let flag = stop.clone();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let thread = std::thread::Builder::new()
+            .name("wasmbatch-job".into())
+            .spawn(move || {
+                let job_id = row.job_id.clone();
+                if let Err(e) = service.drive(row, &flag) {
+                    tracing::error!(job_id, "the job failed: {e:#}");
+                    let end = rfc3339(SystemTime::now());
+                    let _ =
+                        service.journal.set_status(&job_id, JobState::WorkerError, Some(&end), Some(&format!("{e:#}")));
+                }
+                service.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&job_id);
+            })
+            .expect("spawn a job thread");
+        live.insert(job_id, Live { stop, thread });
+    }
+
+    /// Runs one job to its end (or to a shutdown).
+    fn drive(&self, row: JobRow, stop: &StopFlag) -> anyhow::Result<()> {
+        let api = self.apis.get(&row.api_name).expect("checked when spawned");
+        let Some(_running) = self.running.acquire(stop) else {
+            if stop.reason() == Some(StopReason::Stopped) {
+                self.journal.set_status(&row.job_id, JobState::Stopped, Some(&rfc3339(SystemTime::now())), None)?;
+            }
+            return Ok(());
+        };
+        self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
+        let submission = Submission::parse(&row.submission, "submission")?;
+        let timeout = submission.timeout.map(|t| {
+            let spent = (now_secs() - row.submitted_at).max(0.0);
+            Duration::from_secs_f64((t as f64 - spent).max(0.001))
+        });
+        let rewrite = api.config.mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
+        let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
+        if let Some(total) = inner.total_batches() {
+            self.journal.set_total(&row.job_id, total)?;
+        }
+        let ended = self.journal.ended(&row.job_id)?;
+        let source =
+            Box::new(Resumed { inner, ended, journal: self.journal.clone(), job_id: row.job_id.clone(), seen: 0 });
+        let workers = row.spec["workers"].as_u64().unwrap_or(1) as usize;
+        let plan = JobPlan {
+            job_id: row.job_id.clone(),
+            api_name: row.api_name.clone(),
+            workers,
+            config: row.spec["config"].clone(),
+            timeout,
+            max_attempts: submission.max_attempts.unwrap_or(api.config.max_attempts),
+            ledger: Box::new(self.journal.ledger(&row.job_id)),
+            budget: Some(self.budget.clone()),
+            start_time: UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at),
+        };
+        let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(3600));
+        let status = match &api.plugin {
+            Some((engine, module)) => {
+                let spec = serde_json::to_vec_pretty(&row.spec)?;
+                let sandbox = Arc::new(Sandbox::new(&spec, api.config.mount.as_deref())?);
+                let limits = CallLimits {
+                    batch_timeout: api.config.batch_timeout,
+                    init_timeout: api.config.init_timeout,
+                    output_limit: api.config.output_limit,
+                    ..CallLimits::default()
+                };
+                let plugin =
+                    Plugin::new(engine.clone(), module, sandbox, Arc::from(spec), limits, api.metrics.clone())?;
+                let executor = InProcess::new(Arc::new(plugin), api.config.recycle_after);
+                crate::job::runner::run(
+                    plan,
+                    source,
+                    Arc::new(executor),
+                    stop.clone(),
+                    &mut progress,
+                    api.metrics.clone(),
+                )
+            }
+            None => {
+                for endpoint in &api.endpoints {
+                    let ready = self.runtime.block_on(async {
+                        tokio::select! {
+                            ready = wait_ready(endpoint, Duration::from_secs(60)) => Some(ready),
+                            () = stop.stopped() => None,
+                        }
+                    });
+                    match ready {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => anyhow::bail!(e),
+                        None if stop.reason() == Some(StopReason::Shutdown) => return Ok(()),
+                        None => {}
+                    }
+                }
+                let executor =
+                    EndpointExecutor::new(api.endpoints.clone(), self.runtime.clone(), api.config.batch_timeout);
+                crate::job::runner::run(
+                    plan,
+                    source,
+                    Arc::new(executor),
+                    stop.clone(),
+                    &mut progress,
+                    api.metrics.clone(),
+                )
+            }
+        };
+        if status.status == JobState::Running {
+            tracing::info!(job_id = row.job_id, "interrupted by the shutdown; resumes on the next start");
+            return Ok(());
+        }
+        // The whole job's counts decide between the two completed states: batches may
+        // have failed before a restart.
+        let counts = self.journal.counts(&row.job_id)?;
+        let state = match status.status {
+            JobState::Succeeded | JobState::CompletedWithFailures if counts.failed + counts.unhandled > 0 => {
+                JobState::CompletedWithFailures
+            }
+            other => other,
+        };
+        self.journal.set_hook(&row.job_id, Hook::Done(status.on_job_complete))?;
+        self.journal.set_status(&row.job_id, state, Some(&status.end_time), status.error.as_deref())?;
+        tracing::info!(
+            job_id = row.job_id,
+            api_name = row.api_name,
+            status = state.as_str(),
+            succeeded = counts.succeeded,
+            failed = counts.failed,
+            "job ended"
+        );
+        Ok(())
+    }
+
+    /// Stops taking jobs' batches: every job thread leaves what it has not finished
+    /// pending; waits up to `timeout` for them.
+    pub fn shutdown(&self, timeout: Duration) {
+        let live: Vec<(String, Live)> = self.live.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (_, job) in &live {
+            job.stop.set(StopReason::Shutdown);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        for (job_id, job) in live {
+            while !job.thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if job.thread.is_finished() {
+                let _ = job.thread.join();
+            } else {
+                tracing::error!(
+                    job_id,
+                    "the job did not stop within the drain timeout; its batches in flight run again on the next start"
+                );
+            }
+        }
+    }
+
+    /// The compile cache in use.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
+    }
+}
+
+/// Cortex's dry-run answer: the matching paths, one per line, then `validations passed`.
+fn dry_run_text(submission: &Submission) -> Result<String, ServiceError> {
+    let mut text = String::new();
+    if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
+        let paths =
+            source::list_files(files).map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
+        for path in paths {
+            text.push_str(&path.display().to_string());
+            text.push('\n');
+        }
+    }
+    text.push_str("validations passed");
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_workers_are_added_only_when_missing() {
+        assert_eq!(with_default_workers(br#"{"item_list": 1}"#, 3), br#"{"workers":3,"item_list": 1}"#);
+        assert_eq!(with_default_workers(b" { } ", 2), br#" {"workers":2 } "#);
+        assert_eq!(with_default_workers(br#"{"workers": 5}"#, 2), br#"{"workers": 5}"#);
+    }
+
+    #[test]
+    fn submission_errors_get_cortex_kinds_and_messages() {
+        let error = |text: &str| match cortex_error(Submission::parse(text.as_bytes(), "s").unwrap_err()) {
+            ServiceError::Invalid { kind, message } => (kind, message.split("\n\n").next().unwrap().to_string()),
+            other => panic!("{other}"),
+        };
+        assert_eq!(
+            error(r#"{"workers": 1}"#),
+            (
+                "job.specify_exactly_one_key",
+                "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files".into()
+            )
+        );
+        assert_eq!(
+            error(r#"{"workers": 1, "item_list": {"items": [], "batch_size": 1}}"#).0,
+            "configreader.too_few_elements"
+        );
+        assert_eq!(
+            error(r#"{"workers": 1, "item_list": {"items": [1], "batch_size": 0}}"#),
+            (
+                "configreader.must_be_greater_than_or_equal_to",
+                "item_list: batch_size: must be greater than or equal to 1 (got 0)".into()
+            )
+        );
+        assert_eq!(
+            error(r#"{"workers": 0, "item_list": {"items": [1], "batch_size": 1}}"#).1,
+            "workers: must be greater than or equal to 1 (got 0)"
+        );
+        assert_eq!(error("{").0, "error");
+    }
+}
