@@ -67,6 +67,63 @@ pub enum Command {
     /// Run the job service: Cortex's job API (`/batch/<api>`) for the APIs of a config
     /// file, with durable state in a data directory.
     Operator(OperatorArgs),
+    /// Submit a job to the job service (and with --watch, follow it to its end).
+    Submit(SubmitArgs),
+    /// Show a job of the job service, or an API's jobs, as `cortex get` does.
+    Get(GetArgs),
+    /// Stop a job of the job service.
+    Stop(StopArgs),
+}
+
+/// Where the job service is.
+#[derive(Debug, Args)]
+pub struct OperatorUrl {
+    /// The operator's URL.
+    #[arg(long = "operator", env = "WASMBATCH_OPERATOR", default_value = "http://localhost:8888")]
+    pub url: String,
+}
+
+/// Options of `submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The API.
+    pub api: String,
+    /// The job file (a Cortex job submission), or - for standard input.
+    pub job: PathBuf,
+    /// Follow the job until it ends (a progress line with counts and rate), and exit
+    /// as `run` does: 0 succeeded, 1 otherwise.
+    #[arg(long)]
+    pub watch: bool,
+    /// The operator.
+    #[command(flatten)]
+    pub operator: OperatorUrl,
+}
+
+/// Options of `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The API.
+    pub api: String,
+    /// A job; without it, the API's jobs.
+    pub job_id: Option<String>,
+    /// `text` (the layout of `cortex get`) or `json` (the raw answer).
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// The operator.
+    #[command(flatten)]
+    pub operator: OperatorUrl,
+}
+
+/// Options of `stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The API.
+    pub api: String,
+    /// The job.
+    pub job_id: String,
+    /// The operator.
+    #[command(flatten)]
+    pub operator: OperatorUrl,
 }
 
 /// Options of `operator`.
@@ -297,6 +354,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run_job(*args),
         Command::Compile(args) => run_compile(args).map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => run_operator(args).map(|()| ExitCode::SUCCESS),
+        Command::Submit(args) => run_submit(args),
+        Command::Get(args) => run_get(args),
+        Command::Stop(args) => run_stop(args),
     };
     match result {
         Ok(code) => code,
@@ -632,6 +692,84 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A client error as `main` reports it: exit 2 for what the operator refused.
+fn client_error(e: crate::operator::client::ClientError) -> anyhow::Error {
+    if e.exit_code == 2 { invalid(e) } else { anyhow::Error::new(e) }
+}
+
+fn now_epoch() -> i64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    use crate::operator::client::{Client, exit_code, status_message};
+    let job = if args.job.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading the job from stdin")?;
+        bytes
+    } else {
+        std::fs::read(&args.job).map_err(|e| invalid(format!("cannot read job file {}: {e}", args.job.display())))?
+    };
+    let mut client = Client::new(&args.operator.url).map_err(client_error)?;
+    let spec = client.submit(&args.api, job).map_err(client_error)?;
+    let job_id = spec["job_id"].as_str().unwrap_or_default().to_string();
+    if !args.watch {
+        println!("{}", serde_json::to_string_pretty(&spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("submitted job {job_id} to {}", args.api);
+    let started = Instant::now();
+    let mut view = ProgressView::new(ProgressMode::Auto, Duration::from_secs(5));
+    loop {
+        let answer = client.job(&args.api, &job_id).map_err(client_error)?;
+        let s = &answer["job_status"];
+        let m = &answer["metrics"];
+        let (succeeded, failed) = (m["succeeded"].as_u64().unwrap_or(0), m["failed"].as_u64().unwrap_or(0));
+        let progress = job::status::Progress {
+            done: succeeded + s["dead_lettered_batch_count"].as_u64().unwrap_or(failed),
+            items: None,
+            failed,
+            total: s["total_batch_count"].as_u64(),
+        };
+        let status = s["status"].as_str().unwrap_or("unknown").to_string();
+        if job::status::JobState::parse(&status).is_some_and(|state| state.is_terminal()) {
+            view.finish(progress);
+            let average =
+                m["average_time_per_batch"].as_f64().map(|a| format!("{:.1} ms", a * 1e3)).unwrap_or("-".into());
+            println!(
+                "job {job_id} {}: {succeeded} succeeded, {failed} failed; average time per batch {average}; {:.1}s",
+                status_message(&status),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(ExitCode::from(exit_code(&status)));
+        }
+        view.update(progress);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn run_get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    use crate::operator::client::{Client, describe_job, describe_jobs};
+    let mut client = Client::new(&args.operator.url).map_err(client_error)?;
+    let answer = match &args.job_id {
+        Some(job_id) => client.job(&args.api, job_id),
+        None => client.jobs(&args.api),
+    }
+    .map_err(client_error)?;
+    match (args.output, &args.job_id) {
+        (OutputFormat::Json, _) => println!("{}", serde_json::to_string_pretty(&answer)?),
+        (OutputFormat::Text, Some(_)) => print!("{}", describe_job(&answer, now_epoch())),
+        (OutputFormat::Text, None) => print!("{}", describe_jobs(&answer, now_epoch())),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_stop(args: StopArgs) -> anyhow::Result<ExitCode> {
+    let mut client = crate::operator::client::Client::new(&args.operator.url).map_err(client_error)?;
+    println!("{}", client.stop(&args.api, &args.job_id).map_err(client_error)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_compile(args: CompileArgs) -> anyhow::Result<()> {

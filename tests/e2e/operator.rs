@@ -486,3 +486,52 @@ fn a_bad_config_names_every_problem() {
     assert!(stderr.contains("api \"Sum\": plugin:") && stderr.contains("nope.wasm is not a file"), "{stderr}");
     assert!(stderr.contains("api \"x\": plugin: give exactly one of `plugin` and `endpoints`"), "{stderr}");
 }
+
+#[test]
+fn the_command_line_client_submits_watches_gets_and_stops() {
+    let place = Place::new("");
+    let operator = place.start();
+    let job_file = place.path("job.json");
+    std::fs::write(
+        &job_file,
+        json!({"workers": 2, "item_list": {"items": [[1], [2], [3]], "batch_size": 1}}).to_string(),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = wasmbatch().args(args).args(["--operator", &operator.url]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = cli(&["submit", "sum", job_file.to_str().unwrap(), "--watch"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(" succeeded: 3 succeeded, 0 failed"), "{stdout}");
+    let job_id = stderr.split("submitted job ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+
+    let (code, stdout, _) = cli(&["get", "sum", &job_id]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with(&format!("job id: {job_id}\nstatus: succeeded\n\nstart time: ")), "{stdout}");
+    assert!(
+        stdout
+            .contains("batch stats\ntotal   succeeded   failed attempts   avg time per batch\n3       3           0 "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("worker stats are not available because this job is not currently running"), "{stdout}");
+    let (_, json_out, _) = cli(&["get", "sum", &job_id, "-o", "json"]);
+    assert_eq!(serde_json::from_str::<Value>(&json_out).unwrap()["metrics"]["succeeded"], 3);
+    let (_, listed, _) = cli(&["get", "sum"]);
+    assert!(listed.starts_with("job id             status      total batches   start time"), "{listed}");
+    assert!(listed.contains(&job_id), "{listed}");
+
+    // A refused submission exits 2 with Cortex's message; stop answers with its message.
+    std::fs::write(&job_file, r#"{"workers": 1, "item_list": {"items": [], "batch_size": 1}}"#).unwrap();
+    let (code, _, stderr) = cli(&["submit", "sum", job_file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("items: must contain at least 1 elements (configreader.too_few_elements)"), "{stderr}");
+    let (code, stdout, _) = cli(&["stop", "sum", &job_id]);
+    assert_eq!((code, stdout.trim()), (Some(0), format!("stopped job {job_id}").as_str()));
+    let (code, _, stderr) = cli(&["get", "sum", "0000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}

@@ -330,7 +330,7 @@ pub fn run<E: Executor>(
 
     let snapshot = |shared: &Shared| {
         let t = shared.tally();
-        Progress { done: t.done, items: t.done_items, failed: t.failed, total }
+        Progress { done: t.done, items: Some(t.done_items), failed: t.failed, total }
     };
     let watch = Watch { started, timeout, stop: &stop, executor: &*executor };
     watch.until(|| threads.iter().all(|w| w.is_finished()), || progress.update(snapshot(&shared)));

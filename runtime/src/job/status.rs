@@ -240,8 +240,8 @@ pub enum ProgressMode {
 pub struct Progress {
     /// Batches finished (any outcome).
     pub done: u64,
-    /// Items in finished batches.
-    pub items: u64,
+    /// Items in finished batches, when known (else the rate is in batches).
+    pub items: Option<u64>,
     /// Batches dead-lettered so far.
     pub failed: u64,
     /// Total batches, when known.
@@ -272,12 +272,15 @@ impl ProgressView {
 
     fn line(&self, p: Progress) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = p.items as f64 / secs;
         let mut s = match p.total {
             Some(total) => format!("{}/{} batches", p.done, total),
             None => format!("{} batches", p.done),
         };
-        s.push_str(&format!(", {rate:.0} items/s, {} failed", p.failed));
+        match p.items {
+            Some(items) => s.push_str(&format!(", {:.0} items/s", items as f64 / secs)),
+            None => s.push_str(&format!(", {:.1} batches/s", p.done as f64 / secs)),
+        }
+        s.push_str(&format!(", {} failed", p.failed));
         if let Some(total) = p.total.filter(|_| p.done > 0) {
             let eta = secs / p.done as f64 * total.saturating_sub(p.done) as f64;
             s.push_str(&format!(", ETA {eta:.0}s"));
@@ -336,11 +339,13 @@ mod tests {
     #[test]
     fn progress_lines_show_counts_rate_failures_and_eta() {
         let view = ProgressView::new(ProgressMode::Lines, Duration::from_secs(5));
-        let known = view.line(Progress { done: 10, items: 100, failed: 2, total: Some(40) });
+        let known = view.line(Progress { done: 10, items: Some(100), failed: 2, total: Some(40) });
         assert!(known.starts_with("10/40 batches, "), "{known}");
         assert!(known.contains(" items/s, 2 failed, ETA "), "{known}");
-        let streamed = view.line(Progress { done: 3, items: 30, failed: 0, total: None });
+        let streamed = view.line(Progress { done: 3, items: Some(30), failed: 0, total: None });
         assert!(streamed.starts_with("3 batches, ") && !streamed.contains("ETA"), "{streamed}");
+        let watched = view.line(Progress { done: 3, items: None, failed: 0, total: Some(6) });
+        assert!(watched.contains(" batches/s, 0 failed"), "{watched}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - `service`: jobs — submission (Cortex's validation), scheduling under a worker
 //!   budget, the runner on the journal, stop, resume after a crash or a shutdown.
 //! - `routes`: Cortex's job API over HTTP, and ours (job lists, dead letters).
+//! - `client`: `wasmbatch submit`, `get`, `stop` — the command-line side.
 
+pub mod client;
 pub mod config;
 pub mod routes;
 pub mod service;

@@ -1,0 +1,281 @@
+//! The command-line client of the job service: `wasmbatch submit`, `get`, `stop`.
+//!
+//! `get` prints what `cortex get` prints, laid out the same way (key/value blocks
+//! aligned on the longest key, tables padded to the widest cell plus three spaces,
+//! times as `02 Jan 06 15:04:05 UTC`); `-o json` prints the raw answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::Value;
+
+use crate::http::client::{Connection, Endpoint};
+use crate::job::status::JobState;
+
+/// A failed call, with the exit code it maps to (2: the operator refused the input).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// What happened.
+    pub message: String,
+    /// 2 for a refused submission or an unknown API or job, else 1.
+    pub exit_code: u8,
+}
+
+/// A connection to one operator.
+pub struct Client {
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+}
+
+impl Client {
+    /// A client of the operator at `url`.
+    pub fn new(url: &str) -> Result<Client, ClientError> {
+        let endpoint = Endpoint::parse(url).map_err(|message| ClientError { message, exit_code: 2 })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
+        Ok(Client { runtime, connection: Connection::new(endpoint) })
+    }
+
+    /// Sends a request; a non-200 answer becomes an error with the operator's message.
+    fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
+        let answer = self
+            .runtime
+            .block_on(self.connection.send(method, path, &[], body, Duration::from_secs(60)))
+            .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
+        if answer.status.is_success() {
+            return Ok(answer.body);
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&answer.body).ok();
+        let message = match parsed.as_ref().and_then(|v| v["message"].as_str()) {
+            Some(m) => format!(
+                "{} ({})",
+                m.split("\n\n").next().unwrap_or(m),
+                parsed.as_ref().unwrap()["kind"].as_str().unwrap_or("")
+            ),
+            None => String::from_utf8_lossy(&answer.body).trim().to_string(),
+        };
+        Err(ClientError { message, exit_code: if answer.status.as_u16() == 400 { 2 } else { 1 } })
+    }
+
+    fn json(&mut self, method: Method, path: &str, body: Bytes) -> Result<Value, ClientError> {
+        let bytes = self.call(method, path, body)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError { message: format!("the operator's answer is not JSON: {e}"), exit_code: 1 })
+    }
+
+    /// `POST /batch/<api>`: the job spec.
+    pub fn submit(&mut self, api: &str, job: Vec<u8>) -> Result<Value, ClientError> {
+        self.json(Method::POST, &format!("/batch/{api}"), Bytes::from(job))
+    }
+
+    /// `GET /batch/<api>?jobID=`.
+    pub fn job(&mut self, api: &str, job_id: &str) -> Result<Value, ClientError> {
+        self.json(Method::GET, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())
+    }
+
+    /// `GET /batch/<api>/jobs`.
+    pub fn jobs(&mut self, api: &str) -> Result<Value, ClientError> {
+        self.json(Method::GET, &format!("/batch/{api}/jobs"), Bytes::new())
+    }
+
+    /// `DELETE /batch/<api>?jobID=`: the operator's message.
+    pub fn stop(&mut self, api: &str, job_id: &str) -> Result<String, ClientError> {
+        let answer = self.json(Method::DELETE, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())?;
+        Ok(answer["message"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// The message `cortex get` shows for a status.
+pub fn status_message(status: &str) -> &str {
+    match status {
+        "completed_with_failures" => "completed with failures",
+        "enqueue_failed" => "failed while enqueuing",
+        "timed_out" => "timed out",
+        "worker_error" => "worker error",
+        other => other,
+    }
+}
+
+/// The exit code for a job that ended with `status`, as `run`'s.
+pub fn exit_code(status: &str) -> u8 {
+    match JobState::parse(status) {
+        Some(JobState::Succeeded) => 0,
+        Some(JobState::EnqueueFailed) => 2,
+        _ => 1,
+    }
+}
+
+/// RFC 3339 (`2026-11-29T21:16:22Z`) as Cortex's CLI shows it: `29 Nov 26 21:16:22 UTC`.
+pub fn cortex_time(rfc3339: &str) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let parse = || -> Option<String> {
+        let (date, time) = rfc3339.split_once('T')?;
+        let mut d = date.split('-');
+        let (y, m, day) = (d.next()?, d.next()?.parse::<usize>().ok()?, d.next()?);
+        let time = time.trim_end_matches('Z');
+        let time = time.split('.').next()?;
+        Some(format!("{day} {} {} {time} UTC", MONTHS.get(m.checked_sub(1)?)?, &y[y.len().saturating_sub(2)..]))
+    };
+    parse().unwrap_or_else(|| rfc3339.to_string())
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time.
+fn epoch_secs(rfc3339: &str) -> Option<i64> {
+    let (date, time) = rfc3339.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.trim_end_matches('Z').split('.').next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Go's `Duration.String()` truncated to seconds: `45s`, `1m3s`, `2h0m5s`.
+pub fn go_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// A key/value block: values aligned one space after the longest key and its colon.
+fn key_values(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// A table: each column as wide as its widest cell plus three spaces, trailing spaces
+/// trimmed.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap_or(0) + 3)
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let text: String = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", text.trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `wasmbatch get <api> <job_id>`, as `cortex get` prints it.
+pub fn describe_job(answer: &Value, now: i64) -> String {
+    let s = &answer["job_status"];
+    let status = s["status"].as_str().unwrap_or("unknown");
+    let start = s["start_time"].as_str().unwrap_or_default();
+    let end = s["end_time"].as_str();
+    let duration = epoch_secs(start).map(|b| go_duration(end.and_then(epoch_secs).unwrap_or(now) - b));
+    let mut out = key_values(&[
+        ("job id", s["job_id"].as_str().unwrap_or_default().into()),
+        ("status", status_message(status).into()),
+    ]);
+    out.push('\n');
+    out.push_str(&key_values(&[
+        ("start time", cortex_time(start)),
+        ("end time", end.map(cortex_time).unwrap_or_else(|| "-".into())),
+        ("duration", duration.unwrap_or_else(|| "-".into())),
+    ]));
+    let m = &answer["metrics"];
+    let cell = |v: &Value| v.as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let average = m["average_time_per_batch"]
+        .as_f64()
+        .map(|a| format!("{}ms", (a * 1000.0) as u64))
+        .unwrap_or_else(|| "-".into());
+    let total = s["total_batch_count"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    out.push_str("\nbatch stats\n");
+    out.push_str(&table(
+        &["total", "succeeded", "failed attempts", "avg time per batch"],
+        &[vec![total, cell(&m["succeeded"]), cell(&m["failed"]), average]],
+    ));
+    out.push('\n');
+    match JobState::parse(status) {
+        Some(state) if state.is_terminal() => {
+            out.push_str("worker stats are not available because this job is not currently running\n")
+        }
+        Some(JobState::Pending) => out.push_str("still enqueuing, workers have not been allocated for this job yet\n"),
+        _ => {
+            out.push_str("worker stats\n");
+            out.push_str(&table(&["Requested"], &[vec![cell(&s["workers"])]]));
+        }
+    }
+    out.push_str(&format!("\njob endpoint: {}\n", answer["endpoint"].as_str().unwrap_or_default()));
+    let mut spec = s.clone();
+    if let Some(object) = spec.as_object_mut() {
+        for key in ["status", "end_time", "batches_in_queue", "dead_lettered_batch_count", "on_job_complete", "error"] {
+            object.remove(key);
+        }
+    }
+    out.push_str("\njob configuration\n");
+    out.push_str(&serde_json::to_string_pretty(&spec).unwrap_or_default());
+    out.push('\n');
+    out
+}
+
+/// `wasmbatch get <api>`: the API's jobs, as `cortex get <api>` lists them.
+pub fn describe_jobs(list: &Value, now: i64) -> String {
+    let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+    if jobs.is_empty() {
+        return "no submitted batch jobs\n".into();
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let start = j["start_time"].as_str().unwrap_or_default();
+            let end = j["end_time"].as_str().and_then(epoch_secs).unwrap_or(now);
+            vec![
+                j["job_id"].as_str().unwrap_or_default().to_string(),
+                status_message(j["status"].as_str().unwrap_or("unknown")).to_string(),
+                j["total_batch_count"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                cortex_time(start),
+                epoch_secs(start).map(|s| go_duration(end - s)).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["job id", "status", "total batches", "start time", "duration"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_and_durations_read_as_cortex_prints_them() {
+        assert_eq!(cortex_time("2023-03-21T10:04:05Z"), "21 Mar 23 10:04:05 UTC");
+        assert_eq!(go_duration(63), "1m3s");
+        assert_eq!(go_duration(7205), "2h0m5s");
+        assert_eq!(go_duration(9), "9s");
+        assert_eq!(epoch_secs("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(epoch_secs("2024-03-01T00:00:00Z"), Some(1_709_251_200));
+    }
+
+    #[test]
+    fn a_job_is_described_in_cortex_get_layout() {
+        let answer = json!({
+            "job_status": {"job_id": "69d6faf7ea3b4b49", "status": "running", "start_time": "2023-03-21T10:04:05Z",
+                           "workers": 1, "total_batch_count": 5, "api_name": "sum"},
+            "metrics": {"succeeded": 3, "failed": 0, "average_time_per_batch": 0.0123},
+            "endpoint": "http://op/batch/sum?jobID=69d6faf7ea3b4b49",
+        });
+        let text = describe_job(&answer, epoch_secs("2023-03-21T10:05:08Z").unwrap());
+        let expected_head = "job id: 69d6faf7ea3b4b49\nstatus: running\n\nstart time: 21 Mar 23 10:04:05 UTC\nend time:   -\nduration:   1m3s\n\nbatch stats\ntotal   succeeded   failed attempts   avg time per batch\n5       3           0                 12ms\n\nworker stats\nRequested\n1\n\njob endpoint: http://op/batch/sum?jobID=69d6faf7ea3b4b49\n\njob configuration\n";
+        assert!(text.starts_with(expected_head), "{text}");
+        assert_eq!(describe_jobs(&json!({"jobs": []}), 0), "no submitted batch jobs\n");
+    }
+}
