@@ -88,6 +88,8 @@
 //!   The three attributes may come in any order, in any module. (The older
 //!   `plugin!(handle: …, init: …, on_job_complete: …)` macro does the same, also in any
 //!   order.)
+//! - **Chaining.** [`Context::submit_job`] submits a job to another API of the job
+//!   service and returns its ID.
 //! - **Output.** [`info!`], [`warn!`], [`error!`], [`debug!`], [`trace!`] (and [`log`])
 //!   emit host log lines at a level, tagged with the job, the API and the batch; a
 //!   message with newlines is one entry. `println!` lines are logged at INFO and
@@ -110,8 +112,9 @@
 //! The attributes export the functions of wasmbatch guest ABI v1 (`docs/abi.md` in the
 //! wasmbatch repository): `_initialize`, `wasmbatch_abi_version`, `wasmbatch_alloc`,
 //! `wasmbatch_handle` and, with their hooks, `wasmbatch_init` and
-//! `wasmbatch_on_job_complete`. They import `set_error`, `log`, `panic`, `batch_id` and
-//! `attempt` from the `wasmbatch` module. Inputs are copied once into guest memory by
+//! `wasmbatch_on_job_complete`. They import `set_error`, `log`, `panic`, `batch_id`,
+//! `attempt` and `submit_job` from the `wasmbatch` module (a module imports only what
+//! it uses). Inputs are copied once into guest memory by
 //! the host; the guest owns and frees them. Without an init hook the SDK reads the job
 //! spec from `/cortex/spec/job.json` when it is first needed.
 
@@ -377,6 +380,15 @@ impl<'a> Context<'a> {
     /// invalid input.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(self.config()).map_err(|e| Error::invalid_input(format!("job config: {e}")))
+    }
+
+    /// Submits a job to another API of the job service (chaining) and returns the new
+    /// job's ID. `job` is a Cortex job submission (`workers`, `item_list`, …). Only the
+    /// APIs the host allows (`may_submit_to` in the operator's configuration, `serve
+    /// --may-submit-to`) are reachable; a refusal is an error with the host's reason.
+    pub fn submit_job(&self, api: &str, job: &impl serde::Serialize) -> Result<String> {
+        let job = serde_json::to_vec(job).map_err(|e| Error::msg(format!("the job to submit: {e}")))?;
+        sys::submit_job(api, &job).map_err(|e| Error::msg(format!("submitting a job to {api}: {e}")))
     }
 
     /// The whole job spec, as found at `/cortex/spec/job.json`.

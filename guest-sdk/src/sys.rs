@@ -19,6 +19,16 @@ mod imports {
         pub fn batch_id(ptr: *mut u8, cap: usize) -> usize;
         /// The attempt number of the batch in progress (1 for the first).
         pub fn attempt() -> u32;
+        /// Submits a job; writes its ID (or the error) to `out`, returns its length
+        /// (negative for an error).
+        pub fn submit_job(
+            api_ptr: *const u8,
+            api_len: usize,
+            job_ptr: *const u8,
+            job_len: usize,
+            out_ptr: *mut u8,
+            out_cap: usize,
+        ) -> i32;
     }
 
     unsafe extern "C" {
@@ -66,6 +76,17 @@ pub(crate) fn attempt() -> u32 {
 }
 
 #[cfg(target_arch = "wasm32")]
+pub(crate) fn submit_job(api: &str, job: &[u8]) -> Result<String, String> {
+    let mut out = vec![0u8; 4096];
+    // SAFETY: every pointer and length describes a live buffer.
+    let n =
+        unsafe { imports::submit_job(api.as_ptr(), api.len(), job.as_ptr(), job.len(), out.as_mut_ptr(), out.len()) };
+    let len = (n.unsigned_abs() as usize).min(out.len());
+    let text = String::from_utf8_lossy(&out[..len]).into_owned();
+    if n >= 0 { Ok(text) } else { Err(text) }
+}
+
+#[cfg(target_arch = "wasm32")]
 pub(crate) fn call_ctors() {
     // SAFETY: called once, from `_initialize`, before any other export runs.
     unsafe { imports::__wasm_call_ctors() }
@@ -106,4 +127,9 @@ pub(crate) fn batch_id() -> String {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn attempt() -> u32 {
     0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn submit_job(_api: &str, _job: &[u8]) -> Result<String, String> {
+    Err("submitting jobs needs the wasmbatch host".into())
 }

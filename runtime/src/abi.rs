@@ -49,6 +49,7 @@ pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
     ("panic", &[I32, I32], &[]),
     ("batch_id", &[I32, I32], &[I32]),
     ("attempt", &[], &[I32]),
+    ("submit_job", &[I32, I32, I32, I32, I32, I32], &[I32]),
 ];
 
 /// Which optional parts of the ABI a module provides.
@@ -293,7 +294,7 @@ mod tests {
     fn unknown_or_mistyped_host_imports_are_refused() {
         let err = check(&format!(r#"(import "wasmbatch" "spawn" (func)) {CORE}"#)).unwrap_err();
         assert!(matches!(err, AbiError::BadHostImport { ref name, .. } if name == "spawn"), "{err}");
-        assert!(err.to_string().contains("set_error, log, panic, batch_id, attempt"), "{err}");
+        assert!(err.to_string().contains("set_error, log, panic, batch_id, attempt, submit_job"), "{err}");
 
         let err = check(&format!(r#"(import "wasmbatch" "log" (func (param i32 i32))) {CORE}"#)).unwrap_err();
         assert_eq!(

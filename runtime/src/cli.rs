@@ -258,6 +258,18 @@ pub struct ServeArgs {
     /// abandoned (their clients see a closed connection).
     #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// The job service that guests submit jobs to (chaining).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WASMBATCH_OPERATOR_URL",
+        default_value = "http://ingressgateway-operator.istio-system.svc.cluster.local"
+    )]
+    pub operator_url: String,
+    /// An API guests may submit jobs to (repeatable; `*` for any). Without it, the
+    /// guests' submissions are refused.
+    #[arg(long, value_name = "API")]
+    pub may_submit_to: Vec<String>,
     /// Guest sandbox and limits.
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -447,7 +459,14 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         )));
     }
     let metrics = Metrics::new(spec.api_name().unwrap_or("wasmbatch"));
+    let submitter = crate::operator::client::RemoteSubmitter::new(
+        &args.operator_url,
+        spec.api_name().unwrap_or("wasmbatch"),
+        args.may_submit_to.clone(),
+    )
+    .map_err(|e| invalid(format!("--operator-url: {e}")))?;
     let plugin = load_plugin(&args.guest, &args.plugin, &spec, concurrency, metrics)?;
+    let plugin = Arc::new(Arc::into_inner(plugin).expect("not shared yet").with_submitter(Arc::new(submitter)));
 
     // Readiness: the port is bound only once an instance has started and its init
     // succeeded, so a TCP probe on the port tells the truth.

@@ -61,6 +61,13 @@ pub enum LoadError {
     Probe(Failure),
 }
 
+/// Submits jobs for a guest (chaining): to the job service in this process, or to an
+/// operator over HTTP. Decides which APIs the guest may submit to.
+pub trait Submitter: Send + Sync {
+    /// Submits `job` (a job submission's JSON) to `api`; the new job's ID, or why not.
+    fn submit(&self, api: &str, job: &[u8]) -> Result<String, String>;
+}
+
 /// A compiled plugin ready to be instantiated.
 pub struct Plugin {
     engine: Arc<Engine>,
@@ -72,6 +79,7 @@ pub struct Plugin {
     spec: Arc<[u8]>,
     limits: CallLimits,
     attempts: Arc<AttemptLog>,
+    submitter: Option<Arc<dyn Submitter>>,
 }
 
 /// One batch as the host hands it to a guest: the bytes, and what the guest may ask
@@ -106,6 +114,7 @@ pub(crate) struct HostState {
     /// Its identifier and attempt, resolved on the guest's first question.
     resolved: Option<(Arc<str>, u32)>,
     attempts: Arc<AttemptLog>,
+    submitter: Option<Arc<dyn Submitter>>,
     /// The instance's stdout and stderr, drained before each `log` line so that the
     /// guest's output keeps its order.
     stdout: Capture,
@@ -282,6 +291,58 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             .map_err(|_| wasmtime::Error::msg(format!("batch_id with out-of-bounds pointer {}+{n}", ptr as u32)))?;
         Ok(id.len() as i32)
     })?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "submit_job",
+        |mut caller: Caller<'_, HostState>,
+         api_ptr: i32,
+         api_len: i32,
+         job_ptr: i32,
+         job_len: i32,
+         out_ptr: i32,
+         out_cap: i32| {
+            const MAX_JOB: usize = 10 << 20;
+            let memory = caller
+                .get_export(abi::MEMORY)
+                .and_then(|e| e.into_memory())
+                .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+            let read =
+                |caller: &Caller<'_, HostState>, ptr: i32, len: i32, max: usize| -> wasmtime::Result<Vec<u8>> {
+                    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+                    if len > max {
+                        return Ok(Vec::new());
+                    }
+                    memory.data(caller).get(ptr..ptr.saturating_add(len)).map(<[u8]>::to_vec).ok_or_else(|| {
+                        wasmtime::Error::msg(format!("submit_job with out-of-bounds pointer {ptr}+{len}"))
+                    })
+                };
+            let api = String::from_utf8_lossy(&read(&caller, api_ptr, api_len, 256)?).into_owned();
+            let job = read(&caller, job_ptr, job_len, MAX_JOB)?;
+            let outcome = match &caller.data().submitter {
+                _ if job_len as u32 as usize > MAX_JOB => Err(format!("the job is over {MAX_JOB} bytes")),
+                Some(submitter) => submitter.submit(&api, &job),
+                None => Err("submitting jobs is not available here (no operator configured)".to_string()),
+            };
+            let (text, sign) = match &outcome {
+                Ok(job_id) => {
+                    tracing::info!(
+                        api_name = &*caller.data().api_name,
+                        job_id = &*caller.data().job_id,
+                        to = api,
+                        new_job = job_id,
+                        "job submitted by a guest"
+                    );
+                    (job_id.clone(), 1)
+                }
+                Err(e) => (e.clone(), -1),
+            };
+            let n = text.len().min(out_cap.max(0) as usize);
+            memory.write(&mut caller, out_ptr as u32 as usize, &text.as_bytes()[..n]).map_err(|_| {
+                wasmtime::Error::msg(format!("submit_job with out-of-bounds output {}+{n}", out_ptr as u32))
+            })?;
+            Ok(sign * text.len() as i32)
+        },
+    )?;
     linker.func_wrap(abi::HOST_MODULE, "attempt", |mut caller: Caller<'_, HostState>| {
         Ok(caller.data_mut().batch_identity().map(|(_, attempt)| attempt as i32).unwrap_or(0))
     })?;
@@ -307,9 +368,17 @@ impl Plugin {
             .and_then(|v| v.get("api_name").and_then(|a| a.as_str()).map(Arc::from))
             .unwrap_or_else(|| Arc::from(""));
         let attempts = Arc::new(AttemptLog::default());
-        let plugin = Plugin { engine, metrics, api_name, pre, capabilities, sandbox, spec, limits, attempts };
+        let plugin =
+            Plugin { engine, metrics, api_name, pre, capabilities, sandbox, spec, limits, attempts, submitter: None };
         plugin.check_version()?;
         Ok(plugin)
+    }
+
+    /// Lets guests submit jobs through `submitter` (the `submit_job` import); without
+    /// one, the import answers that chaining is not available.
+    pub fn with_submitter(mut self, submitter: Arc<dyn Submitter>) -> Plugin {
+        self.submitter = Some(submitter);
+        self
     }
 
     /// The optional parts of the ABI this plugin has.
@@ -356,6 +425,7 @@ impl Plugin {
             call: None,
             resolved: None,
             attempts: self.attempts.clone(),
+            submitter: self.submitter.clone(),
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             metrics: self.metrics.clone(),

@@ -535,3 +535,60 @@ fn the_command_line_client_submits_watches_gets_and_stops() {
     let (code, _, stderr) = cli(&["get", "sum", "0000"]);
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[test]
+fn a_handler_fans_out_a_job_to_another_api_and_a_refused_chain_fails_clearly() {
+    // `fanout` (the misbehave plugin) may submit to `sum`, and to nothing else.
+    let place = Place::new(&format!(
+        "[[api]]\nname = \"fanout\"\nplugin = \"{}\"\nmount = \"out\"\nmax_attempts = 1\nmay_submit_to = [\"sum\"]\n",
+        plugin("misbehave").display()
+    ));
+    let operator = place.start();
+    let child = json!({"workers": 2, "item_list": {"items": [[1, 2], [3], [4, 5, 6]], "batch_size": 1}});
+    let fan = json!({"workers": 1, "item_list": {"items": [format!("submit:sum:{child}")], "batch_size": 1}});
+    let parent = operator.submit("fanout", &fan);
+    assert_eq!(operator.wait_done("fanout", &parent)["job_status"]["status"], "succeeded");
+    let submitted = std::fs::read_to_string(place.path("out/submitted.txt")).unwrap();
+    let child_id = submitted.trim();
+    let status = operator.wait_done("sum", child_id);
+    assert_eq!(status["job_status"]["status"], "succeeded");
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(place.path("out").join(child_id).join("result.json")).unwrap()).unwrap();
+    assert_eq!((result["batches"].as_u64(), result["total"].as_f64()), (Some(3), Some(21.0)));
+
+    // Towards an API it does not declare: the batch fails with the reason.
+    let refused = json!({"workers": 1, "item_list": {"items": [format!("submit:misbehave:{child}")], "batch_size": 1}});
+    let job_id = operator.submit("fanout", &refused);
+    assert_eq!(operator.wait_done("fanout", &job_id)["job_status"]["status"], "completed_with_failures");
+    let (_, letters) = operator.request("GET", &format!("/batch/fanout/jobs/{job_id}/dead-letters"), None);
+    let letter: Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        letter["error"]["message"],
+        "submitting a job to misbehave: api \"fanout\" may not submit jobs to \"misbehave\" (it may submit to sum; see may_submit_to)"
+    );
+}
+
+#[test]
+fn serve_chains_by_posting_to_the_operator() {
+    let place = Place::new("");
+    let operator = place.start();
+    let mount = tempfile::tempdir().unwrap();
+    let (_spec_dir, spec) = crate::harness::spec_file(&json!({"job_id": "pod-job", "api_name": "pod"}));
+    let server = crate::harness::Server::with(plugin("misbehave"))
+        .args(["--job-spec", spec.to_str().unwrap(), "--mount", mount.path().to_str().unwrap()])
+        .args(["--operator-url", operator.url.as_str(), "--may-submit-to", "sum"])
+        .start();
+    let child = json!({"workers": 1, "item_list": {"items": [[7], [8]], "batch_size": 1}});
+    let reply = server.batch(&json!([format!("submit:sum:{child}")]).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let child_id = std::fs::read_to_string(mount.path().join("submitted.txt")).unwrap().trim().to_string();
+    let status = operator.wait_done("sum", &child_id);
+    assert_eq!(
+        (status["job_status"]["status"].as_str(), status["metrics"]["succeeded"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+    // Not declared: refused before any request is made.
+    let reply = server.batch(&json!([format!("submit:other:{child}")]).to_string());
+    assert_eq!(reply.status, 500);
+    assert!(reply.message().contains("may not submit jobs to \"other\""), "{}", reply.message());
+}

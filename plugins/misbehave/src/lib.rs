@@ -25,6 +25,7 @@
 //! | `batch:PATH` | appends `{"batch_id":…,"attempt":…}` of this call to PATH, as a JSON line |
 //! | `partial:TEXT` | prints TEXT to stdout without a newline |
 //! | `log:LEVEL:TEXT` | logs TEXT at LEVEL (`error`, `warn`, `info`, `debug`, `trace`) |
+//! | `submit:API:JOB` | submits JOB (a job submission's JSON) to API; appends the new job's ID to `/mnt/submitted.txt` |
 //!
 //! The job's `config.init` steers the init hook: one step or a list of steps, each
 //! `fail`, `panic`, `sleep:MS` or `touch:PATH` (write an empty file). `config` also
@@ -117,6 +118,14 @@ fn run(ctx: &Context, command: &str) -> Result<()> {
                 "trace" => wasmbatch_guest::trace!("{text}"),
                 _ => wasmbatch_guest::info!("{text}"),
             }
+        }
+        "submit" => {
+            let (api, job) = arg.split_once(':').ok_or_else(|| Error::invalid_input("submit:API:JOB"))?;
+            let job: serde_json::Value = serde_json::from_str(job).map_err(Error::invalid_input)?;
+            let job_id = ctx.submit_job(api, &job)?;
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open("/mnt/submitted.txt")?;
+            file.write_all(format!("{job_id}\n").as_bytes())?;
         }
         "batch" => {
             let record = serde_json::json!({ "batch_id": ctx.batch_id(), "attempt": ctx.attempt() });

@@ -89,6 +89,29 @@ impl Client {
     }
 }
 
+/// Chaining under `serve`: a guest's job is POSTed to the operator.
+pub struct RemoteSubmitter {
+    client: std::sync::Mutex<Client>,
+    from: String,
+    allowed: Vec<String>,
+}
+
+impl RemoteSubmitter {
+    /// Submits to the operator at `url` for API `from`, to the APIs in `allowed`.
+    pub fn new(url: &str, from: &str, allowed: Vec<String>) -> Result<RemoteSubmitter, ClientError> {
+        Ok(RemoteSubmitter { client: std::sync::Mutex::new(Client::new(url)?), from: from.into(), allowed })
+    }
+}
+
+impl crate::plugin::Submitter for RemoteSubmitter {
+    fn submit(&self, api: &str, job: &[u8]) -> Result<String, String> {
+        super::service::check_chain(&self.from, &self.allowed, api)?;
+        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let spec = client.submit(api, job.to_vec()).map_err(|e| e.message)?;
+        Ok(spec["job_id"].as_str().unwrap_or_default().to_string())
+    }
+}
+
 /// The message `cortex get` shows for a status.
 pub fn status_message(status: &str) -> &str {
     match status {

@@ -18,6 +18,7 @@
 //! recycle_after = 1000
 //! output_limit = "16KiB"
 //! max_attempts = 3
+//! may_submit_to = ["other"]     # APIs its handlers may submit jobs to (chaining)
 //! ```
 
 use std::collections::HashSet;
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     pub output_limit: usize,
     /// Attempts per batch unless the submission says otherwise.
     pub max_attempts: u32,
+    /// The APIs this API's handlers may submit jobs to (chaining).
+    pub may_submit_to: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +105,8 @@ struct RawApi {
     recycle_after: Option<i64>,
     output_limit: Option<String>,
     max_attempts: Option<i64>,
+    #[serde(default)]
+    may_submit_to: Vec<String>,
 }
 
 /// The problems of a configuration file, one per line.
@@ -242,7 +247,15 @@ impl OperatorConfig {
                 recycle_after,
                 output_limit,
                 max_attempts,
+                may_submit_to: api.may_submit_to,
             });
+        }
+        for api in &apis {
+            for target in &api.may_submit_to {
+                if !names.contains(target) {
+                    problems.push(format!("api {:?}: may_submit_to: {target:?} is not an API of this file", api.name));
+                }
+            }
         }
         if problems.is_empty() {
             Ok(OperatorConfig { max_workers, max_running_jobs, max_queued_jobs, apis })
@@ -275,6 +288,7 @@ mod tests {
             max_workers = 2
             mount = "out"
             batch_timeout = "30s"
+            may_submit_to = ["remote"]
             [[api]]
             name = "remote"
             endpoints = ["http://127.0.0.1:8080"]
@@ -304,6 +318,10 @@ mod tests {
             endpoints = ["http://x"]
             [[api]]
             plugin = "y.wasm"
+            [[api]]
+            name = "chain"
+            endpoints = ["http://x"]
+            may_submit_to = ["elsewhere"]
             "#,
             Path::new("/nonexistent"),
         )
@@ -315,6 +333,7 @@ mod tests {
         assert!(text.contains("api \"Bad_Name\": batch_timeout: unknown duration unit"), "{text}");
         assert!(text.contains("api \"both\": plugin: give exactly one of `plugin` and `endpoints`"), "{text}");
         assert!(text.contains("api #3: name: is required"), "{text}");
+        assert!(text.contains("api \"chain\": may_submit_to: \"elsewhere\" is not an API of this file"), "{text}");
         let unknown = OperatorConfig::parse("[[api]]\nname = \"a\"\nplugins = \"x\"\n", Path::new(".")).unwrap_err();
         assert!(unknown[0].contains("unknown field `plugins`"), "{unknown:?}");
     }

@@ -71,6 +71,38 @@ pub enum Submitted {
     DryRun(String),
 }
 
+/// Whether `from` may submit a job to `to`, by its `allowed` list (`*`: any).
+pub fn check_chain(from: &str, allowed: &[String], to: &str) -> Result<(), String> {
+    if allowed.iter().any(|a| a == to || a == "*") {
+        return Ok(());
+    }
+    let declared = if allowed.is_empty() {
+        "none is declared".to_string()
+    } else {
+        format!("it may submit to {}", allowed.join(", "))
+    };
+    Err(format!("api {from:?} may not submit jobs to {to:?} ({declared}; see may_submit_to)"))
+}
+
+/// Chaining inside the operator: a guest's job goes straight to the service.
+struct ServiceSubmitter {
+    service: std::sync::Weak<Service>,
+    from: String,
+    allowed: Vec<String>,
+}
+
+impl crate::plugin::Submitter for ServiceSubmitter {
+    fn submit(&self, api: &str, job: &[u8]) -> Result<String, String> {
+        check_chain(&self.from, &self.allowed, api)?;
+        let service = self.service.upgrade().ok_or("the operator is shutting down")?;
+        match service.submit(api, job, false) {
+            Ok(Submitted::Job(spec)) => Ok(spec["job_id"].as_str().unwrap_or_default().to_string()),
+            Ok(Submitted::DryRun(_)) => Err("unexpected dry run".into()),
+            Err(e) => Err(e.to_string().split("\n\n").next().unwrap_or_default().to_string()),
+        }
+    }
+}
+
 /// One hosted API: its settings and, for a plugin, its compiled module.
 struct Api {
     config: ApiConfig,
@@ -429,7 +461,7 @@ impl Service {
             .name("wasmbatch-job".into())
             .spawn(move || {
                 let job_id = row.job_id.clone();
-                if let Err(e) = service.drive(row, &flag) {
+                if let Err(e) = Service::drive(&service, row, &flag) {
                     tracing::error!(job_id, "the job failed: {e:#}");
                     let end = rfc3339(SystemTime::now());
                     let _ =
@@ -442,7 +474,7 @@ impl Service {
     }
 
     /// Runs one job to its end (or to a shutdown).
-    fn drive(&self, row: JobRow, stop: &StopFlag) -> anyhow::Result<()> {
+    fn drive(self: &Arc<Self>, row: JobRow, stop: &StopFlag) -> anyhow::Result<()> {
         let api = self.apis.get(&row.api_name).expect("checked when spawned");
         let Some(_running) = self.running.acquire(stop) else {
             if stop.reason() == Some(StopReason::Stopped) {
@@ -487,8 +519,14 @@ impl Service {
                     output_limit: api.config.output_limit,
                     ..CallLimits::default()
                 };
+                let submitter = ServiceSubmitter {
+                    service: Arc::downgrade(self),
+                    from: api.config.name.clone(),
+                    allowed: api.config.may_submit_to.clone(),
+                };
                 let plugin =
-                    Plugin::new(engine.clone(), module, sandbox, Arc::from(spec), limits, api.metrics.clone())?;
+                    Plugin::new(engine.clone(), module, sandbox, Arc::from(spec), limits, api.metrics.clone())?
+                        .with_submitter(Arc::new(submitter));
                 let executor = InProcess::new(Arc::new(plugin), api.config.recycle_after);
                 crate::job::runner::run(
                     plan,
