@@ -158,8 +158,17 @@ pub struct OperatorArgs {
 #[command(group(clap::ArgGroup::new("executor").required(true).args(["plugin", "endpoint"])))]
 pub struct RunArgs {
     /// The job file (a Cortex job submission), or - for standard input.
-    #[arg(value_name = "JOB")]
-    pub job: PathBuf,
+    #[arg(value_name = "JOB", required_unless_present = "resume", conflicts_with = "resume")]
+    pub job: Option<PathBuf>,
+    /// Continue the job whose state is in this directory (after a Ctrl-C, a SIGKILL or
+    /// a power cut): same job ID, no batch redone that had succeeded. Give the same
+    /// --plugin or --endpoint again.
+    #[arg(long, value_name = "DIR", conflicts_with = "retry_from")]
+    pub resume: Option<PathBuf>,
+    /// Where the job's state (its journal) is kept [default: wasmbatch-<job_id>.state,
+    /// removed when the job ends; an explicit one is kept].
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub state_dir: Option<PathBuf>,
     /// Run in-process with this plugin (.wasm, .wat or .cwasm).
     #[arg(long, value_name = "FILE")]
     pub plugin: Option<PathBuf>,
@@ -553,69 +562,153 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// What `run` keeps beside the job in its journal, to resume it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunMeta {
+    dead_letter: PathBuf,
+    retry_from: Option<PathBuf>,
+}
+
 fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (bytes, origin) = if args.job.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading the job from stdin")?;
-        (bytes, "<stdin>".to_string())
-    } else {
-        let bytes = std::fs::read(&args.job)
-            .map_err(|e| invalid(format!("cannot read job file {}: {e}", args.job.display())))?;
-        (bytes, args.job.display().to_string())
-    };
-    let submission = Submission::parse(&bytes, &origin).map_err(invalid)?;
     let endpoints = args.endpoint.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
 
-    let start_time = SystemTime::now();
-    let job_id = new_job_id(start_time);
-    let workers = args.workers.map(|w| w as usize).unwrap_or(submission.workers);
-    let api_name = args.api_name.clone().unwrap_or_else(|| {
-        args.job.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "-").unwrap_or("wasmbatch").to_string()
-    });
-    let dead_letter_path =
-        args.dead_letter.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.dead-letter.jsonl")));
-    if let Some(retry_from) = &args.retry_from
-        && same_file(retry_from, &dead_letter_path)
-    {
-        return Err(invalid(format!(
-            "--retry-from and --dead-letter name the same file, {}: writing the new dead letters would \
-             destroy the ones being re-run; give --dead-letter another path",
-            dead_letter_path.display()
-        )));
-    }
+    // The job: new (from the job file), or resumed (from its journal).
+    let (journal, row, meta, state_dir, explicit_state) = match &args.resume {
+        Some(dir) => {
+            if !dir.join("journal.sqlite").is_file() {
+                return Err(invalid(format!("--resume {}: no journal.sqlite there", dir.display())));
+            }
+            let journal = crate::journal::Journal::open(dir).map_err(invalid)?;
+            let row = journal
+                .only_job()?
+                .ok_or_else(|| invalid(format!("--resume {}: the journal holds no job", dir.display())))?;
+            if row.status.is_terminal() {
+                return Err(invalid(format!(
+                    "--resume {}: job {} already ended ({}); nothing to resume",
+                    dir.display(),
+                    row.job_id,
+                    row.status.as_str()
+                )));
+            }
+            let mut meta: RunMeta =
+                serde_json::from_value(row.spec["_run"].clone()).context("the journal's run settings")?;
+            if let Some(path) = &args.dead_letter {
+                meta.dead_letter = path.clone();
+            }
+            (journal, row, meta, dir.clone(), true)
+        }
+        None => {
+            let job = args.job.as_ref().expect("clap requires JOB without --resume");
+            let (bytes, origin) = if job.as_os_str() == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading the job from stdin")?;
+                (bytes, "<stdin>".to_string())
+            } else {
+                let bytes =
+                    std::fs::read(job).map_err(|e| invalid(format!("cannot read job file {}: {e}", job.display())))?;
+                (bytes, job.display().to_string())
+            };
+            let submission = Submission::parse(&bytes, &origin).map_err(invalid)?;
+            let start_time = SystemTime::now();
+            let job_id = new_job_id(start_time);
+            let workers = args.workers.map(|w| w as usize).unwrap_or(submission.workers);
+            let api_name = args.api_name.clone().unwrap_or_else(|| {
+                job.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "-").unwrap_or("wasmbatch").to_string()
+            });
+            let dead_letter = args
+                .dead_letter
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.dead-letter.jsonl")));
+            if let Some(retry_from) = &args.retry_from
+                && same_file(retry_from, &dead_letter)
+            {
+                return Err(invalid(format!(
+                    "--retry-from and --dead-letter name the same file, {}: writing the new dead letters would \
+                     destroy the ones being re-run; give --dead-letter another path",
+                    dead_letter.display()
+                )));
+            }
+            let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone() };
+            let spec = json!({
+                "job_id": job_id,
+                "api_name": api_name,
+                "kind": "BatchAPI",
+                "workers": workers,
+                "sqs_dead_letter_queue": null,
+                "config": submission.config,
+                "timeout": submission.timeout,
+                "api_id": "",
+                "sqs_url": "",
+                "start_time": rfc3339(start_time),
+                "_run": meta,
+            });
+            let explicit = args.state_dir.is_some();
+            let state_dir =
+                args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.state")));
+            let journal = crate::journal::Journal::open(&state_dir)
+                .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
+            let row = crate::journal::JobRow {
+                job_id,
+                api_name,
+                submission: bytes,
+                spec,
+                status: job::status::JobState::Running,
+                submitted_at: start_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                end_time: None,
+                total_batch_count: None,
+                hook: crate::journal::Hook::Pending,
+                error: None,
+            };
+            journal.insert_job(&row)?;
+            let meta: RunMeta = serde_json::from_value(row.spec["_run"].clone()).expect("just written");
+            (journal, row, meta, state_dir, explicit)
+        }
+    };
+    let submission = Submission::parse(&row.submission, "the job").map_err(invalid)?;
+    let job_id = row.job_id.clone();
+    let api_name = row.api_name.clone();
+    let workers = args.workers.map(|w| w as usize).unwrap_or(row.spec["workers"].as_u64().unwrap_or(1) as usize);
+    let start_time = std::time::UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at);
 
     let mount = args.guest.mount().filter(|_| args.plugin.is_some());
     let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
-    let source = match &args.retry_from {
+    let input = match &meta.retry_from {
         Some(path) => source::open_dead_letter(path).map_err(invalid)?,
         None => source::open(submission.source, rewrite).map_err(invalid)?,
     };
-    let dead_letter = DeadLetters::create(&dead_letter_path)
-        .map_err(|e| invalid(format!("cannot write the dead-letter file {}: {e}", dead_letter_path.display())))?;
+    let total = input.total_batches();
+    if let Some(total) = total {
+        journal.set_total(&job_id, total)?;
+    }
+    let source = journal.resumed(&job_id, input)?;
+    // A resumed job adds to its dead-letter file; a new one starts it.
+    let dead_letter = if args.resume.is_some() {
+        DeadLetters::append_to(&meta.dead_letter)
+    } else {
+        DeadLetters::create(&meta.dead_letter)
+    }
+    .map_err(|e| invalid(format!("cannot write the dead-letter file {}: {e}", meta.dead_letter.display())))?;
+    let timeout = submission.timeout.map(|t| {
+        let spent = SystemTime::now().duration_since(start_time).unwrap_or_default();
+        Duration::from_secs(t).saturating_sub(spent).max(Duration::from_millis(1))
+    });
     let plan = JobPlan {
         job_id: job_id.clone(),
         api_name: api_name.clone(),
         workers,
         config: submission.config.clone(),
-        timeout: submission.timeout.map(Duration::from_secs),
+        timeout,
         max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
-        ledger: Box::new(dead_letter),
+        ledger: Box::new(crate::journal::Exported { journal: journal.ledger(&job_id), file: dead_letter }),
         budget: None,
         start_time,
     };
-    let mut spec = json!({
-        "job_id": job_id,
-        "api_name": api_name,
-        "kind": "BatchAPI",
-        "workers": workers,
-        "sqs_dead_letter_queue": null,
-        "config": submission.config,
-        "timeout": submission.timeout,
-        "api_id": "",
-        "sqs_url": "",
-        "start_time": rfc3339(start_time),
-    });
-    if let Some(total) = source.total_batches() {
+    let mut spec = row.spec.clone();
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("_run");
+    }
+    spec["workers"] = json!(workers);
+    if let Some(total) = total {
         spec["total_batch_count"] = json!(total);
     }
     let spec = JobSpec::from_value(spec);
@@ -628,10 +721,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the I/O runtime")?;
     let stop = StopFlag::default();
     let signal_stop = stop.clone();
+    let resume_hint = state_dir.display().to_string();
     runtime.spawn(async move {
         shutdown_signal().await;
-        eprintln!("stopping: batches in flight are interrupted, the rest is dead-lettered (again to quit at once)");
-        signal_stop.stop();
+        eprintln!(
+            "stopping: batches in flight are interrupted; the rest waits for `--resume {resume_hint}` (again to quit at once)"
+        );
+        signal_stop.set(job::runner::StopReason::Shutdown);
         shutdown_signal().await;
         std::process::exit(130);
     });
@@ -649,10 +745,12 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         job_id,
         api_name,
         workers,
+        resumed = args.resume.is_some(),
+        state = %state_dir.display(),
         executor = if args.plugin.is_some() { "in_process" } else { "endpoint" },
         "job started"
     );
-    let status = if let Some(plugin_path) = &args.plugin {
+    let mut status = if let Some(plugin_path) = &args.plugin {
         let plugin = load_plugin(&args.guest, plugin_path, &spec, workers, metrics.clone()).map_err(invalid)?;
         let executor = InProcess::new(plugin, args.guest.recycle_after);
         job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
@@ -673,6 +771,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         let executor = EndpointExecutor::new(endpoints, runtime.handle().clone(), args.guest.batch_timeout);
         job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
     };
+    conclude(&journal, &mut status)?;
+    if status.status == job::status::JobState::Stopped {
+        status.resume_with = Some(state_dir.display().to_string());
+    } else if !explicit_state && status.status.is_terminal() {
+        // Nothing left to resume: the state goes (an explicit --state-dir stays).
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
 
     let json_status = serde_json::to_string_pretty(&status).expect("the status serializes");
     if let Some(path) = &args.status_file {
@@ -685,6 +790,42 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.shutdown_background();
     Ok(ExitCode::from(status.exit_code()))
+}
+
+/// Records how the run ended in its journal, and gives the status the whole job's
+/// counts (a resumed job's earlier runs included).
+fn conclude(journal: &crate::journal::Journal, status: &mut job::status::JobStatus) -> anyhow::Result<()> {
+    use job::status::JobState;
+    let counts = journal.counts(&status.job_id)?;
+    let row = journal.job(&status.job_id)?.expect("the job is in its journal");
+    let deferred = status.pending_batch_count;
+    status.metrics.succeeded = counts.succeeded;
+    status.metrics.failed = counts.failed;
+    status.metrics.average_time_per_batch = counts.average_time_per_batch;
+    status.unhandled_batch_count = counts.unhandled;
+    status.dead_lettered_batch_count = counts.failed + counts.unhandled;
+    let ended = counts.succeeded + counts.failed + counts.unhandled;
+    status.total_batch_count = row.total_batch_count.unwrap_or(ended + deferred);
+    // Every batch without an outcome waits for a resume, read or not.
+    status.pending_batch_count = status.total_batch_count.saturating_sub(ended);
+    status.status = match status.status {
+        // Interrupted by a signal: resumable.
+        JobState::Running => JobState::Stopped,
+        JobState::Succeeded | JobState::CompletedWithFailures if counts.failed + counts.unhandled > 0 => {
+            JobState::CompletedWithFailures
+        }
+        other => other,
+    };
+    let recorded = if status.pending_batch_count > 0 || status.status == JobState::Stopped {
+        JobState::Running
+    } else {
+        status.status
+    };
+    if recorded.is_terminal() {
+        journal.set_hook(&status.job_id, crate::journal::Hook::Done(status.on_job_complete))?;
+        journal.set_status(&status.job_id, recorded, Some(&status.end_time), status.error.as_deref())?;
+    }
+    Ok(())
 }
 
 fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::job::dead_letter::Record;
+use crate::job::dead_letter::{DeadLetters, Record};
 use crate::job::runner::Ledger;
+use crate::job::source::{Batch, BatchSource, SourceError};
 use crate::job::status::JobState;
 
 /// The journal could not be used.
@@ -375,6 +376,94 @@ impl Journal {
     /// The ledger of one job, for the runner.
     pub fn ledger(&self, job_id: &str) -> JobLedger {
         JobLedger { journal: self.clone(), job_id: job_id.to_string() }
+    }
+
+    /// The only job of a journal that `wasmbatch run` keeps.
+    pub fn only_job(&self) -> std::io::Result<Option<JobRow>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {} FROM jobs ORDER BY submitted_at LIMIT 1", Self::COLUMNS), [], Self::row)
+                .optional()
+        })
+    }
+
+    /// The batches of `inner` (a job's input, read again from the start) that have no
+    /// outcome yet; records the number of batches when the input ends.
+    pub fn resumed(&self, job_id: &str, inner: Box<dyn BatchSource>) -> std::io::Result<Box<dyn BatchSource>> {
+        let ended = self.ended(job_id)?;
+        Ok(Box::new(Resumed { inner, ended, journal: self.clone(), job_id: job_id.to_string(), seen: 0 }))
+    }
+}
+
+/// Batches from a job's input, skipping those that already have an outcome.
+struct Resumed {
+    inner: Box<dyn BatchSource>,
+    ended: Vec<u64>,
+    journal: Journal,
+    job_id: String,
+    seen: u64,
+}
+
+impl BatchSource for Resumed {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        loop {
+            match self.inner.next_batch()? {
+                None => {
+                    if let Err(e) = self.journal.set_total(&self.job_id, self.seen) {
+                        tracing::error!(job_id = self.job_id, "{e}");
+                    }
+                    return Ok(None);
+                }
+                Some(batch) => {
+                    self.seen += 1;
+                    let i = batch.index as usize;
+                    let done = self.ended.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+                    if !done {
+                        return Ok(Some(batch));
+                    }
+                }
+            }
+        }
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        self.inner.total_batches()
+    }
+}
+
+/// The journal as the ledger, with the dead letters also written to a file (`run`'s
+/// export; written first, so a record may appear twice there after a crash, never
+/// be missing).
+pub struct Exported {
+    /// The journal's ledger.
+    pub journal: JobLedger,
+    /// The dead-letter file.
+    pub file: DeadLetters,
+}
+
+impl Ledger for Exported {
+    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()> {
+        self.journal.succeeded(index, elapsed)
+    }
+
+    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
+        self.file.append(records)?;
+        self.journal.dead_lettered(records)
+    }
+
+    fn totals(&self) -> Option<(u64, u64, u64)> {
+        self.journal.totals()
+    }
+
+    fn location(&self) -> Option<String> {
+        (self.file.written() > 0).then(|| self.file.path().display().to_string())
+    }
+
+    fn hook_starting(&self) {
+        self.journal.hook_starting()
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        self.file.finish()
     }
 }
 

@@ -282,7 +282,7 @@ fn the_first_ctrl_c_ends_a_wait_on_a_silent_server() {
     let out = finish_within(child, Duration::from_secs(30));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(out.status["status"], "stopped");
-    assert_eq!(out.status["dead_lettered_batch_count"], 3, "{}", out.status);
+    assert_eq!(out.status["pending_batch_count"], 3, "left for --resume: {}", out.status);
 }
 
 // 8. serve drains in a bounded time.

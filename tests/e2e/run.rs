@@ -34,9 +34,21 @@ impl Job {
     }
 
     pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare_command(args);
+        cmd.arg(self.path("job.json")).arg("--state-dir").arg(self.path("state"));
+        cmd
+    }
+
+    /// `run --resume` of this job's state.
+    pub(crate) fn resume_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare_command(args);
+        cmd.arg("--resume").arg(self.path("state"));
+        cmd
+    }
+
+    fn bare_command(&self, args: &[&str]) -> Command {
         let mut cmd = wasmbatch();
         cmd.arg("run")
-            .arg(self.path("job.json"))
             .args(["--output", "json", "--progress", "off", "--dead-letter"])
             .arg(self.path("dead-letter.jsonl"))
             .arg("--cache-dir")
@@ -377,13 +389,13 @@ fn endpoint_that_never_gets_ready_is_a_clear_error() {
 }
 
 #[test]
-fn interrupt_stops_the_job_cleanly() {
+fn interrupt_stops_the_job_and_resume_finishes_the_same_job() {
     let items: Vec<&str> = std::iter::once("copy:/cortex/spec/job.json:/mnt/started")
         .chain(std::iter::repeat_n("sleep:200", 39))
         .collect();
-    let job = Job::new(&commands(&items, 1, 1, json!({})));
-    let mut cmd = job.command(&["--plugin", plugin_path("misbehave"), "--mount", job.mnt()]);
-    let child = cmd.spawn().unwrap();
+    let job = Job::new(&commands(&items, 1, 1, json!({"on_complete_file": "/mnt/complete.jsonl"})));
+    let plugin_args = ["--plugin", plugin_path("misbehave"), "--mount", job.mnt()];
+    let child = job.command(&plugin_args).spawn().unwrap();
     wait_for_file(&job.path("mnt").join("started"));
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -391,11 +403,59 @@ fn interrupt_stops_the_job_cleanly() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     let s = &out.status;
     assert_eq!(s["status"], "stopped");
-    assert_eq!(s["total_batch_count"], 40);
-    let accounted = s["metrics"]["succeeded"].as_u64().unwrap() + s["dead_lettered_batch_count"].as_u64().unwrap();
-    assert_eq!(accounted, 40);
-    assert!(s["unhandled_batch_count"].as_u64().unwrap() > 20, "{s}");
-    assert_eq!(job.dead_letters().len() as u64, s["dead_lettered_batch_count"].as_u64().unwrap());
+    let job_id = s["job_id"].as_str().unwrap().to_string();
+    let (succeeded, pending) =
+        (s["metrics"]["succeeded"].as_u64().unwrap(), s["pending_batch_count"].as_u64().unwrap());
+    assert!(pending > 20, "{s}");
+    assert_eq!(s["dead_lettered_batch_count"], 0, "stopped batches wait for the resume, not in the dead letters");
+    assert_eq!(s["resume_with"], job.path("state").display().to_string());
+    assert!(read_lines(&job.path("mnt/complete.jsonl")).is_empty());
+
+    let out = finish(job.resume_command(&plugin_args).spawn().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = &out.status;
+    assert_eq!((s["job_id"].as_str(), s["status"].as_str()), (Some(job_id.as_str()), Some("succeeded")));
+    assert_eq!((s["metrics"]["succeeded"].as_u64(), s["total_batch_count"].as_u64()), (Some(40), Some(40)));
+    assert!(s["total_item_count"].as_u64().unwrap() <= 40 - succeeded, "only the rest ran again: {s}");
+    let complete = read_lines(&job.path("mnt/complete.jsonl"));
+    assert_eq!(complete.len(), 1);
+    assert_eq!((complete[0]["succeeded"].as_u64(), complete[0]["total"].as_u64()), (Some(40), Some(40)));
+    let again = finish(job.resume_command(&plugin_args).spawn().unwrap());
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("already ended (succeeded); nothing to resume"), "{}", again.stderr);
+}
+
+#[test]
+fn a_sigkill_then_resume_loses_nothing_and_sums_right() {
+    // 2,000 items of [i, i] in batches of 10: the sum is 2 × (0 + … + 1999).
+    let items: Vec<Vec<u64>> = (0..2000).map(|i| vec![i, i]).collect();
+    let job = Job::new(&json!({"workers": 2, "item_list": {"items": items, "batch_size": 10}}));
+    let plugin_args = ["--plugin", plugin_path("sum"), "--mount", job.mnt()];
+    let mut child = job.command(&plugin_args).spawn().unwrap();
+    // Kill once about a third of the batches have written their output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job_dir = loop {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(job.path("mnt")).unwrap().map(|e| e.unwrap().path()).collect();
+        if let Some(dir) = dirs.first()
+            && std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0) >= 60
+        {
+            break dir.clone();
+        }
+        assert!(Instant::now() < deadline, "the job never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = finish(job.resume_command(&plugin_args).spawn().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status["job_id"].as_str(), job_dir.file_name().unwrap().to_str());
+    assert_eq!(
+        (out.status["metrics"]["succeeded"].as_u64(), out.status["total_batch_count"].as_u64()),
+        (Some(200), Some(200))
+    );
+    let result: Value = serde_json::from_slice(&std::fs::read(job_dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!((result["batches"].as_u64(), result["items"].as_u64()), (Some(200), Some(2000)));
+    assert_eq!(result["total"].as_f64(), Some(2.0 * (1999.0 * 2000.0 / 2.0)));
 }
 
 #[test]

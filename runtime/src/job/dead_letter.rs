@@ -49,6 +49,18 @@ impl DeadLetters {
         Ok(DeadLetters { path: path.to_path_buf(), file: Mutex::new(file), written: Mutex::new(0) })
     }
 
+    /// Opens the file at `path` to add to it (creating it when missing): the records
+    /// already there count as written.
+    pub fn append_to(path: &Path) -> std::io::Result<DeadLetters> {
+        let existing = match std::fs::read(path) {
+            Ok(bytes) => bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(DeadLetters { path: path.to_path_buf(), file: Mutex::new(file), written: Mutex::new(existing) })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -446,6 +446,8 @@ pub fn run<E: Executor>(
         },
         unhandled_batch_count: t.unhandled,
         dead_lettered_batch_count: dead_lettered,
+        pending_batch_count: t.deferred,
+        resume_with: None,
         dead_letter_file,
         retries: t.retries,
         executor: executor.name(),

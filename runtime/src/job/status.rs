@@ -159,6 +159,11 @@ pub struct JobStatus {
     pub unhandled_batch_count: u64,
     /// Batches written to the dead-letter file (failed + unhandled).
     pub dead_lettered_batch_count: u64,
+    /// Batches left for a resume: not handled when the job was interrupted.
+    pub pending_batch_count: u64,
+    /// The state directory to resume the job from, when it can be resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_with: Option<String>,
     /// The dead-letter file, when anything was written to it.
     pub dead_letter_file: Option<String>,
     /// Attempts beyond the first, over all batches.
@@ -182,9 +187,9 @@ impl JobStatus {
         }
     }
 
-    /// Whether every batch read is succeeded or dead-lettered.
+    /// Whether every batch read is succeeded, dead-lettered or left for a resume.
     pub fn accounted(&self) -> bool {
-        self.metrics.succeeded + self.dead_lettered_batch_count == self.total_batch_count
+        self.metrics.succeeded + self.dead_lettered_batch_count + self.pending_batch_count == self.total_batch_count
     }
 
     /// The human summary printed at the end of a job.
@@ -202,12 +207,23 @@ impl JobStatus {
         if self.dead_lettered_batch_count > 0 {
             s.push_str(&format!(" ({} failed, {} unhandled)", m.failed, self.unhandled_batch_count));
         }
-        let accounted = m.succeeded + self.dead_lettered_batch_count;
-        let check = if accounted == self.total_batch_count { "✓" } else { "✗ MISMATCH" };
-        s.push_str(&format!(
-            "\n  {} + {} = {} of {} batches {check}",
-            m.succeeded, self.dead_lettered_batch_count, accounted, self.total_batch_count
-        ));
+        let accounted = m.succeeded + self.dead_lettered_batch_count + self.pending_batch_count;
+        let check = if self.accounted() { "✓" } else { "✗ MISMATCH" };
+        if self.pending_batch_count > 0 {
+            s.push_str(&format!(
+                "\n  {} + {} + {} pending = {} of {} batches {check}",
+                m.succeeded,
+                self.dead_lettered_batch_count,
+                self.pending_batch_count,
+                accounted,
+                self.total_batch_count
+            ));
+        } else {
+            s.push_str(&format!(
+                "\n  {} + {} = {} of {} batches {check}",
+                m.succeeded, self.dead_lettered_batch_count, accounted, self.total_batch_count
+            ));
+        }
         if let Some(avg) = m.average_time_per_batch {
             s.push_str(&format!("\n  average time per batch: {:.1} ms; retries: {}", avg * 1e3, self.retries));
         }
@@ -215,6 +231,9 @@ impl JobStatus {
             s.push_str(&format!("\n  dead-letter file: {file} (re-run with --retry-from)"));
         }
         s.push_str(&format!("\n  on-job-complete: {}", self.on_job_complete.as_str()));
+        if let Some(dir) = &self.resume_with {
+            s.push_str(&format!("\n  resume with: wasmbatch run --resume {dir} (and the same --plugin or --endpoint)"));
+        }
         if let Some(error) = &self.error {
             s.push_str(&format!("\n  error: {error}"));
         }
@@ -365,6 +384,8 @@ mod tests {
             metrics: Metrics { succeeded: 3, failed: 1, average_time_per_batch: Some(0.002) },
             unhandled_batch_count: 1,
             dead_lettered_batch_count: 2,
+            pending_batch_count: 0,
+            resume_with: None,
             dead_letter_file: Some("dl.jsonl".into()),
             retries: 4,
             executor: "in_process",

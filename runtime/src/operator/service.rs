@@ -22,7 +22,7 @@ use crate::http::client::{Endpoint, wait_ready};
 use crate::job::budget::Budget;
 use crate::job::executor::{EndpointExecutor, InProcess};
 use crate::job::runner::{JobPlan, StopFlag, StopReason};
-use crate::job::source::{self, Batch, BatchSource, PathRewrite, SourceError};
+use crate::job::source::{self, PathRewrite};
 use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
 use crate::job::submission::{SourceSpec, Submission, SubmissionError};
 use crate::journal::{Hook, JobRow, Journal};
@@ -189,43 +189,6 @@ fn with_default_workers(bytes: &[u8], workers: usize) -> Vec<u8> {
 
 fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// Batches from the submission, skipping those that already have an outcome; records
-/// the number of batches when the input ends.
-struct Resumed {
-    inner: Box<dyn BatchSource>,
-    ended: Vec<u64>,
-    journal: Journal,
-    job_id: String,
-    seen: u64,
-}
-
-impl BatchSource for Resumed {
-    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        loop {
-            match self.inner.next_batch()? {
-                None => {
-                    if let Err(e) = self.journal.set_total(&self.job_id, self.seen) {
-                        tracing::error!(job_id = self.job_id, "{e}");
-                    }
-                    return Ok(None);
-                }
-                Some(batch) => {
-                    self.seen += 1;
-                    let i = batch.index as usize;
-                    let done = self.ended.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
-                    if !done {
-                        return Ok(Some(batch));
-                    }
-                }
-            }
-        }
-    }
-
-    fn total_batches(&self) -> Option<u64> {
-        self.inner.total_batches()
-    }
 }
 
 impl Service {
@@ -493,9 +456,7 @@ impl Service {
         if let Some(total) = inner.total_batches() {
             self.journal.set_total(&row.job_id, total)?;
         }
-        let ended = self.journal.ended(&row.job_id)?;
-        let source =
-            Box::new(Resumed { inner, ended, journal: self.journal.clone(), job_id: row.job_id.clone(), seen: 0 });
+        let source = self.journal.resumed(&row.job_id, inner)?;
         let workers = row.spec["workers"].as_u64().unwrap_or(1) as usize;
         let plan = JobPlan {
             job_id: row.job_id.clone(),
