@@ -573,7 +573,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.endpoint.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
 
     // The job: new (from the job file), or resumed (from its journal).
-    let (journal, row, meta, state_dir, explicit_state) = match &args.resume {
+    let (journal, row, meta, state_dir, explicit_state, parsed) = match &args.resume {
         Some(dir) => {
             if !dir.join("journal.sqlite").is_file() {
                 return Err(invalid(format!("--resume {}: no journal.sqlite there", dir.display())));
@@ -590,12 +590,15 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                     row.status.as_str()
                 )));
             }
+            let mut row = row;
+            row.submission = std::fs::read(dir.join("job.json"))
+                .map_err(|e| invalid(format!("--resume {}: the job file kept there: {e}", dir.display())))?;
             let mut meta: RunMeta =
                 serde_json::from_value(row.spec["_run"].clone()).context("the journal's run settings")?;
             if let Some(path) = &args.dead_letter {
                 meta.dead_letter = path.clone();
             }
-            (journal, row, meta, dir.clone(), true)
+            (journal, row, meta, dir.clone(), true, None)
         }
         None => {
             let job = args.job.as_ref().expect("clap requires JOB without --resume");
@@ -647,10 +650,14 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.state")));
             let journal = crate::journal::Journal::open(&state_dir)
                 .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
+            // The job file beside the journal, as a file: a large one costs a copy, not
+            // a database write.
+            write_durably(&state_dir.join("job.json"), &bytes)
+                .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             let row = crate::journal::JobRow {
                 job_id,
                 api_name,
-                submission: bytes,
+                submission: Vec::new(),
                 spec,
                 status: job::status::JobState::Running,
                 submitted_at: start_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
@@ -661,10 +668,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             };
             journal.insert_job(&row)?;
             let meta: RunMeta = serde_json::from_value(row.spec["_run"].clone()).expect("just written");
-            (journal, row, meta, state_dir, explicit)
+            (journal, row, meta, state_dir, explicit, Some(submission))
         }
     };
-    let submission = Submission::parse(&row.submission, "the job").map_err(invalid)?;
+    let submission = match parsed {
+        Some(submission) => submission,
+        None => Submission::parse(&row.submission, "the job").map_err(invalid)?,
+    };
     let job_id = row.job_id.clone();
     let api_name = row.api_name.clone();
     let workers = args.workers.map(|w| w as usize).unwrap_or(row.spec["workers"].as_u64().unwrap_or(1) as usize);
@@ -790,6 +800,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.shutdown_background();
     Ok(ExitCode::from(status.exit_code()))
+}
+
+/// Writes `bytes` to `path` and flushes them to disk.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_data()
 }
 
 /// Records how the run ended in its journal, and gives the status the whole job's

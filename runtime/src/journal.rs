@@ -6,9 +6,11 @@
 //!   batches can be produced again after a restart), its spec, status, times, the
 //!   number of batches once the input has been read to its end, and how far its
 //!   on-job-complete got.
-//! - `outcomes`: one row per batch that *ended* — succeeded (index and time only), or
-//!   dead-lettered (attempts, error, and the batch's bytes, for download and re-run).
-//!   A batch with no row is pending or was in flight.
+//! - `succeeded`: one row per group of batches a worker recorded at once — their
+//!   indexes, packed, and their time — so that a fast job writes a row per few dozen
+//!   batches, not one per batch.
+//! - `outcomes`: one row per dead-lettered batch (attempts, error, and the batch's
+//!   bytes, for download and re-run). A batch in neither is pending or was in flight.
 //!
 //! Batch bodies of pending batches are not stored: on a restart the input is read
 //! again from the submission (deterministically split into the same batches) and the
@@ -127,6 +129,13 @@ const SCHEMA: &str = "
         error TEXT
     );
     CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, submitted_at);
+    CREATE TABLE IF NOT EXISTS succeeded (
+        job_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        elapsed REAL NOT NULL,
+        indexes BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS succeeded_by_job ON succeeded (job_id);
     CREATE TABLE IF NOT EXISTS outcomes (
         job_id TEXT NOT NULL,
         idx INTEGER NOT NULL,
@@ -141,7 +150,6 @@ const SCHEMA: &str = "
 ";
 
 /// `outcomes.state`.
-const SUCCEEDED: i64 = 1;
 const FAILED: i64 = 2;
 const UNHANDLED: i64 = 3;
 
@@ -316,19 +324,18 @@ impl Journal {
     /// The batch counts of a job.
     pub fn counts(&self, job_id: &str) -> std::io::Result<Counts> {
         self.with(|c| {
-            let mut q = c.prepare_cached(
-                "SELECT state, COUNT(*), AVG(elapsed) FROM outcomes WHERE job_id = ?1 GROUP BY state",
-            )?;
             let mut counts = Counts::default();
-            for row in q.query_map([job_id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, Option<f64>>(2)?))
-            })? {
-                let (state, n, avg) = row?;
+            let (n, elapsed): (i64, f64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(elapsed), 0) FROM succeeded WHERE job_id = ?1",
+                )?
+                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            counts.succeeded = n as u64;
+            counts.average_time_per_batch = (n > 0).then(|| elapsed / n as f64);
+            let mut q = c.prepare_cached("SELECT state, COUNT(*) FROM outcomes WHERE job_id = ?1 GROUP BY state")?;
+            for row in q.query_map([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))? {
+                let (state, n) = row?;
                 match state {
-                    SUCCEEDED => {
-                        counts.succeeded = n;
-                        counts.average_time_per_batch = avg;
-                    }
                     FAILED => counts.failed = n,
                     _ => counts.unhandled = n,
                 }
@@ -340,14 +347,22 @@ impl Journal {
     /// The indexes of a job's batches that have ended, as a bit set.
     pub fn ended(&self, job_id: &str) -> std::io::Result<Vec<u64>> {
         self.with(|c| {
-            let mut q = c.prepare("SELECT idx FROM outcomes WHERE job_id = ?1")?;
             let mut bits: Vec<u64> = Vec::new();
-            for idx in q.query_map([job_id], |r| r.get::<_, i64>(0))? {
-                let idx = idx? as usize;
+            let mut set = |idx: usize| {
                 if bits.len() <= idx / 64 {
                     bits.resize(idx / 64 + 1, 0);
                 }
                 bits[idx / 64] |= 1 << (idx % 64);
+            };
+            let mut q = c.prepare("SELECT indexes FROM succeeded WHERE job_id = ?1")?;
+            for packed in q.query_map([job_id], |r| r.get::<_, Vec<u8>>(0))? {
+                for chunk in packed?.chunks_exact(8) {
+                    set(u64::from_le_bytes(chunk.try_into().expect("8 bytes")) as usize);
+                }
+            }
+            let mut q = c.prepare("SELECT idx FROM outcomes WHERE job_id = ?1")?;
+            for idx in q.query_map([job_id], |r| r.get::<_, i64>(0))? {
+                set(idx? as usize);
             }
             Ok(bits)
         })
@@ -358,9 +373,9 @@ impl Journal {
         self.with(|c| {
             let mut q = c.prepare(
                 "SELECT idx, attempts, kind, message, body FROM outcomes
-                 WHERE job_id = ?1 AND state != ?2 ORDER BY idx",
+                 WHERE job_id = ?1 ORDER BY idx",
             )?;
-            q.query_map(params![job_id, SUCCEEDED], |r| {
+            q.query_map(params![job_id], |r| {
                 Ok(DeadLetter {
                     index: r.get::<_, i64>(0)? as u64,
                     attempts: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u32,
@@ -441,8 +456,8 @@ pub struct Exported {
 }
 
 impl Ledger for Exported {
-    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()> {
-        self.journal.succeeded(index, elapsed)
+    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
+        self.journal.succeeded(batches)
     }
 
     fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
@@ -474,10 +489,12 @@ pub struct JobLedger {
 }
 
 impl Ledger for JobLedger {
-    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()> {
+    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
+        let packed: Vec<u8> = batches.iter().flat_map(|(index, _)| index.to_le_bytes()).collect();
+        let elapsed: f64 = batches.iter().map(|(_, e)| e.as_secs_f64()).sum();
         self.journal.with(|c| {
-            c.prepare_cached("INSERT OR REPLACE INTO outcomes (job_id, idx, state, elapsed) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![self.job_id, index as i64, SUCCEEDED, elapsed.as_secs_f64()])
+            c.prepare_cached("INSERT INTO succeeded (job_id, n, elapsed, indexes) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![self.job_id, batches.len() as i64, elapsed, packed])
                 .map(drop)
         })
     }
@@ -555,8 +572,7 @@ mod tests {
             let journal = Journal::open(dir.path()).unwrap();
             journal.insert_job(&job("a")).unwrap();
             let ledger = journal.ledger("a");
-            ledger.succeeded(0, Duration::from_millis(10)).unwrap();
-            ledger.succeeded(2, Duration::from_millis(30)).unwrap();
+            ledger.succeeded(&[(0, Duration::from_millis(10)), (2, Duration::from_millis(30))]).unwrap();
             let error = AttemptError { kind: AttemptKind::Connection, message: "gone".into() };
             ledger.dead_lettered(&[Record { index: 70, attempts: 3, error: &error, body: b"[1]" }]).unwrap();
             journal.set_total("a", 71).unwrap();

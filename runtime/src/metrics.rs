@@ -10,7 +10,7 @@
 //! job IDs; older ones are removed, so a server that sees many jobs (or a client
 //! inventing job IDs) cannot grow the registry without bound.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::recent::Recent;
@@ -47,7 +47,7 @@ pub struct Families {
     failed: IntCounterVec,
     time_per_batch: HistogramVec,
     /// Per job ID: its API and its series.
-    jobs: Mutex<Recent<String, (String, Arc<JobSeries>)>>,
+    jobs: RwLock<Recent<String, (String, Arc<JobSeries>)>>,
     failures: IntCounterVec,
     /// Guest instances alive.
     pub instances_alive: IntGauge,
@@ -100,7 +100,7 @@ impl Metrics {
             succeeded: counter("cortex_batch_succeeded", "Batches that succeeded.", labels),
             failed: counter("cortex_batch_failed", "Batches that failed.", labels),
             time_per_batch,
-            jobs: Mutex::new(Recent::new(Self::JOBS_KEPT)),
+            jobs: RwLock::new(Recent::new(Self::JOBS_KEPT)),
             failures: counter(
                 "wasmbatch_batch_failures_total",
                 "Failed attempts at batches, by failure kind.",
@@ -149,7 +149,11 @@ impl Metrics {
 
     /// The series of `job_id`, created (and the oldest job's removed) on first use.
     fn job(&self, job_id: &str) -> Arc<JobSeries> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        // The common case, a job already known, takes only a read lock.
+        if let Some((_, series)) = self.jobs.read().unwrap_or_else(|e| e.into_inner()).get(job_id) {
+            return series.clone();
+        }
+        let mut jobs = self.jobs.write().unwrap_or_else(|e| e.into_inner());
         if let Some((_, series)) = jobs.get_mut(job_id) {
             return series.clone();
         }

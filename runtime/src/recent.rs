@@ -19,6 +19,14 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         Recent { capacity: capacity.max(1), map: HashMap::new(), order: VecDeque::new() }
     }
 
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key)
+    }
+
     pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: std::borrow::Borrow<Q>,

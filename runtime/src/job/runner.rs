@@ -51,8 +51,8 @@ pub struct JobPlan {
 /// Where a job's outcomes are kept. Each call returns once what it records is
 /// durable; the runner counts a batch only after that.
 pub trait Ledger: Send + Sync + 'static {
-    /// A batch succeeded.
-    fn succeeded(&self, index: u64, elapsed: Duration) -> std::io::Result<()>;
+    /// Batches that succeeded, `(index, time)` (a worker's group: one write).
+    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()>;
     /// Batches that will not succeed (failed for good, or unhandled after a stop).
     fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()>;
     /// The whole job's `(succeeded, failed, total)` when the ledger knows more than this
@@ -69,7 +69,7 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 impl Ledger for DeadLetters {
-    fn succeeded(&self, _index: u64, _elapsed: Duration) -> std::io::Result<()> {
+    fn succeeded(&self, _batches: &[(u64, Duration)]) -> std::io::Result<()> {
         Ok(())
     }
 
@@ -301,26 +301,56 @@ pub fn run<E: Executor>(
                 .name(format!("wasmbatch-job-{index}"))
                 .spawn(move || {
                     let mut state = executor.worker(index);
-                    while let Ok(batch) = rx.recv() {
+                    let mut done = Succeeded::default();
+                    loop {
+                        // Successes waiting to be recorded wait at most their age for
+                        // the next batch; then they are recorded before waiting longer.
+                        let next = match done.deadline() {
+                            None => rx.recv().map_err(|_| ()),
+                            Some(deadline) => match rx.recv_deadline(deadline) {
+                                Ok(batch) => Ok(batch),
+                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                                    done.flush(&shared, &job);
+                                    continue;
+                                }
+                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(()),
+                            },
+                        };
+                        let Ok(batch) = next else { break };
+                        // A group that has waited its time is recorded before the next
+                        // batch starts: only batches in flight can run twice after a crash.
+                        if done.deadline().is_some_and(|deadline| Instant::now() >= deadline) {
+                            done.flush(&shared, &job);
+                        }
                         if let Some(reason) = stop.reason() {
+                            done.flush(&shared, &job);
                             unhandled(batch, &rx, reason, &shared);
                             continue;
                         }
                         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                             work(&*executor, &mut state, &job, &batch, &shared, &stop, &metrics)
                         }));
-                        if let Err(payload) = outcome {
-                            let message =
-                                format!("a job worker panicked on batch {}: {}", batch.index, panic_message(&*payload));
-                            tracing::error!(job_id = job.job_id, "{message}");
-                            shared.tally().faults.push(message.clone());
-                            let error = AttemptError { kind: AttemptKind::WorkerPanic, message };
-                            let record = Record { index: batch.index, attempts: 1, error: &error, body: &batch.body };
-                            shared.dead_letter(&[record], batch.items as u64, false);
-                            // The worker's state is in an unknown condition.
-                            state = executor.worker(index);
+                        match outcome {
+                            Ok(Some(elapsed)) => done.push(&batch, elapsed, &shared, &job),
+                            Ok(None) => {}
+                            Err(payload) => {
+                                let message = format!(
+                                    "a job worker panicked on batch {}: {}",
+                                    batch.index,
+                                    panic_message(&*payload)
+                                );
+                                tracing::error!(job_id = job.job_id, "{message}");
+                                shared.tally().faults.push(message.clone());
+                                let error = AttemptError { kind: AttemptKind::WorkerPanic, message };
+                                let record =
+                                    Record { index: batch.index, attempts: 1, error: &error, body: &batch.body };
+                                shared.dead_letter(&[record], batch.items as u64, false);
+                                // The worker's state is in an unknown condition.
+                                state = executor.worker(index);
+                            }
                         }
                     }
+                    done.flush(&shared, &job);
                     state
                 })
                 .expect("spawn a job worker")
@@ -515,7 +545,63 @@ fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: Stop
     shared.dead_letter(&records, items, true);
 }
 
-/// One batch through its attempts, recorded in the tally (and the dead-letter file).
+/// A worker's batches that succeeded and are not recorded yet. Fast batches are
+/// written to the ledger in groups — one write for up to [`Succeeded::GROUP`] batches,
+/// at the latest [`Succeeded::AGE`] after the first of them — so that a journal write
+/// does not dominate a batch of a few microseconds; a batch that took
+/// [`Succeeded::SLOW`] or more is written at once (the write is then a few percent of
+/// its time). They are counted only once written: a crash before that runs them again,
+/// never loses them.
+#[derive(Default)]
+struct Succeeded {
+    batches: Vec<(u64, Duration)>,
+    items: u64,
+    time: Duration,
+    oldest: Option<Instant>,
+}
+
+impl Succeeded {
+    const GROUP: usize = 64;
+    const AGE: Duration = Duration::from_millis(10);
+    const SLOW: Duration = Duration::from_millis(1);
+
+    /// When the oldest waiting success must be recorded, if any waits.
+    fn deadline(&self) -> Option<Instant> {
+        self.oldest.map(|oldest| oldest + Self::AGE)
+    }
+
+    fn push(&mut self, batch: &Batch, elapsed: Duration, shared: &Shared, job: &JobRef) {
+        self.batches.push((batch.index, elapsed));
+        self.items += batch.items as u64;
+        self.time += elapsed;
+        let oldest = *self.oldest.get_or_insert_with(Instant::now);
+        if elapsed >= Self::SLOW || self.batches.len() >= Self::GROUP || oldest.elapsed() >= Self::AGE {
+            self.flush(shared, job);
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared, job: &JobRef) {
+        if self.batches.is_empty() {
+            return;
+        }
+        if let Err(e) = shared.ledger.succeeded(&self.batches) {
+            let message = format!("cannot record {} succeeded batches: {e}", self.batches.len());
+            tracing::error!(api_name = job.api_name, job_id = job.job_id, "{message}");
+            shared.tally().faults.push(message);
+        } else {
+            let mut t = shared.tally();
+            let n = self.batches.len() as u64;
+            t.succeeded += n;
+            t.success_time += self.time;
+            t.done += n;
+            t.done_items += self.items;
+        }
+        *self = Succeeded::default();
+    }
+}
+
+/// One batch through its attempts. A success is returned (with its time) for the
+/// worker to record; a failure is dead-lettered here.
 fn work<E: Executor>(
     executor: &E,
     state: &mut E::Worker,
@@ -524,7 +610,7 @@ fn work<E: Executor>(
     shared: &Shared,
     stop: &StopFlag,
     metrics: &Metrics,
-) {
+) -> Option<Duration> {
     let (job_id, api_name, max_attempts) = (job.job_id.as_str(), job.api_name.as_str(), job.max_attempts);
     let body = Bytes::copy_from_slice(&batch.body);
     let mut attempts = 0;
@@ -567,18 +653,8 @@ fn work<E: Executor>(
     };
     match outcome {
         Ok(elapsed) => {
-            if let Err(e) = shared.ledger.succeeded(batch.index, elapsed) {
-                let message = format!("cannot record that batch {} succeeded: {e}", batch.index);
-                tracing::error!(api_name, job_id, "{message}");
-                shared.tally().faults.push(message);
-                return;
-            }
             metrics.batch_succeeded(job_id, elapsed);
-            let mut t = shared.tally();
-            t.succeeded += 1;
-            t.success_time += elapsed;
-            t.done += 1;
-            t.done_items += batch.items as u64;
+            return Some(elapsed);
         }
         Err(error) if error.kind == AttemptKind::Interrupted(StopReason::Shutdown) => {
             shared.tally().deferred += 1;
@@ -594,6 +670,7 @@ fn work<E: Executor>(
             }
         }
     }
+    None
 }
 
 #[cfg(test)]
