@@ -173,6 +173,113 @@ def in_process_vs_http(results):
         print(f"| {name} | {secs:.2f} | {batches / secs:,.0f} | {secs / batches * 1e6:.1f} | {inproc / secs:.2f} |")
 
 
+def operator_config(path, mount):
+    path.write_text(
+        "max_workers = 2\n"
+        f"[[api]]\nname = \"noop\"\nplugin = \"{PLUGINS / 'noop.wasm'}\"\nmax_workers = 2\n"
+        f"[[api]]\nname = \"sum\"\nplugin = \"{PLUGINS / 'sum.wasm'}\"\nmount = \"{mount}\"\nmax_workers = 2\n"
+    )
+    return path
+
+
+def start_operator(config, data):
+    port = free_port()
+    proc = start([WASMBATCH, "operator", "--config", str(config), "--data-dir", str(data), "--host", "127.0.0.1",
+                  "--port", str(port)], port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def http_json(method, url, body=None):
+    request = urllib.request.Request(url, data=body, method=method)
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def submit_and_wait(base, api, job_bytes, poll=0.01):
+    job_id = http_json("POST", f"{base}/batch/{api}", job_bytes)["job_id"]
+    while True:
+        status = http_json("GET", f"{base}/batch/{api}?jobID={job_id}")
+        if status["job_status"]["status"] not in ("pending", "running"):
+            return job_id, status
+        time.sleep(poll)
+
+
+def operator(results):
+    batches = int(os.environ.get("BENCH_JOB_BATCHES", "50000"))
+    job = item_list_job(batches, WORK / "op-job.json")
+    mount = WORK / "op-out"
+    mount.mkdir(exist_ok=True)
+    config = operator_config(WORK / "apis.toml", mount)
+    print(f"\n## Job service (operator with its SQLite journal) vs `run` (same job: {batches:,} batches of 10 items, "
+          "2 workers, noop)")
+    common = ["--progress", "off", "--output", "json", "--dead-letter", str(WORK / "dl.jsonl")]
+    runs, ops = [], []
+    for _ in range(ROUNDS):
+        secs, _ = timed([WASMBATCH, "run", str(job), "--plugin", str(PLUGINS / "noop.wasm"), "--no-mount", *common])
+        runs.append(secs)
+        data = WORK / f"op-data-{len(ops)}"
+        proc, base = start_operator(config, data)
+        started = time.perf_counter()
+        _, status = submit_and_wait(base, "noop", job.read_bytes())
+        ops.append(time.perf_counter() - started)
+        assert status["job_status"]["status"] == "succeeded", status
+        stop(proc)
+    run_s, op_s = statistics.median(runs), statistics.median(ops)
+    print("| path | wall s (median) | batches/s | ratio to run |")
+    print("|---|---|---|---|")
+    print(f"| run --plugin (in-process, journaled) | {run_s:.2f} | {batches / run_s:,.0f} | 1.00 |")
+    print(f"| operator: POST, run, poll until succeeded | {op_s:.2f} | {batches / op_s:,.0f} | {run_s / op_s:.2f} |")
+
+    # Submission to the first batch's output, one batch of the sum plugin.
+    proc, base = start_operator(config, WORK / "op-latency")
+    latencies = []
+    one = json.dumps({"workers": 1, "item_list": {"items": [[1, 2]], "batch_size": 1}}).encode()
+    for _ in range(20):
+        started = time.perf_counter()
+        job_id = http_json("POST", f"{base}/batch/sum", one)["job_id"]
+        output = mount / job_id / "batch-0.json"
+        while not output.exists():
+            time.sleep(0.0005)
+        latencies.append(time.perf_counter() - started)
+    stop(proc)
+    latency_ms = statistics.median(latencies) * 1e3
+    print(f"\nsubmit → first batch handled (output written), median of 20: {latency_ms:.1f} ms (goal < 20 ms)")
+
+    # Restart to resumed work, a job of 1,000,000 batches interrupted by SIGKILL.
+    big = WORK / "million.json"
+    big.write_text(json.dumps({"workers": 2, "item_list": {"items": list(range(1_000_000)), "batch_size": 1}}))
+    data = WORK / "op-restart"
+    proc, base = start_operator(config, data)
+    job_id = http_json("POST", f"{base}/batch/noop", big.read_bytes())["job_id"]
+    while http_json("GET", f"{base}/batch/noop?jobID={job_id}")["metrics"]["succeeded"] < 100_000:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = None
+    port = free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen([WASMBATCH, "operator", "--config", str(config), "--data-dir", str(data), "--host",
+                             "127.0.0.1", "--port", str(port)], env=QUIET, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_ready(port, proc)
+    ready = time.perf_counter() - started
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        succeeded = http_json("GET", f"{base}/batch/noop?jobID={job_id}")["metrics"]["succeeded"]
+        if done_before is None:
+            done_before = succeeded
+        elif succeeded > done_before:
+            break
+        time.sleep(0.002)
+    resumed = time.perf_counter() - started
+    stop(proc)
+    print(f"restart of a 1,000,000-batch job killed after {done_before:,} batches: listening after {ready * 1e3:.0f} ms, "
+          f"new batches recorded after {resumed * 1e3:.0f} ms (goal < 2 s)")
+    results["operator"] = {"batches": batches, "run_s": run_s, "operator_s": op_s, "ratio": run_s / op_s,
+                           "submit_to_first_batch_ms": latency_ms, "restart_ready_ms": ready * 1e3,
+                           "restart_resumed_ms": resumed * 1e3}
+
+
 def corpus(path, docs):
     lines = [l for l in (ROOT / "samples" / "documents.jsonl").read_text().splitlines() if l.strip()]
     with open(path, "w") as f:
@@ -248,11 +355,13 @@ def startup(results):
 def main():
     print(f"# wasmbatch benchmarks — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs")
     results = {}
-    sections = sys.argv[1:] or ["http", "jobs", "native", "startup"]
+    sections = sys.argv[1:] or ["http", "jobs", "operator", "native", "startup"]
     if "http" in sections:
         http_path(results)
     if "jobs" in sections:
         in_process_vs_http(results)
+    if "operator" in sections:
+        operator(results)
     if "native" in sections:
         wasm_vs_native(results)
     if "startup" in sections:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what the benchmarks need (release binaries, the plugins, a virtualenv with
 # FastAPI + uvicorn) and runs every benchmark, printing one table per comparison.
-# Usage: scripts/bench.sh [http] [jobs] [native] [startup]   (default: all)
+# Usage: scripts/bench.sh [http] [jobs] [operator] [native] [startup]   (default: all)
 # Environment: BENCH_SECONDS (per load run, default 3), BENCH_ROUNDS (default 3),
 # BENCH_JOB_BATCHES, BENCH_DOCS.
 set -euo pipefail

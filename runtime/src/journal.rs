@@ -60,7 +60,8 @@ pub struct JobRow {
     pub job_id: String,
     /// The API it was submitted to.
     pub api_name: String,
-    /// The submission's bytes, as received.
+    /// The submission's bytes, as received (empty when read from the journal: see
+    /// [`Journal::submission`]).
     pub submission: Vec<u8>,
     /// The job spec (Cortex's `BatchJob`), JSON.
     pub spec: serde_json::Value,
@@ -221,7 +222,8 @@ impl Journal {
         Ok(JobRow {
             job_id: r.get(0)?,
             api_name: r.get(1)?,
-            submission: r.get(2)?,
+            // Read on its own (`Journal::submission`): it can be megabytes.
+            submission: Vec::new(),
             spec: serde_json::from_str(&spec).unwrap_or_default(),
             status: JobState::parse(&status).unwrap_or(JobState::WorkerError),
             submitted_at: r.get(5)?,
@@ -233,7 +235,12 @@ impl Journal {
     }
 
     const COLUMNS: &str =
-        "job_id, api_name, submission, spec, status, submitted_at, end_time, total_batch_count, hook, error";
+        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error";
+
+    /// A job's submission, as received.
+    pub fn submission(&self, job_id: &str) -> std::io::Result<Vec<u8>> {
+        self.with(|c| c.query_row("SELECT submission FROM jobs WHERE job_id = ?1", [job_id], |r| r.get(0)))
+    }
 
     /// The job with this ID.
     pub fn job(&self, job_id: &str) -> std::io::Result<Option<JobRow>> {

@@ -34,7 +34,9 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         state.free += 1;
-        self.0.wake.notify_all();
+        if !state.waiting.is_empty() {
+            self.0.wake.notify_all();
+        }
     }
 }
 
@@ -62,6 +64,11 @@ impl Budget {
     /// Waits for a place in arrival order; `None` once `stop` is set.
     pub fn acquire(self: &Arc<Self>, stop: &StopFlag) -> Option<Place> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Nobody waiting and a place free: take it (the common case, no queue, no wake-up).
+        if state.waiting.is_empty() && state.free > 0 {
+            state.free -= 1;
+            return Some(Place(self.clone()));
+        }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.waiting.push_back(ticket);
@@ -70,7 +77,9 @@ impl Budget {
                 state.waiting.pop_front();
                 state.free -= 1;
                 // The next in line may be able to go too.
-                self.wake.notify_all();
+                if state.free > 0 && !state.waiting.is_empty() {
+                    self.wake.notify_all();
+                }
                 return Some(Place(self.clone()));
             }
             if stop.is_set() {

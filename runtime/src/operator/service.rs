@@ -446,7 +446,7 @@ impl Service {
             return Ok(());
         };
         self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
-        let submission = Submission::parse(&row.submission, "submission")?;
+        let submission = Submission::parse(&self.journal.submission(&row.job_id)?, "submission")?;
         let timeout = submission.timeout.map(|t| {
             let spent = (now_secs() - row.submitted_at).max(0.0);
             Duration::from_secs_f64((t as f64 - spent).max(0.001))
