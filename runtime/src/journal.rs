@@ -280,6 +280,30 @@ impl Journal {
         })
     }
 
+    /// Batches not handled yet over the jobs that have not ended: those whose number
+    /// of batches is known, less their outcomes.
+    pub fn batches_in_queue(&self) -> std::io::Result<u64> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT job_id, total_batch_count FROM jobs
+                 WHERE status IN ('pending', 'running') AND total_batch_count IS NOT NULL",
+            )?;
+            let jobs: Vec<(String, i64)> =
+                q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let mut queued = 0u64;
+            for (job_id, total) in jobs {
+                let ended: i64 = c.query_row(
+                    "SELECT (SELECT COALESCE(SUM(n), 0) FROM succeeded WHERE job_id = ?1)
+                          + (SELECT COUNT(*) FROM outcomes WHERE job_id = ?1)",
+                    [&job_id],
+                    |r| r.get(0),
+                )?;
+                queued += (total - ended).max(0) as u64;
+            }
+            Ok(queued)
+        })
+    }
+
     /// How many jobs have each status.
     pub fn status_counts(&self) -> std::io::Result<Vec<(JobState, u64)>> {
         self.with(|c| {
@@ -400,6 +424,13 @@ impl Journal {
         JobLedger { journal: self.clone(), job_id: job_id.to_string() }
     }
 
+    /// The dead letters of `job_id` as a source of batches (for a job re-running them).
+    pub fn dead_letter_source(&self, job_id: &str) -> std::io::Result<Box<dyn BatchSource>> {
+        let letters = self.dead_letters(job_id)?;
+        let total = letters.len() as u64;
+        Ok(Box::new(Letters { batches: letters.into_iter(), next: 0, total }))
+    }
+
     /// The only job of a journal that `wasmbatch run` keeps.
     pub fn only_job(&self) -> std::io::Result<Option<JobRow>> {
         self.with(|c| {
@@ -413,6 +444,28 @@ impl Journal {
     pub fn resumed(&self, job_id: &str, inner: Box<dyn BatchSource>) -> std::io::Result<Box<dyn BatchSource>> {
         let ended = self.ended(job_id)?;
         Ok(Box::new(Resumed { inner, ended, journal: self.clone(), job_id: job_id.to_string(), seen: 0 }))
+    }
+}
+
+/// A job's dead letters as the input of another job: one batch each, byte for byte,
+/// numbered from 0.
+struct Letters {
+    batches: std::vec::IntoIter<DeadLetter>,
+    next: u64,
+    total: u64,
+}
+
+impl BatchSource for Letters {
+    fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        let Some(letter) = self.batches.next() else { return Ok(None) };
+        let items = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&letter.body).map(|v| v.len()).unwrap_or(0);
+        let batch = Batch { index: self.next, items, body: letter.body };
+        self.next += 1;
+        Ok(Some(batch))
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        Some(self.total)
     }
 }
 

@@ -20,10 +20,15 @@ struct Place {
 impl Place {
     /// A config hosting `sum` and `misbehave` (both mounted on `out/`), plus `extra`.
     fn new(extra: &str) -> Place {
+        Place::with_budget(4, extra)
+    }
+
+    /// The same, with a worker budget of `budget`.
+    fn with_budget(budget: usize, extra: &str) -> Place {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("out")).unwrap();
         let config = format!(
-            "max_workers = 4\n\
+            "max_workers = {budget}\n\
              [[api]]\nname = \"sum\"\nplugin = \"{}\"\nmount = \"out\"\n\
              [[api]]\nname = \"misbehave\"\nplugin = \"{}\"\nmount = \"out\"\nmax_workers = 2\nmax_attempts = 2\n{extra}",
             plugin("sum").display(),
@@ -317,7 +322,9 @@ fn failures_are_retried_then_kept_as_dead_letters() {
 
 #[test]
 fn two_jobs_run_at_once_and_a_stop_and_a_timeout_end_theirs() {
-    let place = Place::new("");
+    // A budget of 2 workers, which the big job alone could fill: the small job submitted
+    // after it still gets its turns.
+    let place = Place::with_budget(2, "");
     let operator = place.start();
     let slow: Vec<&str> = std::iter::once("copy:/cortex/spec/job.json:/mnt/slow-started")
         .chain(std::iter::repeat_n("sleep:100", 40))

@@ -20,17 +20,26 @@ pub use service::Service;
 /// worker budget, read when scraped.
 pub fn render_metrics(service: &Service) -> String {
     use std::sync::OnceLock;
-    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge)> = OnceLock::new();
-    let (jobs, busy, budget) = GAUGES.get_or_init(|| {
+    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge, IntGauge)> = OnceLock::new();
+    let (jobs, busy, budget, queued) = GAUGES.get_or_init(|| {
         let jobs = IntGaugeVec::new(Opts::new("wasmbatch_jobs", "Jobs in the journal, by status."), &["status"])
             .expect("valid metric");
         let busy = IntGauge::new("wasmbatch_workers_busy", "Worker places in use (batches in flight).").expect("valid");
         let budget = IntGauge::new("wasmbatch_workers_budget", "Worker places in all.").expect("valid");
         service.metrics().register(Box::new(jobs.clone()));
         service.metrics().register(Box::new(busy.clone()));
+        let queued = IntGauge::new(
+            "wasmbatch_batches_in_queue",
+            "Batches not handled yet, over the jobs that have not ended (once their input was read).",
+        )
+        .expect("valid");
         service.metrics().register(Box::new(budget.clone()));
-        (jobs, busy, budget)
+        service.metrics().register(Box::new(queued.clone()));
+        (jobs, busy, budget, queued)
     });
+    if let Ok(n) = service.journal().batches_in_queue() {
+        queued.set(n as i64);
+    }
     if let Ok(counts) = service.journal().status_counts() {
         for state in [
             JobState::Pending,

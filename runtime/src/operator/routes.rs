@@ -7,6 +7,7 @@
 //! | `DELETE /batch/<api>?jobID=<id>` | `{"message":"stopped job <id>"}` |
 //! | `GET /batch/<api>/jobs` | ours: `{"jobs": [job_status…]}`, newest first |
 //! | `GET /batch/<api>/jobs/<id>/dead-letters` | ours: the job's dead letters, JSON Lines |
+//! | `POST /batch/<api>/jobs/<id>/dead-letters/retry` | ours: a new job of those batches; its spec |
 //! | `GET /healthz`, `GET /metrics` | readiness; Prometheus metrics |
 //!
 //! Errors are Cortex's: status 400 and `{"kind": …, "message": …}` with its kinds; ours
@@ -199,6 +200,14 @@ async fn route(service: Arc<Service>, request: Request<Incoming>) -> HttpRespons
                     }
                     Err(e) => service_error(&e),
                 }
+            })
+            .await
+        }
+        (Method::POST, ["batch", api, "jobs", job_id, "dead-letters", "retry"]) => {
+            let (api, job_id) = (api.to_string(), job_id.to_string());
+            blocking(move || match service.retry_dead_letters(&api, &job_id) {
+                Ok(spec) => json_response(StatusCode::OK, &spec),
+                Err(e) => service_error(&e),
             })
             .await
         }

@@ -381,6 +381,52 @@ impl Service {
         Ok(Submitted::Job(spec))
     }
 
+    /// Starts a new job of `api_name` whose batches are the dead letters of its job
+    /// `job_id`, byte for byte, with that job's workers, config and timeout.
+    pub fn retry_dead_letters(self: &Arc<Self>, api_name: &str, job_id: &str) -> Result<Value, ServiceError> {
+        let (old, counts) = self.job(api_name, job_id)?;
+        if old.api_name != api_name {
+            return Err(ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() });
+        }
+        if counts.failed + counts.unhandled == 0 {
+            return Err(ServiceError::Invalid {
+                kind: "error",
+                message: format!("job {job_id} has no dead letters to re-run"),
+            });
+        }
+        let queued = self.journal.unfinished_count()?;
+        if queued >= self.config.max_queued_jobs {
+            return Err(ServiceError::Busy(queued));
+        }
+        let now = SystemTime::now();
+        let new_id = new_job_id(now);
+        let mut spec = old.spec.clone();
+        spec["job_id"] = json!(new_id);
+        spec["start_time"] = json!(rfc3339(now));
+        let submission = json!({
+            "retry_of": job_id,
+            "workers": spec["workers"],
+            "config": spec["config"],
+            "timeout": spec["timeout"],
+        });
+        let row = JobRow {
+            job_id: new_id.clone(),
+            api_name: api_name.into(),
+            submission: submission.to_string().into_bytes(),
+            spec: spec.clone(),
+            status: JobState::Pending,
+            submitted_at: now_secs(),
+            end_time: None,
+            total_batch_count: None,
+            hook: Hook::Pending,
+            error: None,
+        };
+        self.journal.insert_job(&row)?;
+        tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
+        self.spawn(row);
+        Ok(spec)
+    }
+
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
     /// for reading).
     pub fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
@@ -446,13 +492,25 @@ impl Service {
             return Ok(());
         };
         self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
-        let submission = Submission::parse(&self.journal.submission(&row.job_id)?, "submission")?;
-        let timeout = submission.timeout.map(|t| {
+        let raw = self.journal.submission(&row.job_id)?;
+        // A re-run of another job's dead letters, or a submission.
+        let retry_of = serde_json::from_slice::<Value>(&raw)
+            .ok()
+            .and_then(|v| v.get("retry_of").and_then(Value::as_str).map(str::to_owned));
+        let (inner, timeout, max_attempts) = match retry_of {
+            Some(old) => (self.journal.dead_letter_source(&old)?, row.spec["timeout"].as_u64(), None),
+            None => {
+                let submission = Submission::parse(&raw, "submission")?;
+                let rewrite =
+                    api.config.mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
+                let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
+                (inner, submission.timeout, submission.max_attempts)
+            }
+        };
+        let timeout = timeout.map(|t| {
             let spent = (now_secs() - row.submitted_at).max(0.0);
             Duration::from_secs_f64((t as f64 - spent).max(0.001))
         });
-        let rewrite = api.config.mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
-        let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
         if let Some(total) = inner.total_batches() {
             self.journal.set_total(&row.job_id, total)?;
         }
@@ -464,7 +522,7 @@ impl Service {
             workers,
             config: row.spec["config"].clone(),
             timeout,
-            max_attempts: submission.max_attempts.unwrap_or(api.config.max_attempts),
+            max_attempts: max_attempts.unwrap_or(api.config.max_attempts),
             ledger: Box::new(self.journal.ledger(&row.job_id)),
             budget: Some(self.budget.clone()),
             start_time: UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at),
