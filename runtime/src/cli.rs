@@ -591,7 +591,8 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 )));
             }
             let mut row = row;
-            row.submission = std::fs::read(dir.join("job.json"))
+            row.submission = journal
+                .submission(&row.job_id)
                 .map_err(|e| invalid(format!("--resume {}: the job file kept there: {e}", dir.display())))?;
             let mut meta: RunMeta =
                 serde_json::from_value(row.spec["_run"].clone()).context("the journal's run settings")?;
@@ -650,14 +651,10 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.state")));
             let journal = crate::journal::Journal::open(&state_dir)
                 .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
-            // The job file beside the journal, as a file: a large one costs a copy, not
-            // a database write.
-            write_durably(&state_dir.join("job.json"), &bytes)
-                .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             let row = crate::journal::JobRow {
                 job_id,
                 api_name,
-                submission: Vec::new(),
+                submission: bytes,
                 spec,
                 status: job::status::JobState::Running,
                 submitted_at: start_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
@@ -666,7 +663,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 hook: crate::journal::Hook::Pending,
                 error: None,
             };
-            journal.insert_job(&row)?;
+            journal.insert_job(&row).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             let meta: RunMeta = serde_json::from_value(row.spec["_run"].clone()).expect("just written");
             (journal, row, meta, state_dir, explicit, Some(submission))
         }
@@ -800,13 +797,6 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.shutdown_background();
     Ok(ExitCode::from(status.exit_code()))
-}
-
-/// Writes `bytes` to `path` and flushes them to disk.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_data()
 }
 
 /// Records how the run ended in its journal, and gives the status the whole job's

@@ -268,7 +268,7 @@ impl Service {
                 continue;
             }
             tracing::info!(job_id = row.job_id, api_name = row.api_name, status = row.status.as_str(), "resuming");
-            service.spawn(row);
+            service.spawn(row, None);
         }
         Ok(service)
     }
@@ -377,7 +377,7 @@ impl Service {
         };
         self.journal.insert_job(&row)?;
         tracing::info!(job_id, api_name, workers, "job submitted");
-        self.spawn(row);
+        self.spawn(row, Some(submission));
         Ok(Submitted::Job(spec))
     }
 
@@ -423,7 +423,7 @@ impl Service {
         };
         self.journal.insert_job(&row)?;
         tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
-        self.spawn(row);
+        self.spawn(row, None);
         Ok(spec)
     }
 
@@ -460,7 +460,9 @@ impl Service {
     }
 
     /// Starts the thread of a job.
-    fn spawn(self: &Arc<Self>, row: JobRow) {
+    /// Starts the thread of a job; `parsed` is its submission when the caller has just
+    /// parsed it (else it is read from the journal).
+    fn spawn(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>) {
         let stop = StopFlag::default();
         let service = self.clone();
         let job_id = row.job_id.clone();
@@ -470,7 +472,7 @@ impl Service {
             .name("wasmbatch-job".into())
             .spawn(move || {
                 let job_id = row.job_id.clone();
-                if let Err(e) = Service::drive(&service, row, &flag) {
+                if let Err(e) = Service::drive(&service, row, parsed, &flag) {
                     tracing::error!(job_id, "the job failed: {e:#}");
                     let end = rfc3339(SystemTime::now());
                     let _ =
@@ -483,7 +485,7 @@ impl Service {
     }
 
     /// Runs one job to its end (or to a shutdown).
-    fn drive(self: &Arc<Self>, row: JobRow, stop: &StopFlag) -> anyhow::Result<()> {
+    fn drive(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, stop: &StopFlag) -> anyhow::Result<()> {
         let api = self.apis.get(&row.api_name).expect("checked when spawned");
         let Some(_running) = self.running.acquire(stop) else {
             if stop.reason() == Some(StopReason::Stopped) {
@@ -492,15 +494,18 @@ impl Service {
             return Ok(());
         };
         self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
-        let raw = self.journal.submission(&row.job_id)?;
+        let raw = if parsed.is_some() { Vec::new() } else { self.journal.submission(&row.job_id)? };
         // A re-run of another job's dead letters, or a submission.
-        let retry_of = serde_json::from_slice::<Value>(&raw)
+        let retry_of = serde_json::from_slice::<HashMap<String, &RawValue>>(&raw)
             .ok()
-            .and_then(|v| v.get("retry_of").and_then(Value::as_str).map(str::to_owned));
+            .and_then(|v| v.get("retry_of").and_then(|r| serde_json::from_str::<String>(r.get()).ok()));
         let (inner, timeout, max_attempts) = match retry_of {
             Some(old) => (self.journal.dead_letter_source(&old)?, row.spec["timeout"].as_u64(), None),
             None => {
-                let submission = Submission::parse(&raw, "submission")?;
+                let submission = match parsed {
+                    Some(submission) => submission,
+                    None => Submission::parse(&raw, "submission")?,
+                };
                 let rewrite =
                     api.config.mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
                 let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
