@@ -25,7 +25,7 @@ use crate::job::{
     executor::{EndpointExecutor, InProcess},
     runner::{JobPlan, StopFlag},
     source::{self, PathRewrite},
-    status::{ProgressMode, ProgressView, new_job_id, rfc3339},
+    status::{ProgressMode, ProgressView, new_job_id},
     submission::Submission,
 };
 use crate::logging::{self, LogFormat};
@@ -633,19 +633,9 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 )));
             }
             let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone() };
-            let spec = json!({
-                "job_id": job_id,
-                "api_name": api_name,
-                "kind": "BatchAPI",
-                "workers": workers,
-                "sqs_dead_letter_queue": null,
-                "config": submission.config,
-                "timeout": submission.timeout,
-                "api_id": "",
-                "sqs_url": "",
-                "start_time": rfc3339(start_time),
-                "_run": meta,
-            });
+            let mut spec =
+                job::status::job_spec(&job_id, &api_name, workers, &submission.config, submission.timeout, start_time);
+            spec["_run"] = json!(meta);
             let explicit = args.state_dir.is_some();
             let state_dir =
                 args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.state")));

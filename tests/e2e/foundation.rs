@@ -376,17 +376,7 @@ fn long_answer_bodies_are_not_kept() {
     let python = Python::start("big-answer:256");
     let job = Job::new(&json!({"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1}}));
     let child = job.command(&["--endpoint", &python.url()]).spawn().unwrap();
-    let pid = child.id();
-    let watcher = std::thread::spawn(move || {
-        let mut peak_kib = 0u64;
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib = peak_kib.max(hwm.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        peak_kib
-    });
+    let watcher = crate::harness::watch_peak_rss(child.id());
     let out = finish(child);
     let peak_kib = watcher.join().unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -472,17 +472,7 @@ fn a_large_streamed_input_runs_in_bounded_memory() {
     let size = std::fs::metadata(&path).unwrap().len();
     let job = Job::new(&json!({"workers": 2, "delimited_files": {"s3_paths": [path], "batch_size": 1000}}));
     let child = job.command(&["--plugin", plugin_path("noop"), "--no-mount"]).spawn().unwrap();
-    let pid = child.id();
-    let watcher = std::thread::spawn(move || {
-        let mut peak_kib = 0u64;
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib = peak_kib.max(hwm.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak_kib
-    });
+    let watcher = crate::harness::watch_peak_rss(child.id());
     let out = finish(child);
     let peak_kib = watcher.join().unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);

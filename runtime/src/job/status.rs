@@ -14,6 +14,30 @@ pub fn new_job_id(now: SystemTime) -> String {
     format!("{:x}", i64::MAX - nanos)
 }
 
+/// A job's spec as Cortex gives it (`BatchJob`, also `/cortex/spec/job.json`):
+/// `total_batch_count` is added once known.
+pub fn job_spec(
+    job_id: &str,
+    api_name: &str,
+    workers: usize,
+    config: &Value,
+    timeout: Option<u64>,
+    start_time: SystemTime,
+) -> Value {
+    serde_json::json!({
+        "job_id": job_id,
+        "api_name": api_name,
+        "kind": "BatchAPI",
+        "workers": workers,
+        "sqs_dead_letter_queue": null,
+        "config": config,
+        "timeout": timeout,
+        "api_id": "",
+        "sqs_url": "",
+        "start_time": rfc3339(start_time),
+    })
+}
+
 /// `SystemTime` as RFC 3339 in UTC, to the second (`2026-11-27T18:04:05Z`).
 pub fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -71,20 +95,21 @@ impl JobState {
         !matches!(self, JobState::Pending | JobState::Running)
     }
 
+    /// Every state.
+    pub const ALL: [JobState; 8] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::CompletedWithFailures,
+        JobState::TimedOut,
+        JobState::Stopped,
+        JobState::EnqueueFailed,
+        JobState::WorkerError,
+    ];
+
     /// The state named `name` (as [`JobState::as_str`] gives it).
     pub fn parse(name: &str) -> Option<JobState> {
-        [
-            JobState::Pending,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::CompletedWithFailures,
-            JobState::TimedOut,
-            JobState::Stopped,
-            JobState::EnqueueFailed,
-            JobState::WorkerError,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        JobState::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// The name Cortex gives the status.

@@ -41,16 +41,7 @@ pub fn render_metrics(service: &Service) -> String {
         queued.set(n as i64);
     }
     if let Ok(counts) = service.journal().status_counts() {
-        for state in [
-            JobState::Pending,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::CompletedWithFailures,
-            JobState::TimedOut,
-            JobState::Stopped,
-            JobState::EnqueueFailed,
-            JobState::WorkerError,
-        ] {
+        for state in JobState::ALL {
             let n = counts.iter().find(|(s, _)| *s == state).map(|(_, n)| *n).unwrap_or(0);
             jobs.with_label_values(&[state.as_str()]).set(n as i64);
         }

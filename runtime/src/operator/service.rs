@@ -130,6 +130,22 @@ pub struct Service {
     cache_dir: Option<PathBuf>,
 }
 
+/// A job just accepted: pending, nothing ended yet.
+fn pending_row(job_id: &str, api_name: &str, submission: Vec<u8>, spec: Value) -> JobRow {
+    JobRow {
+        job_id: job_id.into(),
+        api_name: api_name.into(),
+        submission,
+        spec,
+        status: JobState::Pending,
+        submitted_at: now_secs(),
+        end_time: None,
+        total_batch_count: None,
+        hook: Hook::Pending,
+        error: None,
+    }
+}
+
 /// What the Cortex-side validation says about a submission error.
 fn cortex_error(e: SubmissionError) -> ServiceError {
     const DOCS: &str = "\n\njob submission schema can be found at https://docs.cortex.dev/v/0.42/";
@@ -351,30 +367,9 @@ impl Service {
         let now = SystemTime::now();
         let job_id = new_job_id(now);
         let workers = submission.workers.min(api.config.max_workers);
-        let spec = json!({
-            "job_id": job_id,
-            "api_name": api_name,
-            "kind": "BatchAPI",
-            "workers": workers,
-            "sqs_dead_letter_queue": null,
-            "config": submission.config,
-            "timeout": submission.timeout,
-            "api_id": "",
-            "sqs_url": "",
-            "start_time": rfc3339(now),
-        });
-        let row = JobRow {
-            job_id: job_id.clone(),
-            api_name: api_name.into(),
-            submission: body,
-            spec: spec.clone(),
-            status: JobState::Pending,
-            submitted_at: now_secs(),
-            end_time: None,
-            total_batch_count: None,
-            hook: Hook::Pending,
-            error: None,
-        };
+        let spec =
+            crate::job::status::job_spec(&job_id, api_name, workers, &submission.config, submission.timeout, now);
+        let row = pending_row(&job_id, api_name, body, spec.clone());
         self.journal.insert_job(&row)?;
         tracing::info!(job_id, api_name, workers, "job submitted");
         self.spawn(row, Some(submission));
@@ -409,18 +404,7 @@ impl Service {
             "config": spec["config"],
             "timeout": spec["timeout"],
         });
-        let row = JobRow {
-            job_id: new_id.clone(),
-            api_name: api_name.into(),
-            submission: submission.to_string().into_bytes(),
-            spec: spec.clone(),
-            status: JobState::Pending,
-            submitted_at: now_secs(),
-            end_time: None,
-            total_batch_count: None,
-            hook: Hook::Pending,
-            error: None,
-        };
+        let row = pending_row(&new_id, api_name, submission.to_string().into_bytes(), spec.clone());
         self.journal.insert_job(&row)?;
         tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
         self.spawn(row, None);
