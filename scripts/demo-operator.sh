@@ -33,25 +33,7 @@ PY
 "$BIN" --log-format json operator --config "$work/apis.toml" --data-dir "$work/data" --host 127.0.0.1 --port 0 \
   2> "$work/operator.log" &
 operator=$!
-addr=""
-for _ in $(seq 1 600); do
-  addr=$(python3 - "$work/operator.log" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        event = json.loads(line)
-    except ValueError:
-        continue
-    if event.get("message") == "listening":
-        print(event["addr"])
-        break
-PY
-)
-  [ -n "$addr" ] && break
-  kill -0 "$operator" 2>/dev/null || { cat "$work/operator.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "the operator did not start" >&2; exit 1; }
+addr=$(wait_listening "$work/operator.log" "$operator")
 echo "wasmbatch operator is listening on $addr (journal in $work/data)"
 export WASMBATCH_OPERATOR="http://$addr"
 "$BIN" submit textstats "$work/job.json" --watch

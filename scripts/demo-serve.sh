@@ -14,25 +14,7 @@ mkdir -p "$work/mnt"
 "$BIN" --log-format json serve --plugin "$PLUGIN_DIR/textstats.wasm" --host 127.0.0.1 --port 0 \
   --job-spec "$work/no-spec.json" --mount "$work/mnt" 2> "$work/serve.log" &
 server=$!
-addr=""
-for _ in $(seq 1 600); do
-  addr=$(python3 - "$work/serve.log" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        event = json.loads(line)
-    except ValueError:
-        continue
-    if event.get("message") == "listening":
-        print(event["addr"])
-        break
-PY
-)
-  [ -n "$addr" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not start" >&2; exit 1; }
+addr=$(wait_listening "$work/serve.log" "$server")
 echo "wasmbatch serve is listening on $addr"
 "$BIN" run samples/textstats-job.json --endpoint "http://$addr" --dead-letter "$work/dead-letter.jsonl"
 kill -TERM "$server"; wait "$server"

@@ -36,3 +36,28 @@ ensure_c_toolchain() {
     echo "the C guest needs clang with a wasm32-wasi sysroot (wasi-libc); install them" >&2
   fi
 }
+
+# Waits (up to 60 s) until the process PID logs `listening` (JSON logs in LOG) and
+# prints the address it listens on; exits with its log if it dies first.
+wait_listening() {
+  local log=$1 pid=$2 addr=""
+  for _ in $(seq 1 600); do
+    addr=$(python3 - "$log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        event = json.loads(line)
+    except ValueError:
+        continue
+    if event.get("message") == "listening":
+        print(event["addr"])
+        break
+PY
+)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "the server did not start within 60 s" >&2
+  exit 1
+}
