@@ -9,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use wasmbatch::engine::{Engine, EngineConfig};
 use wasmbatch::http::batch::check_batch;
 use wasmbatch::metrics::Metrics;
-use wasmbatch::plugin::{BatchCall, CallLimits, Plugin};
+use wasmbatch::plugin::{BatchCall, BatchId, CallLimits, Plugin};
 use wasmbatch::sandbox::Sandbox;
 
 /// A guest that accepts every batch: a bump allocator reset on each call, nothing else.
@@ -58,7 +58,8 @@ fn hot_path(c: &mut Criterion) {
         let body = bytes::Bytes::copy_from_slice(body);
         group.bench_function(name, |b| {
             b.iter(|| {
-                let call = BatchCall { tag: 0, id: None, attempt: 1, body: std::hint::black_box(body.clone()) };
+                let call =
+                    BatchCall { tag: 0, id: BatchId::Content, attempt: 1, body: std::hint::black_box(body.clone()) };
                 instance.handle("job", call).unwrap()
             })
         });

@@ -82,6 +82,17 @@ pub struct Plugin {
     submitter: Option<Arc<dyn Submitter>>,
 }
 
+/// The source of a batch's identifier.
+#[derive(Debug, Clone)]
+pub enum BatchId {
+    /// Given by the sender (`X-Wasmbatch-Batch-ID`).
+    Named(Arc<str>),
+    /// The batch's position in its job (`wasmbatch run`, the operator).
+    Index(u64),
+    /// None given: derived from the job ID and the batch's bytes ([`content_id`]).
+    Content,
+}
+
 /// One batch as the host hands it to a guest: the bytes, and what the guest may ask
 /// about them through the `batch_id` and `attempt` imports.
 #[derive(Debug, Clone)]
@@ -89,9 +100,9 @@ pub struct BatchCall {
     /// Tags the guest's log lines (`batch` field): the batch's position or the
     /// server's request counter.
     pub tag: u64,
-    /// The batch identifier, unique within the job and stable across retries. `None`
-    /// lets the host derive one from the job ID and the content when the guest asks.
-    pub id: Option<Arc<str>>,
+    /// Where the batch identifier (unique within the job, stable across retries) comes
+    /// from; it is made only when the guest asks for it.
+    pub id: BatchId,
     /// The attempt (1 for the first). `0`: unknown; counted per batch identifier by
     /// this process when the guest asks.
     pub attempt: u32,
@@ -144,7 +155,11 @@ impl HostState {
     fn batch_identity(&mut self) -> Option<(Arc<str>, u32)> {
         if self.resolved.is_none() {
             let call = self.call.as_ref()?;
-            let id = call.id.clone().unwrap_or_else(|| content_id(&self.job_id, &call.body));
+            let id = match &call.id {
+                BatchId::Named(id) => id.clone(),
+                BatchId::Index(index) => Arc::from(index.to_string()),
+                BatchId::Content => content_id(&self.job_id, &call.body),
+            };
             let attempt = if call.attempt > 0 { call.attempt } else { self.attempts.record(&id) };
             self.resolved = Some((id, attempt));
         }

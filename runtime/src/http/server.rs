@@ -33,7 +33,7 @@ use tokio::sync::{Notify, watch};
 use super::batch::{check_batch, normalize_completion};
 use super::error::ApiError;
 use crate::metrics::Metrics;
-use crate::plugin::BatchCall;
+use crate::plugin::{BatchCall, BatchId};
 use crate::pool::{Busy, WorkerPool};
 
 /// The header carrying the job ID.
@@ -307,15 +307,15 @@ fn job_id(app: &App, request: &Request<Incoming>) -> Result<String, ApiError> {
 }
 
 /// The batch identifier and attempt a sender gave, checked.
-fn batch_headers(request: &Request<Incoming>) -> Result<(Option<Arc<str>>, u32), ApiError> {
+fn batch_headers(request: &Request<Incoming>) -> Result<(BatchId, u32), ApiError> {
     let id = match header_text(request, BATCH_ID_HEADER)? {
-        None => None,
+        None => BatchId::Content,
         Some(id)
             if id.len() <= 128
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
                 && !id.starts_with('.') =>
         {
-            Some(Arc::from(id))
+            BatchId::Named(Arc::from(id))
         }
         Some(id) => {
             return Err(ApiError::InvalidHeader(format!(

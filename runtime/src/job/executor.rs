@@ -23,7 +23,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::http::client::{Answer, Connection, Endpoint};
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
-use crate::plugin::{BatchCall, Plugin};
+use crate::plugin::{BatchCall, BatchId, Plugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ impl Executor for InProcess {
     fn run(&self, slot: &mut WarmInstance, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
         let call = BatchCall {
             tag: attempt.index,
-            id: Some(Arc::from(attempt.index.to_string())),
+            id: BatchId::Index(attempt.index),
             attempt: attempt.number,
             body: attempt.body.clone(),
         };

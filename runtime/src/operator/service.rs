@@ -127,7 +127,6 @@ pub struct Service {
     live: Mutex<HashMap<String, Live>>,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
-    cache_dir: Option<PathBuf>,
 }
 
 /// A job just accepted: pending, nothing ended yet.
@@ -272,7 +271,6 @@ impl Service {
             live: Mutex::new(HashMap::new()),
             metrics,
             runtime,
-            cache_dir,
         });
         for row in service.journal.unfinished()? {
             if !service.apis.contains_key(&row.api_name) {
@@ -516,7 +514,7 @@ impl Service {
             budget: Some(self.budget.clone()),
             start_time: UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at),
         };
-        let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(3600));
+        let run = |executor| run_job(executor, plan, source, stop, api);
         let status = match &api.plugin {
             Some((engine, module)) => {
                 let spec = serde_json::to_vec_pretty(&row.spec)?;
@@ -536,14 +534,7 @@ impl Service {
                     Plugin::new(engine.clone(), module, sandbox, Arc::from(spec), limits, api.metrics.clone())?
                         .with_submitter(Arc::new(submitter));
                 let executor = InProcess::new(Arc::new(plugin), api.config.recycle_after);
-                crate::job::runner::run(
-                    plan,
-                    source,
-                    Arc::new(executor),
-                    stop.clone(),
-                    &mut progress,
-                    api.metrics.clone(),
-                )
+                run(Executor::InProcess(executor))
             }
             None => {
                 for endpoint in &api.endpoints {
@@ -560,16 +551,11 @@ impl Service {
                         None => {}
                     }
                 }
-                let executor =
-                    EndpointExecutor::new(api.endpoints.clone(), self.runtime.clone(), api.config.batch_timeout);
-                crate::job::runner::run(
-                    plan,
-                    source,
-                    Arc::new(executor),
-                    stop.clone(),
-                    &mut progress,
-                    api.metrics.clone(),
-                )
+                run(Executor::Endpoint(EndpointExecutor::new(
+                    api.endpoints.clone(),
+                    self.runtime.clone(),
+                    api.config.batch_timeout,
+                )))
             }
         };
         if status.status == JobState::Running {
@@ -620,10 +606,27 @@ impl Service {
             }
         }
     }
+}
 
-    /// The compile cache in use.
-    pub fn cache_dir(&self) -> Option<&std::path::Path> {
-        self.cache_dir.as_deref()
+/// The two executors an API can have.
+enum Executor {
+    InProcess(InProcess),
+    Endpoint(EndpointExecutor),
+}
+
+/// Runs a job's batches on `executor`, without a progress display.
+fn run_job(
+    executor: Executor,
+    plan: JobPlan,
+    source: Box<dyn crate::job::source::BatchSource>,
+    stop: &StopFlag,
+    api: &Api,
+) -> crate::job::status::JobStatus {
+    let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(3600));
+    let (stop, metrics) = (stop.clone(), api.metrics.clone());
+    match executor {
+        Executor::InProcess(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
+        Executor::Endpoint(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
     }
 }
 
