@@ -73,6 +73,9 @@ pub enum Command {
     Get(GetArgs),
     /// Stop a job of the job service.
     Stop(StopArgs),
+    /// Take an API's batches from the broker (RabbitMQ) and handle them: with a plugin
+    /// in this process, or by a server of the contract beside it.
+    Worker(Box<WorkerArgs>),
 }
 
 /// Where the job service is.
@@ -151,6 +154,48 @@ pub struct OperatorArgs {
     /// Compile every time; read and write no cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// Dispatch batches through this RabbitMQ broker to `wasmbatch worker`s
+    /// (amqp://user:password@host:5672/vhost); without it, the operator runs them.
+    #[arg(long, value_name = "URL", env = "WASMBATCH_BROKER")]
+    pub broker: Option<String>,
+}
+
+/// Options of `worker`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("handler").required(true).args(["plugin", "endpoint"])))]
+pub struct WorkerArgs {
+    /// The broker (amqp://user:password@host:5672/vhost).
+    #[arg(long, value_name = "URL", env = "WASMBATCH_BROKER")]
+    pub broker: String,
+    /// The API whose batches this worker takes (its queue: wasmbatch.batches.<api>).
+    #[arg(long, value_name = "NAME")]
+    pub api: String,
+    /// Handle batches with this plugin, in this process.
+    #[arg(long, value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
+    /// Send batches to this server of the container contract (repeatable); the worker
+    /// waits for it to be ready before taking batches.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+    /// Batches handled at once; also the prefetch [default: number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: Option<u32>,
+    /// How long to wait for --endpoint to be ready.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+    /// How long a SIGTERM waits for the batches held; then they are interrupted and
+    /// handed back to the broker.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// The job service that guests submit jobs to (chaining).
+    #[arg(long, value_name = "URL", env = "WASMBATCH_OPERATOR_URL", default_value = "http://localhost:8888")]
+    pub operator_url: String,
+    /// An API guests may submit jobs to (repeatable; `*` for any).
+    #[arg(long, value_name = "API")]
+    pub may_submit_to: Vec<String>,
+    /// Guest sandbox and limits (--batch-timeout is also the endpoint's request limit).
+    #[command(flatten)]
+    pub guest: GuestArgs,
 }
 
 /// Options of `run`.
@@ -378,6 +423,7 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => run_submit(args),
         Command::Get(args) => run_get(args),
         Command::Stop(args) => run_stop(args),
+        Command::Worker(args) => run_worker(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -833,7 +879,9 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         .thread_name("wasmbatch-io")
         .build()
         .context("cannot start the I/O runtime")?;
-    let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, runtime.handle().clone())?;
+    let broker = args.broker.as_deref().map(crate::broker::BrokerUrl::parse).transpose().map_err(invalid)?;
+    let service =
+        crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
@@ -849,6 +897,76 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    use crate::broker::worker::{self, Handler, WorkerConfig};
+    let url = crate::broker::BrokerUrl::parse(&args.broker).map_err(invalid)?;
+    if !crate::operator::config::valid_name(&args.api) {
+        return Err(invalid(format!("--api {:?} is not a valid API name", args.api)));
+    }
+    let concurrency = args.concurrency.map(|c| c as usize).unwrap_or_else(worker::default_concurrency).max(1);
+    let metrics = Metrics::new(&args.api);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmbatch-io")
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let handler = match &args.plugin {
+        Some(path) => {
+            // Each thread's warm instance, one being replaced, the probe, on-job-complete.
+            let engine = Arc::new(Engine::new(EngineConfig {
+                max_memory: args.guest.max_memory,
+                max_instances: u32::try_from(concurrency * 2 + 4).context("too many instances")?,
+            })?);
+            let (module, origin) = compile::load(&engine, path, args.guest.cache_dir().as_deref())?;
+            metrics.module_loaded(origin.as_str());
+            // The whole load-time check now, with an empty spec.
+            let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
+            Plugin::new(engine.clone(), &module, sandbox, Arc::from(&b"{}"[..]), args.guest.limits(), metrics.clone())
+                .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
+            let submitter =
+                crate::operator::client::RemoteSubmitter::new(&args.operator_url, &args.api, args.may_submit_to.clone())
+                    .map_err(|e| invalid(format!("--operator-url: {e}")))?;
+            tracing::info!(plugin = %path.display(), module = origin.as_str(), "plugin loaded");
+            Handler::Plugin {
+                engine,
+                module,
+                mount: args.guest.mount(),
+                limits: args.guest.limits(),
+                recycle_after: args.guest.recycle_after,
+                submitter: Some(Arc::new(submitter)),
+            }
+        }
+        None => {
+            let endpoints = args
+                .endpoint
+                .iter()
+                .map(|u| Endpoint::parse(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("--endpoint: {e}")))?;
+            // Cortex's dequeuer waits for the user's container before taking batches.
+            for endpoint in &endpoints {
+                let ready = runtime.block_on(async {
+                    tokio::select! {
+                        ready = wait_ready(endpoint, args.ready_timeout) => Some(ready),
+                        () = shutdown_signal() => None,
+                    }
+                });
+                match ready {
+                    Some(Ok(())) => tracing::info!(endpoint = %endpoint, "endpoint ready"),
+                    Some(Err(e)) => anyhow::bail!(e),
+                    None => return Ok(()),
+                }
+            }
+            Handler::Endpoints { endpoints, batch_timeout: args.guest.batch_timeout }
+        }
+    };
+    let config =
+        WorkerConfig { url, api: args.api, concurrency, drain_timeout: args.drain_timeout, handler, metrics };
+    let result = worker::run(config, &runtime, shutdown_signal());
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// A client error as `main` reports it: exit 2 for what the operator refused.

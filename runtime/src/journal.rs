@@ -151,6 +151,10 @@ const SCHEMA: &str = "
         body BLOB,
         PRIMARY KEY (job_id, idx)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS published (
+        job_id TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL
+    ) WITHOUT ROWID;
 ";
 
 /// `outcomes.state`.
@@ -356,6 +360,29 @@ impl Journal {
         self.with(|c| {
             c.execute("UPDATE jobs SET hook = ?2 WHERE job_id = ?1", params![job_id, hook_name(hook)]).map(drop)
         })
+    }
+
+    /// With a broker: every batch below this index was published and confirmed.
+    pub fn published(&self, job_id: &str) -> std::io::Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT upto FROM published WHERE job_id = ?1", [job_id], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|n| n.unwrap_or(0) as u64)
+        })
+    }
+
+    /// With a broker: records that every batch below `upto` was published.
+    pub fn set_published(&self, job_id: &str, upto: u64) -> std::io::Result<()> {
+        self.with(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO published (job_id, upto) VALUES (?1, ?2)")?
+                .execute(params![job_id, upto as i64])
+                .map(drop)
+        })
+    }
+
+    /// Sets what went wrong with a job that has not ended yet (its on-job-complete).
+    pub fn set_error(&self, job_id: &str, error: Option<&str>) -> std::io::Result<()> {
+        self.with(|c| c.execute("UPDATE jobs SET error = ?2 WHERE job_id = ?1", params![job_id, error]).map(drop))
     }
 
     /// Records the number of batches, once the input has been read to its end.

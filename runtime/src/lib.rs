@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod broker;
 mod capture;
 pub mod cli;
 pub mod compile;

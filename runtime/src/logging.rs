@@ -46,9 +46,16 @@ impl LogLevel {
 /// Installs the global subscriber, writing to stderr, at `level` when given, else by
 /// `RUST_LOG` (a full filter, e.g. `info,guest=debug`), else at INFO.
 pub fn init(format: LogFormat, level: Option<LogLevel>) {
+    // The AMQP client logs every closed channel as an error, expected ones too (a
+    // queue looked for before it exists); wasmbatch logs what matters itself. A
+    // `RUST_LOG` that names `lapin` still shows them.
     let filter = match level {
-        Some(level) => EnvFilter::new(level.as_str()),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        Some(level) => EnvFilter::new(format!("{},lapin=off", level.as_str())),
+        None => match std::env::var("RUST_LOG") {
+            Ok(filter) if filter.contains("lapin") => EnvFilter::new(filter),
+            Ok(filter) => EnvFilter::try_new(format!("{filter},lapin=off")).unwrap_or_else(|_| EnvFilter::new("info")),
+            Err(_) => EnvFilter::new("info,lapin=off"),
+        },
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call (tests that run the CLI twice in one process) keeps the first.

@@ -49,6 +49,9 @@ pub enum AttemptKind {
     /// The host itself failed while handling the batch (a bug; the job fails with
     /// `worker_error`).
     WorkerPanic,
+    /// A failure a worker reported over the broker, by its kind's name (it decided
+    /// there whether to try again).
+    Remote(String),
 }
 
 impl AttemptKind {
@@ -59,7 +62,7 @@ impl AttemptKind {
             AttemptKind::Guest(kind) => !matches!(kind, FailureKind::InvalidInput | FailureKind::Cancelled),
             AttemptKind::Answer { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             AttemptKind::Connection | AttemptKind::RequestTimeout | AttemptKind::Busy => true,
-            AttemptKind::Interrupted(_) | AttemptKind::WorkerPanic => false,
+            AttemptKind::Interrupted(_) | AttemptKind::WorkerPanic | AttemptKind::Remote(_) => false,
         }
     }
 }
@@ -76,6 +79,7 @@ impl fmt::Display for AttemptKind {
             AttemptKind::Busy => f.write_str("busy"),
             AttemptKind::Interrupted(reason) => f.write_str(reason.as_str()),
             AttemptKind::WorkerPanic => f.write_str("worker_panic"),
+            AttemptKind::Remote(kind) => f.write_str(kind),
         }
     }
 }

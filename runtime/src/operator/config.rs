@@ -8,7 +8,8 @@
 //!
 //! [[api]]
 //! name = "sum"
-//! plugin = "plugins/sum.wasm"   # relative to this file; or endpoints = ["http://…"]
+//! plugin = "plugins/sum.wasm"   # relative to this file; or endpoints = ["http://…"];
+//!                               # or neither, with --broker: `wasmbatch worker`s handle it
 //! max_workers = 4               # a job's `workers` is capped at this
 //! default_workers = 1           # when a submission has no `workers` (Cortex requires it)
 //! mount = "out"                 # the guests' /mnt
@@ -49,6 +50,8 @@ pub enum Handler {
     Plugin(PathBuf),
     /// Servers of the container contract.
     Endpoints(Vec<String>),
+    /// Neither: `wasmbatch worker`s take the batches, through the broker.
+    Workers,
 }
 
 /// One API.
@@ -119,7 +122,7 @@ pub struct ConfigError {
 
 /// Whether `name` is a valid API name (Cortex's rule: lowercase letters, digits and
 /// dashes, starting with a letter, at most 63 characters).
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -195,8 +198,9 @@ impl OperatorConfig {
                     }
                     Handler::Endpoints(endpoints)
                 }
-                _ => {
-                    problem("plugin", "give exactly one of `plugin` and `endpoints`".into());
+                (None, None) => Handler::Workers,
+                (Some(_), Some(_)) => {
+                    problem("plugin", "give at most one of `plugin` and `endpoints`".into());
                     continue;
                 }
             };
@@ -331,7 +335,7 @@ mod tests {
         assert!(text.contains("api \"Bad_Name\": plugin: /nonexistent/missing.wasm is not a file"), "{text}");
         assert!(text.contains("api \"Bad_Name\": max_workers: must be between 1 and 1024, got 0"), "{text}");
         assert!(text.contains("api \"Bad_Name\": batch_timeout: unknown duration unit"), "{text}");
-        assert!(text.contains("api \"both\": plugin: give exactly one of `plugin` and `endpoints`"), "{text}");
+        assert!(text.contains("api \"both\": plugin: give at most one of `plugin` and `endpoints`"), "{text}");
         assert!(text.contains("api #3: name: is required"), "{text}");
         assert!(text.contains("api \"chain\": may_submit_to: \"elsewhere\" is not an API of this file"), "{text}");
         let unknown = OperatorConfig::parse("[[api]]\nname = \"a\"\nplugins = \"x\"\n", Path::new(".")).unwrap_err();

@@ -25,6 +25,8 @@ use crate::job::runner::{JobPlan, StopFlag, StopReason};
 use crate::job::source::{self, PathRewrite};
 use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
 use crate::job::submission::{SourceSpec, Submission, SubmissionError};
+use crate::broker::BrokerUrl;
+use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
 use crate::journal::{Hook, JobRow, Journal};
 use crate::metrics::Metrics;
 use crate::plugin::{CallLimits, Plugin};
@@ -127,6 +129,8 @@ pub struct Service {
     live: Mutex<HashMap<String, Live>>,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    /// With a broker: batches go to workers through it.
+    dispatch: Option<Arc<Dispatch>>,
 }
 
 /// A job just accepted: pending, nothing ended yet.
@@ -213,6 +217,7 @@ impl Service {
         config: OperatorConfig,
         data_dir: &std::path::Path,
         cache_dir: Option<PathBuf>,
+        broker: Option<BrokerUrl>,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Arc<Service>> {
         let journal = Journal::open(data_dir)?;
@@ -221,6 +226,12 @@ impl Service {
         for api in &config.apis {
             let api_metrics = metrics.for_api(&api.name);
             let (plugin, endpoints) = match &api.handler {
+                // With a broker, the workers have the handlers.
+                _ if broker.is_some() => (None, Vec::new()),
+                Handler::Workers => anyhow::bail!(
+                    "api {}: no `plugin` and no `endpoints`: without --broker the operator needs one of them",
+                    api.name
+                ),
                 Handler::Plugin(path) => {
                     // Instances: the API's workers for each job that may run at once,
                     // plus one per job for on-job-complete and the version probe.
@@ -255,14 +266,28 @@ impl Service {
                     (None, endpoints)
                 }
             };
-            tracing::info!(
-                api_name = api.name,
-                handler = if plugin.is_some() { "plugin" } else { "endpoints" },
-                "api loaded"
-            );
+            let handler = match (&broker, plugin.is_some()) {
+                (Some(_), _) => "broker",
+                (None, true) => "plugin",
+                (None, false) => "endpoints",
+            };
+            tracing::info!(api_name = api.name, handler, "api loaded");
             apis.insert(api.name.clone(), Api { config: api.clone(), plugin, endpoints, metrics: api_metrics });
         }
+        let dispatch = match broker {
+            None => None,
+            Some(url) => {
+                let infos = apis
+                    .iter()
+                    .map(|(name, api): (&String, &Api)| {
+                        (name.clone(), ApiInfo { max_attempts: api.config.max_attempts, metrics: api.metrics.clone() })
+                    })
+                    .collect();
+                Some(Dispatch::start(url, journal.clone(), infos, runtime.clone())?)
+            }
+        };
         let service = Arc::new(Service {
+            dispatch,
             budget: Budget::new(config.max_workers),
             running: Budget::new(config.max_running_jobs),
             config,
@@ -283,6 +308,11 @@ impl Service {
             }
             tracing::info!(job_id = row.job_id, api_name = row.api_name, status = row.status.as_str(), "resuming");
             service.spawn(row, None);
+        }
+        // Every unfinished job is tracked: the outcomes waiting in the broker can be
+        // taken.
+        if let Some(dispatch) = &service.dispatch {
+            dispatch.open();
         }
         Ok(service)
     }
@@ -313,7 +343,9 @@ impl Service {
         let handler = match &api.handler {
             Handler::Plugin(path) => json!({"plugin": path.display().to_string()}),
             Handler::Endpoints(urls) => json!({"endpoints": urls}),
+            Handler::Workers => json!({"workers": "broker"}),
         };
+        let handler = if self.dispatch.is_some() { json!({"workers": "broker"}) } else { handler };
         Some(json!({
             "name": api.name,
             "kind": "BatchAPI",
@@ -348,6 +380,18 @@ impl Service {
                 message: format!(
                     "item {i} has size {} bytes which exceeds the limit ({MAX_ITEM_SIZE} bytes)",
                     item.get().len()
+                ),
+            });
+        }
+        if self.dispatch.is_some()
+            && let Some(n) = submission.max_attempts
+            && n > api.config.max_attempts
+        {
+            return Err(ServiceError::Invalid {
+                kind: "error",
+                message: format!(
+                    "max_attempts: {n} is more than the broker delivers a batch of api {api_name} ({}, its max_attempts)",
+                    api.config.max_attempts
                 ),
             });
         }
@@ -441,10 +485,14 @@ impl Service {
         Ok(())
     }
 
-    /// Starts the thread of a job.
     /// Starts the thread of a job; `parsed` is its submission when the caller has just
     /// parsed it (else it is read from the journal).
     fn spawn(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>) {
+        if let Some(dispatch) = &self.dispatch
+            && let Err(e) = dispatch.track(&row.job_id, &row.api_name)
+        {
+            tracing::error!(job_id = row.job_id, "cannot read the job's outcomes: {e}");
+        }
         let stop = StopFlag::default();
         let service = self.clone();
         let job_id = row.job_id.clone();
@@ -466,22 +514,19 @@ impl Service {
         live.insert(job_id, Live { stop, thread });
     }
 
-    /// Runs one job to its end (or to a shutdown).
-    fn drive(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, stop: &StopFlag) -> anyhow::Result<()> {
-        let api = self.apis.get(&row.api_name).expect("checked when spawned");
-        let Some(_running) = self.running.acquire(stop) else {
-            if stop.reason() == Some(StopReason::Stopped) {
-                self.journal.set_status(&row.job_id, JobState::Stopped, Some(&rfc3339(SystemTime::now())), None)?;
-            }
-            return Ok(());
-        };
-        self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
+    /// A job's input from its beginning, its time limit and its attempts per batch.
+    fn input(
+        &self,
+        row: &JobRow,
+        parsed: Option<Submission>,
+        api: &Api,
+    ) -> anyhow::Result<(Box<dyn crate::job::source::BatchSource>, Option<u64>, Option<u32>)> {
         let raw = if parsed.is_some() { Vec::new() } else { self.journal.submission(&row.job_id)? };
         // A re-run of another job's dead letters, or a submission.
         let retry_of = serde_json::from_slice::<HashMap<String, &RawValue>>(&raw)
             .ok()
             .and_then(|v| v.get("retry_of").and_then(|r| serde_json::from_str::<String>(r.get()).ok()));
-        let (inner, timeout, max_attempts) = match retry_of {
+        Ok(match retry_of {
             Some(old) => (self.journal.dead_letter_source(&old)?, row.spec["timeout"].as_u64(), None),
             None => {
                 let submission = match parsed {
@@ -493,7 +538,20 @@ impl Service {
                 let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
                 (inner, submission.timeout, submission.max_attempts)
             }
+        })
+    }
+
+    /// Runs one job to its end (or to a shutdown).
+    fn drive(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, stop: &StopFlag) -> anyhow::Result<()> {
+        let api = self.apis.get(&row.api_name).expect("checked when spawned");
+        let Some(_running) = self.running.acquire(stop) else {
+            if stop.reason() == Some(StopReason::Stopped) {
+                self.journal.set_status(&row.job_id, JobState::Stopped, Some(&rfc3339(SystemTime::now())), None)?;
+            }
+            return Ok(());
         };
+        self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
+        let (inner, timeout, max_attempts) = self.input(&row, parsed, api)?;
         let timeout = timeout.map(|t| {
             let spent = (now_secs() - row.submitted_at).max(0.0);
             Duration::from_secs_f64((t as f64 - spent).max(0.001))
@@ -502,6 +560,28 @@ impl Service {
             self.journal.set_total(&row.job_id, total)?;
         }
         let source = self.journal.resumed(&row.job_id, inner)?;
+        if let Some(dispatch) = &self.dispatch {
+            let job = BrokerJob {
+                job_id: &row.job_id,
+                api_name: &row.api_name,
+                spec: &row.spec,
+                max_attempts: max_attempts.unwrap_or(api.config.max_attempts),
+                timeout,
+            };
+            let reopen = || {
+                let (inner, _, _) = self.input(&row, None, api)?;
+                Ok(self.journal.resumed(&row.job_id, inner)?)
+            };
+            return match dispatch.drive(job, source, &reopen, stop)? {
+                Ended::Shutdown => {
+                    tracing::info!(job_id = row.job_id, "interrupted by the shutdown; resumes on the next start");
+                    Ok(())
+                }
+                Ended::Done { state, hook, error } => {
+                    self.conclude(&row, state, hook, &rfc3339(SystemTime::now()), error.as_deref())
+                }
+            };
+        }
         let workers = row.spec["workers"].as_u64().unwrap_or(1) as usize;
         let plan = JobPlan {
             job_id: row.job_id.clone(),
@@ -562,17 +642,28 @@ impl Service {
             tracing::info!(job_id = row.job_id, "interrupted by the shutdown; resumes on the next start");
             return Ok(());
         }
-        // The whole job's counts decide between the two completed states: batches may
-        // have failed before a restart.
+        self.conclude(&row, status.status, status.on_job_complete, &status.end_time, status.error.as_deref())
+    }
+
+    /// Records how a job ended. The whole job's counts decide between the two
+    /// completed states: batches may have failed before a restart.
+    fn conclude(
+        &self,
+        row: &JobRow,
+        state: JobState,
+        hook: crate::job::status::HookOutcome,
+        end_time: &str,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         let counts = self.journal.counts(&row.job_id)?;
-        let state = match status.status {
+        let state = match state {
             JobState::Succeeded | JobState::CompletedWithFailures if counts.failed + counts.unhandled > 0 => {
                 JobState::CompletedWithFailures
             }
             other => other,
         };
-        self.journal.set_hook(&row.job_id, Hook::Done(status.on_job_complete))?;
-        self.journal.set_status(&row.job_id, state, Some(&status.end_time), status.error.as_deref())?;
+        self.journal.set_hook(&row.job_id, Hook::Done(hook))?;
+        self.journal.set_status(&row.job_id, state, Some(end_time), error)?;
         tracing::info!(
             job_id = row.job_id,
             api_name = row.api_name,
@@ -604,6 +695,9 @@ impl Service {
                     "the job did not stop within the drain timeout; its batches in flight run again on the next start"
                 );
             }
+        }
+        if let Some(dispatch) = &self.dispatch {
+            dispatch.shutdown();
         }
     }
 }

@@ -1,0 +1,758 @@
+//! The operator's side of the broker: publishes jobs' batches, records the outcomes
+//! the workers send back, decides when a job is complete and has on-job-complete run
+//! once.
+//!
+//! The journal stays the one owner of job state. What each part does:
+//!
+//! - A job's thread reads its input (skipping batches that have an outcome, and those
+//!   below the job's *published* mark, which are in the queue already) and publishes the
+//!   batches in groups of [`GROUP`]; once the broker has confirmed a group, the mark
+//!   moves past it in the journal. At most [`WINDOW`] batches of a job are in the queue
+//!   or in flight at once. A crash between a confirm and the mark's write publishes
+//!   those batches again: the duplicates are dropped when their outcomes arrive.
+//! - One task (per connection) consumes the results and the dead-letter queue. It
+//!   writes each group of outcomes to the journal, dropping those of batches that
+//!   already have one (a batch run twice, at-least-once), and acknowledges the group
+//!   only once the write is durable: an operator killed at any point loses nothing.
+//! - When every batch of a job has an outcome, the job's thread publishes its
+//!   on-job-complete message; a worker runs it and sends the outcome back; the journal
+//!   records it before it is acknowledged.
+//!
+//! A lost connection is noticed by the consumers (the stream ends or fails); the
+//! publishing channel is withdrawn, groups not confirmed are published again on the
+//! next connection, and the consumers start again. Nothing waits without a deadline
+//! or a stop: every wait below checks the stop flag at least every 50 ms.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{BrokerUrl, DEAD, Headers, RESULTS, get_float, get_int, get_str, header};
+use crate::job::dead_letter::Record;
+use crate::job::executor::{AttemptError, AttemptKind, Completion};
+use crate::job::runner::{Ledger, StopFlag, StopReason};
+use crate::job::source::{Batch, BatchSource};
+use crate::job::status::{HookOutcome, JobState};
+use crate::journal::{Hook, Journal};
+use crate::metrics::Metrics;
+
+/// Batches published and confirmed together.
+pub const GROUP: usize = 256;
+/// Batches of one job in the queue or in flight at most.
+pub const WINDOW: u64 = 4096;
+/// Outcomes the operator takes from the broker before acknowledging any.
+const PREFETCH: u16 = 2048;
+
+/// What the dispatcher knows of an API.
+#[derive(Clone)]
+pub struct ApiInfo {
+    /// The delivery limit of its queue: the API's `max_attempts`.
+    pub max_attempts: u32,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The operator's connection to the broker and the jobs it dispatches.
+pub struct Dispatch {
+    url: BrokerUrl,
+    name: String,
+    journal: Journal,
+    apis: HashMap<String, ApiInfo>,
+    tracks: Mutex<HashMap<String, Arc<Track>>>,
+    channel: watch::Sender<Option<Channel>>,
+    open: watch::Sender<bool>,
+    stop: StopFlag,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A job being dispatched: which of its batches have an outcome.
+struct Track {
+    api_name: String,
+    state: Mutex<TrackState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TrackState {
+    ended: Vec<u64>,
+    ended_count: u64,
+    hook: Option<Completion>,
+    /// Stopped or timed out: outcomes arriving now are dropped.
+    closed: bool,
+}
+
+impl TrackState {
+    fn has_ended(&self, index: u64) -> bool {
+        let i = index as usize;
+        self.ended.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn set_ended(&mut self, index: u64) {
+        let i = index as usize;
+        if self.ended.len() <= i / 64 {
+            self.ended.resize(i / 64 + 1, 0);
+        }
+        if self.ended[i / 64] & (1 << (i % 64)) == 0 {
+            self.ended[i / 64] |= 1 << (i % 64);
+            self.ended_count += 1;
+        }
+    }
+}
+
+impl Track {
+    fn lock(&self) -> MutexGuard<'_, TrackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to 50 ms for a change.
+    fn wait<'a>(&self, guard: MutexGuard<'a, TrackState>) -> MutexGuard<'a, TrackState> {
+        self.changed.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// A job as its thread hands it to [`Dispatch::drive`].
+pub struct BrokerJob<'a> {
+    /// The job's ID.
+    pub job_id: &'a str,
+    /// Its API.
+    pub api_name: &'a str,
+    /// Its spec, sent with every message (the guests' `/cortex/spec/job.json`).
+    pub spec: &'a Value,
+    /// Attempts per batch.
+    pub max_attempts: u32,
+    /// What remains of its time limit.
+    pub timeout: Option<Duration>,
+}
+
+/// How a dispatched job ended.
+pub enum Ended {
+    /// The operator is shutting down; the job resumes on the next start.
+    Shutdown,
+    /// The job ended.
+    Done {
+        /// Its final state (the two completed states are decided from the counts).
+        state: JobState,
+        /// How on-job-complete went.
+        hook: HookOutcome,
+        /// What went wrong, if anything.
+        error: Option<String>,
+    },
+}
+
+/// One message taken from a queue, as the journal writer needs it.
+struct Incoming {
+    headers: Option<FieldTable>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum From {
+    Results,
+    Dead,
+}
+
+impl Dispatch {
+    /// Connects once (a broker that refuses the credentials, or whose queues conflict
+    /// with the configuration, is an error now; one that is unreachable is retried in
+    /// the background) and starts the connection's keeper. Outcomes are consumed
+    /// only after [`Dispatch::open`], once every unfinished job is tracked.
+    pub fn start(
+        url: BrokerUrl,
+        journal: Journal,
+        apis: HashMap<String, ApiInfo>,
+        runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<Arc<Dispatch>> {
+        let name = super::process_name("operator");
+        let first = runtime.block_on(async {
+            match tokio::time::timeout(Duration::from_secs(15), super::connect(&url, &name)).await {
+                Ok(Ok(connection)) => {
+                    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+                    super::declare_common(&channel).await.map_err(|e| e.to_string())?;
+                    for (api, info) in &apis {
+                        super::declare_batches(&channel, api, info.max_attempts).await?;
+                    }
+                    let _ = channel.close(200, "declared".into()).await;
+                    Ok::<_, String>(Some(connection))
+                }
+                Ok(Err(super::ConnectError::Fatal(e))) => Err(e),
+                Ok(Err(super::ConnectError::Transient(e))) => {
+                    tracing::warn!(broker = %url, "{e}; retrying in the background (jobs are accepted meanwhile)");
+                    Ok(None)
+                }
+                Err(_) => {
+                    tracing::warn!(broker = %url, "no answer from the broker within 15 s; retrying in the background");
+                    Ok(None)
+                }
+            }
+        });
+        let first = first.map_err(anyhow::Error::msg)?;
+        let dispatch = Arc::new(Dispatch {
+            url,
+            name,
+            journal,
+            apis,
+            tracks: Mutex::new(HashMap::new()),
+            channel: watch::channel(None).0,
+            open: watch::channel(false).0,
+            stop: StopFlag::default(),
+            runtime: runtime.clone(),
+        });
+        runtime.spawn(dispatch.clone().keep(first));
+        Ok(dispatch)
+    }
+
+    /// Starts consuming outcomes.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Stops the connection's keeper (the operator is shutting down).
+    pub fn shutdown(&self) {
+        self.stop.set(StopReason::Shutdown);
+    }
+
+    /// Whether a connection is up.
+    pub fn connected(&self) -> bool {
+        self.channel.borrow().is_some()
+    }
+
+    /// Starts tracking a job: the outcomes recorded so far are read from the journal.
+    pub fn track(&self, job_id: &str, api_name: &str) -> std::io::Result<()> {
+        let ended = self.journal.ended(job_id)?;
+        let ended_count = ended.iter().map(|w| u64::from(w.count_ones())).sum();
+        let hook = match self.journal.job(job_id)?.map(|r| r.hook) {
+            Some(Hook::Done(outcome)) => Some(match outcome {
+                HookOutcome::NotFound => Completion::NotFound,
+                HookOutcome::Failed => Completion::Failed("on-job-complete failed".into()),
+                _ => Completion::Succeeded,
+            }),
+            _ => None,
+        };
+        let track = Track {
+            api_name: api_name.to_string(),
+            state: Mutex::new(TrackState { ended, ended_count, hook, closed: false }),
+            changed: Condvar::new(),
+        };
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).insert(job_id.to_string(), Arc::new(track));
+        Ok(())
+    }
+
+    fn get_track(&self, job_id: &str) -> Option<Arc<Track>> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).get(job_id).cloned()
+    }
+
+    /// Runs a job through the broker to its end (or to a shutdown). `source` gives its
+    /// batches without those that have an outcome; `reopen` reads the input again
+    /// (to dead-letter what is left after a stop).
+    pub fn drive(
+        &self,
+        job: BrokerJob<'_>,
+        mut source: Box<dyn BatchSource>,
+        reopen: &dyn Fn() -> anyhow::Result<Box<dyn BatchSource>>,
+        stop: &StopFlag,
+    ) -> anyhow::Result<Ended> {
+        let track = match self.get_track(job.job_id) {
+            Some(track) => track,
+            None => {
+                self.track(job.job_id, job.api_name)?;
+                self.get_track(job.job_id).expect("just tracked")
+            }
+        };
+        let started = Instant::now();
+        let check_timeout = || {
+            if job.timeout.is_some_and(|t| started.elapsed() >= t) {
+                stop.set(StopReason::TimedOut);
+            }
+        };
+        let spec = job.spec.to_string();
+        let queue = super::batches_queue(job.api_name);
+        let mut mark = self.journal.published(job.job_id)?;
+        let mut input_error = None;
+        let mut group: Vec<Batch> = Vec::with_capacity(GROUP);
+
+        // 1. Publish.
+        loop {
+            check_timeout();
+            if stop.is_set() {
+                break;
+            }
+            let batch = match source.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(job_id = job.job_id, "reading the job's input failed: {e}; the batches read so far are still handled");
+                    input_error = Some(e.to_string());
+                    break;
+                }
+            };
+            if batch.index < mark {
+                continue;
+            }
+            // The window: wait while too many of the job's batches are out.
+            let mut state = track.lock();
+            while batch.index.saturating_sub(state.ended_count) >= WINDOW && !stop.is_set() {
+                state = track.wait(state);
+                check_timeout();
+            }
+            drop(state);
+            group.push(batch);
+            if group.len() >= GROUP {
+                if !self.publish(&queue, &job, &spec, &group, stop) {
+                    break;
+                }
+                mark = group.last().expect("a group").index + 1;
+                self.journal.set_published(job.job_id, mark)?;
+                group.clear();
+            }
+        }
+        if !group.is_empty() && !stop.is_set() && self.publish(&queue, &job, &spec, &group, stop) {
+            mark = group.last().expect("a group").index + 1;
+            self.journal.set_published(job.job_id, mark)?;
+        }
+        let read_all = !stop.is_set();
+        if read_all && input_error.is_some() {
+            // Only the batches read before the error exist.
+            self.journal.set_total(job.job_id, mark)?;
+        }
+
+        // 2. Wait for every batch's outcome.
+        let total = if read_all { self.journal.job(job.job_id)?.and_then(|r| r.total_batch_count) } else { None };
+        if let Some(total) = total {
+            let mut state = track.lock();
+            while state.ended_count < total && !stop.is_set() {
+                state = track.wait(state);
+                drop(state);
+                check_timeout();
+                state = track.lock();
+            }
+        }
+
+        // 3. A stop: what has no outcome yet is dead-lettered, unhandled.
+        if let Some(reason) = stop.reason() {
+            if reason == StopReason::Shutdown {
+                return Ok(Ended::Shutdown);
+            }
+            let unhandled = self.close(&track, job.job_id, reason, reopen)?;
+            self.notify_workers(job.job_id, reason);
+            let state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
+            tracing::info!(job_id = job.job_id, unhandled, reason = reason.as_str(), "job ended early");
+            return Ok(Ended::Done { state, hook: HookOutcome::Skipped, error: None });
+        }
+        if let Some(error) = input_error {
+            return Ok(Ended::Done { state: JobState::EnqueueFailed, hook: HookOutcome::Skipped, error: Some(error) });
+        }
+
+        // 4. on-job-complete, through a worker.
+        let row = self.journal.job(job.job_id)?.ok_or_else(|| anyhow::anyhow!("job {} is gone", job.job_id))?;
+        if row.hook == Hook::Pending {
+            let counts = self.journal.counts(job.job_id)?;
+            let body = json!({
+                "message": "job_complete",
+                "job_id": job.job_id,
+                "succeeded": counts.succeeded,
+                "failed": counts.failed + counts.unhandled,
+                "total": counts.succeeded + counts.failed + counts.unhandled,
+            });
+            let hook = Batch { index: u64::MAX, items: 0, body: body.to_string().into_bytes() };
+            if !self.publish(&queue, &job, &spec, std::slice::from_ref(&hook), stop) {
+                return Ok(match stop.reason() {
+                    Some(StopReason::Shutdown) | None => Ended::Shutdown,
+                    Some(reason) => self.ended_in_hook(reason),
+                });
+            }
+            self.journal.set_hook(job.job_id, Hook::Running)?;
+        }
+        let mut state = track.lock();
+        while state.hook.is_none() && !stop.is_set() {
+            state = track.wait(state);
+            drop(state);
+            check_timeout();
+            state = track.lock();
+        }
+        let completion = state.hook.clone();
+        drop(state);
+        let Some(completion) = completion else {
+            return Ok(match stop.reason() {
+                Some(StopReason::Shutdown) | None => Ended::Shutdown,
+                Some(reason) => self.ended_in_hook(reason),
+            });
+        };
+        let (hook, error) = match completion {
+            Completion::Succeeded => (HookOutcome::Succeeded, None),
+            Completion::NotFound => (HookOutcome::NotFound, None),
+            Completion::Failed(e) => (HookOutcome::Failed, Some(format!("on-job-complete failed: {e}"))),
+        };
+        let error = error.or(row.error);
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(job.job_id);
+        Ok(Ended::Done { state: JobState::Succeeded, hook, error })
+    }
+
+    fn ended_in_hook(&self, reason: StopReason) -> Ended {
+        let state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
+        Ended::Done { state, hook: HookOutcome::Skipped, error: None }
+    }
+
+    /// Closes a stopped job's track and dead-letters its batches without an outcome;
+    /// returns how many.
+    fn close(
+        &self,
+        track: &Track,
+        job_id: &str,
+        reason: StopReason,
+        reopen: &dyn Fn() -> anyhow::Result<Box<dyn BatchSource>>,
+    ) -> anyhow::Result<u64> {
+        // Closed first: outcomes arriving from now on are dropped, so nothing is
+        // recorded twice.
+        let mut state = track.lock();
+        state.closed = true;
+        let mut source = reopen()?;
+        let error = AttemptError {
+            kind: AttemptKind::Interrupted(reason),
+            message: match reason {
+                StopReason::TimedOut => "the job's timeout passed before this batch was handled".into(),
+                _ => "the job was stopped before this batch was handled".into(),
+            },
+        };
+        let ledger = self.journal.ledger(job_id);
+        let mut count = 0;
+        let mut group: Vec<Batch> = Vec::new();
+        loop {
+            let next = match source.next_batch() {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(job_id, "reading the job's input again failed: {e}");
+                    None
+                }
+            };
+            let end = next.is_none();
+            if let Some(batch) = next
+                && !state.has_ended(batch.index)
+            {
+                group.push(batch);
+            }
+            if group.len() >= GROUP || (end && !group.is_empty()) {
+                let records: Vec<Record<'_>> =
+                    group.iter().map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body }).collect();
+                ledger.dead_lettered(&records)?;
+                for b in &group {
+                    state.set_ended(b.index);
+                }
+                count += group.len() as u64;
+                group.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        drop(state);
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(job_id);
+        Ok(count)
+    }
+
+    /// Tells the workers that a job ended early (best effort: its batches still queued
+    /// are then skipped rather than run for nothing).
+    fn notify_workers(&self, job_id: &str, reason: StopReason) {
+        let Some(channel) = self.channel.borrow().clone() else { return };
+        let body = json!({"job_id": job_id, "reason": reason.as_str()}).to_string();
+        let publish = async move {
+            let confirm = channel
+                .basic_publish(
+                    super::CONTROL.into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await?;
+            confirm.await.map(drop)
+        };
+        let sent = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), publish).await });
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::warn!(job_id, "could not tell the workers that the job ended; they run what is queued");
+        }
+    }
+
+    /// Publishes `group` (batches, or the on-job-complete message when its index is
+    /// `u64::MAX`) until the broker confirms all of it: on a lost connection, again on
+    /// the next. `false` when stopped first.
+    fn publish(&self, queue: &str, job: &BrokerJob<'_>, spec: &str, group: &[Batch], stop: &StopFlag) -> bool {
+        let mut channels = self.channel.subscribe();
+        self.runtime.block_on(async {
+            loop {
+                if stop.is_set() {
+                    return false;
+                }
+                let channel = channels.borrow_and_update().clone();
+                let Some(channel) = channel else {
+                    tokio::select! {
+                        _ = channels.changed() => {}
+                        () = stop.stopped() => return false,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                };
+                let attempt = async {
+                    let mut confirms = Vec::with_capacity(group.len());
+                    for batch in group {
+                        let hook = batch.index == u64::MAX;
+                        let mut headers = Headers::default()
+                            .str(header::KIND, if hook { header::HOOK } else { header::BATCH })
+                            .str(header::JOB, job.job_id)
+                            .int(header::MAX_ATTEMPTS, i64::from(job.max_attempts))
+                            .str(header::SPEC, spec);
+                        if !hook {
+                            headers = headers.int(header::INDEX, batch.index as i64);
+                        }
+                        let properties = BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_content_type("application/json".into())
+                            .with_headers(headers.table());
+                        let confirm = channel
+                            .basic_publish(
+                                "".into(),
+                                queue.into(),
+                                BasicPublishOptions::default(),
+                                &batch.body,
+                                properties,
+                            )
+                            .await?;
+                        confirms.push(confirm);
+                    }
+                    let mut nacked = 0;
+                    for confirm in confirms {
+                        if !confirm.await?.is_ack() {
+                            nacked += 1;
+                        }
+                    }
+                    Ok::<_, lapin::Error>(nacked)
+                };
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout(Duration::from_secs(30), attempt) => outcome,
+                    () = stop.stopped() => return false,
+                };
+                match outcome {
+                    Ok(Ok(0)) => return true,
+                    Ok(Ok(nacked)) => {
+                        tracing::warn!(job_id = job.job_id, nacked, "the broker refused batches; publishing them again")
+                    }
+                    Ok(Err(e)) => tracing::warn!(job_id = job.job_id, "publishing failed: {e}; again on the next connection"),
+                    Err(_) => tracing::warn!(job_id = job.job_id, "no confirm from the broker within 30 s; publishing again"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = stop.stopped() => return false,
+                }
+            }
+        })
+    }
+
+    /// Keeps a connection: connects (retrying, with backoff), declares, publishes
+    /// through it and consumes outcomes until it fails; then again.
+    async fn keep(self: Arc<Self>, mut first: Option<Connection>) {
+        let mut open = self.open.subscribe();
+        tokio::select! {
+            _ = open.wait_for(|o| *o) => {}
+            () = self.stop.stopped() => return,
+        }
+        loop {
+            let connection = match first.take() {
+                Some(c) if c.status().connected() => c,
+                _ => match super::connect_retrying(&self.url, &self.name, &self.stop, true).await {
+                    Ok(Some(c)) => c,
+                    _ => return,
+                },
+            };
+            let lost = self.session(&connection).await;
+            self.channel.send_replace(None);
+            let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "reconnecting".into())).await;
+            match lost {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(broker = %self.url, "lost the broker connection: {e}; reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = self.stop.stopped() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: `Ok` when stopped, the reason when it failed.
+    async fn session(&self, connection: &Connection) -> Result<(), String> {
+        let text = |e: lapin::Error| e.to_string();
+        let publishing = connection.create_channel().await.map_err(text)?;
+        super::declare_common(&publishing).await.map_err(text)?;
+        for (api, info) in &self.apis {
+            super::declare_batches(&publishing, api, info.max_attempts).await?;
+        }
+        publishing.confirm_select(ConfirmSelectOptions::default()).await.map_err(text)?;
+        let consume = |queue: &'static str| async move {
+            let channel = connection.create_channel().await?;
+            channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+            let consumer = channel
+                .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            Ok::<_, lapin::Error>(consumer)
+        };
+        let mut results = consume(RESULTS).await.map_err(text)?;
+        let mut dead = consume(DEAD).await.map_err(text)?;
+        self.channel.send_replace(Some(publishing));
+        tracing::info!(broker = %self.url, "connected to the broker; consuming outcomes");
+        loop {
+            let (from, consumer, first) = tokio::select! {
+                d = results.next() => (From::Results, &mut results, d),
+                d = dead.next() => (From::Dead, &mut dead, d),
+                () = self.stop.stopped() => return Ok(()),
+            };
+            let first = match first {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the broker ended the consumer".into()),
+            };
+            // Take what else is there already, up to a group, for one write.
+            let mut deliveries = vec![first];
+            while deliveries.len() < usize::from(PREFETCH) {
+                match tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => deliveries.push(delivery),
+                    _ => break,
+                }
+            }
+            let last = deliveries.pop().expect("one at least");
+            let mut incoming: Vec<Incoming> =
+                deliveries.into_iter().map(|d| Incoming { headers: d.properties.headers().clone(), data: d.data }).collect();
+            incoming.push(Incoming { headers: last.properties.headers().clone(), data: last.data.clone() });
+            // The write is blocking (SQLite): this I/O thread steps aside meanwhile.
+            let recorded = tokio::task::block_in_place(|| self.record(from, incoming));
+            match recorded {
+                Ok(()) => {
+                    last.acker.ack(BasicAckOptions { multiple: true }).await.map_err(text)?;
+                }
+                Err(e) => {
+                    tracing::error!("cannot record outcomes: {e}; they are delivered again");
+                    last.acker.nack(BasicNackOptions { multiple: true, requeue: true }).await.map_err(text)?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes a group of outcomes to the journal; those of batches that have one
+    /// already, or of jobs not dispatched any more, are dropped.
+    fn record(&self, from: From, incoming: Vec<Incoming>) -> std::io::Result<()> {
+        let mut by_job: HashMap<String, Vec<Incoming>> = HashMap::new();
+        for item in incoming {
+            match get_str(item.headers.as_ref(), header::JOB) {
+                Some(job) => by_job.entry(job).or_default().push(item),
+                None => tracing::warn!("a message without a job on {RESULTS} or {DEAD}; dropped"),
+            }
+        }
+        for (job_id, items) in by_job {
+            let Some(track) = self.get_track(&job_id) else {
+                tracing::debug!(job_id, n = items.len(), "outcomes of a job not dispatched any more; dropped");
+                continue;
+            };
+            let mut state = track.lock();
+            if state.closed {
+                continue;
+            }
+            let info = self.apis.get(&track.api_name);
+            let mut seen = HashSet::new();
+            let mut succeeded = Vec::new();
+            let mut failed: Vec<(u64, u32, AttemptError, &[u8])> = Vec::new();
+            let mut hook = None;
+            for item in &items {
+                let headers = item.headers.as_ref();
+                let kind = get_str(headers, header::KIND).unwrap_or_default();
+                let index = get_int(headers, header::INDEX).map(|i| i as u64);
+                let attempts = get_int(headers, header::ATTEMPTS).unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32;
+                match (from, kind.as_str(), index) {
+                    (_, header::HOOK, _) => {
+                        let outcome = get_str(headers, header::ERROR_KIND).unwrap_or_default();
+                        let message = get_str(headers, header::ERROR).unwrap_or_default();
+                        hook = Some(match (from, outcome.as_str()) {
+                            (From::Dead, _) => Completion::Failed(format!(
+                                "no worker reported an outcome of on-job-complete; the broker gave up after {} deliveries",
+                                info.map_or(0, |i| i.max_attempts)
+                            )),
+                            (_, "succeeded") => Completion::Succeeded,
+                            (_, "not_found") => Completion::NotFound,
+                            _ => Completion::Failed(message),
+                        });
+                    }
+                    (_, _, None) => tracing::warn!(job_id, kind, "an outcome without a batch index; dropped"),
+                    (_, _, Some(i)) if state.has_ended(i) || !seen.insert(i) => {
+                        tracing::debug!(job_id, index = i, "a batch's second outcome (it ran twice); dropped");
+                    }
+                    (From::Results, header::SUCCEEDED, Some(i)) => {
+                        let elapsed = get_float(headers, header::ELAPSED).unwrap_or(0.0).max(0.0);
+                        succeeded.push((i, Duration::from_secs_f64(elapsed)));
+                    }
+                    (From::Results, _, Some(i)) => {
+                        let kind = get_str(headers, header::ERROR_KIND).unwrap_or_else(|| "failed".into());
+                        let message = get_str(headers, header::ERROR).unwrap_or_default();
+                        failed.push((i, attempts, AttemptError { kind: AttemptKind::Remote(kind), message }, &item.data));
+                    }
+                    (From::Dead, _, Some(i)) => {
+                        let deliveries = info.map_or(0, |i| i.max_attempts);
+                        let message = format!(
+                            "delivered {deliveries} times and no worker reported an outcome (each worker holding it \
+                             was lost: killed, cut off, or out of time); the broker dead-lettered it"
+                        );
+                        let error = AttemptError { kind: AttemptKind::Remote("delivery_limit".into()), message };
+                        failed.push((i, deliveries, error, &item.data));
+                    }
+                }
+            }
+            let ledger = self.journal.ledger(&job_id);
+            if !succeeded.is_empty() {
+                ledger.succeeded(&succeeded)?;
+            }
+            if !failed.is_empty() {
+                let records: Vec<Record<'_>> = failed
+                    .iter()
+                    .map(|(index, attempts, error, body)| Record { index: *index, attempts: *attempts, error, body })
+                    .collect();
+                ledger.dead_lettered(&records)?;
+            }
+            if let Some(completion) = &hook {
+                let outcome = match completion {
+                    Completion::Succeeded => HookOutcome::Succeeded,
+                    Completion::NotFound => HookOutcome::NotFound,
+                    Completion::Failed(e) => {
+                        self.journal.set_error(&job_id, Some(&format!("on-job-complete failed: {e}")))?;
+                        HookOutcome::Failed
+                    }
+                };
+                self.journal.set_hook(&job_id, Hook::Done(outcome))?;
+                state.hook = Some(completion.clone());
+            }
+            for (index, elapsed) in &succeeded {
+                state.set_ended(*index);
+                if let Some(info) = info {
+                    info.metrics.batch_succeeded(&job_id, *elapsed);
+                }
+            }
+            for (index, _, error, _) in &failed {
+                state.set_ended(*index);
+                if let Some(info) = info {
+                    info.metrics.batch_failed(&job_id);
+                }
+                tracing::error!(job_id, batch = index, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
+            }
+            drop(state);
+            track.changed.notify_all();
+        }
+        Ok(())
+    }
+}
