@@ -37,6 +37,23 @@ ensure_c_toolchain() {
   fi
 }
 
+# RabbitMQ, for the broker tests (each test starts a node of its own on free ports, from
+# the package's server script; the package's own service is not needed).
+ensure_rabbitmq() {
+  if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing rabbitmq-server for the broker tests" >&2
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server >/dev/null
+  else
+    echo "the broker tests need RabbitMQ (Debian's rabbitmq-server package); install it" >&2
+  fi
+}
+
 # Waits (up to 60 s) until the process PID logs `listening` (JSON logs in LOG) and
 # prints the address it listens on; exits with its log if it dies first.
 wait_listening() {

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
 ensure_c_toolchain
+ensure_rabbitmq
 scripts/build-plugins.sh
 cargo test --workspace "$@"

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod broker;
 mod compile;
 mod faults;
 mod foundation;

@@ -48,14 +48,19 @@ impl Place {
 }
 
 /// A running operator, killed on drop.
-struct Operator {
+pub(crate) struct Operator {
     child: Child,
     url: String,
-    logs: Arc<Mutex<Vec<String>>>,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Operator {
     fn start(config: &Path, data: &Path) -> Operator {
+        Operator::start_with(config, data, &[])
+    }
+
+    /// An operator with `extra` arguments (e.g. `--broker URL`).
+    pub(crate) fn start_with(config: &Path, data: &Path, extra: &[&str]) -> Operator {
         let mut child = wasmbatch()
             .args(["--log-format", "json", "operator", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
@@ -63,6 +68,7 @@ impl Operator {
             .arg(data)
             .arg("--cache-dir")
             .arg(shared_cache())
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -89,7 +95,7 @@ impl Operator {
         Operator { child, url: format!("http://{addr}"), logs }
     }
 
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
         let request = agent.request(method, &format!("{}{path}", self.url));
         let result = match body {
@@ -103,20 +109,20 @@ impl Operator {
         }
     }
 
-    fn submit(&self, api: &str, job: &Value) -> String {
+    pub(crate) fn submit(&self, api: &str, job: &Value) -> String {
         let (status, body) = self.request("POST", &format!("/batch/{api}"), Some(&job.to_string()));
         assert_eq!(status, 200, "{body}");
         serde_json::from_str::<Value>(&body).unwrap()["job_id"].as_str().unwrap().to_string()
     }
 
-    fn status(&self, api: &str, job_id: &str) -> Value {
+    pub(crate) fn status(&self, api: &str, job_id: &str) -> Value {
         let (status, body) = self.request("GET", &format!("/batch/{api}?jobID={job_id}"), None);
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
     /// Polls (bounded) until the job's status is final; returns the GET answer.
-    fn wait_done(&self, api: &str, job_id: &str) -> Value {
+    pub(crate) fn wait_done(&self, api: &str, job_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let status = self.status(api, job_id);
@@ -129,12 +135,12 @@ impl Operator {
         }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -155,7 +161,7 @@ impl Drop for Operator {
     }
 }
 
-fn error_of(answer: &(u16, String)) -> (u16, String, String) {
+pub(crate) fn error_of(answer: &(u16, String)) -> (u16, String, String) {
     let v: Value = serde_json::from_str(&answer.1).unwrap_or(Value::Null);
     (answer.0, v["kind"].as_str().unwrap_or_default().into(), v["message"].as_str().unwrap_or_default().into())
 }
