@@ -947,6 +947,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 .map_err(|e| invalid(format!("--endpoint: {e}")))?;
             // Cortex's dequeuer waits for the user's container before taking batches.
             for endpoint in &endpoints {
+                tracing::info!(endpoint = %endpoint, timeout_s = args.ready_timeout.as_secs(), "waiting for the endpoint to be ready");
                 let ready = runtime.block_on(async {
                     tokio::select! {
                         ready = wait_ready(endpoint, args.ready_timeout) => Some(ready),

@@ -118,11 +118,16 @@ impl Worker {
     }
 
     fn spawn(url: &str, api: &str, plugin_name: &str, mount: &Path, concurrency: u32) -> Worker {
+        let mut args: Vec<String> = vec!["--plugin".into(), plugin(plugin_name).display().to_string()];
+        args.extend(["--mount".into(), mount.display().to_string()]);
+        Worker::spawn_args(url, api, concurrency, &args)
+    }
+
+    /// A worker with its handler given by `handler` (`--plugin …` or `--endpoint …`).
+    fn spawn_args(url: &str, api: &str, concurrency: u32, handler: &[String]) -> Worker {
         let mut child = wasmbatch()
-            .args(["--log-format", "json", "worker", "--broker", url, "--api", api, "--plugin"])
-            .arg(plugin(plugin_name))
-            .arg("--mount")
-            .arg(mount)
+            .args(["--log-format", "json", "worker", "--broker", url, "--api", api])
+            .args(handler)
             .args(["--concurrency", &concurrency.to_string(), "--cache-dir"])
             .arg(shared_cache())
             .env("RUST_LOG", "info")
@@ -328,7 +333,9 @@ fn the_operator_killed_mid_job_resumes_it_and_on_job_complete_runs_once() {
     let operator = place.operator(&rabbit.url());
     let mount = place.path("out");
     let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&rabbit.url(), "sum", "sum", &mount, 2)).collect();
-    let batches = 3000;
+    // More than the 4096 batches a job may have out at once: the kill comes while the
+    // operator is still publishing, and the new one goes on from its mark.
+    let batches = 5000;
     let job_id = operator.submit("sum", &sum_job(batches));
     wait_status(&operator, "sum", &job_id, |s| succeeded(s) >= 300);
     operator.kill();
@@ -535,4 +542,59 @@ fn an_unreachable_broker_is_waited_for_and_refused_credentials_fail_fast() {
     let (code, _, message) = error_of(&answer);
     assert_eq!(code, 400, "{answer:?}");
     assert!(message.contains("max_attempts: 9 is more than the broker delivers"), "{message}");
+}
+
+#[test]
+fn a_stop_dead_letters_what_is_left_and_the_workers_skip_it() {
+    let rabbit = Rabbit::start();
+    let place = Place::new(3);
+    let operator = place.operator(&rabbit.url());
+    let mount = place.path("out");
+    let worker = Worker::start(&rabbit.url(), "misbehave", "misbehave", &mount, 1);
+    let items: Vec<Value> =
+        (0..40).flat_map(|_| [json!("batch:/mnt/calls.jsonl"), json!("sleep:100")]).collect();
+    let job_id = operator.submit("misbehave", &json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}}));
+    wait_lines(&mount.join("calls.jsonl"), 3);
+    let (code, body) = operator.request("DELETE", &format!("/batch/misbehave?jobID={job_id}"), None);
+    assert_eq!(code, 200, "{body}");
+    let status = operator.wait_done("misbehave", &job_id);
+    assert_eq!(status["job_status"]["status"], "stopped", "{status}");
+    let done = succeeded(&status);
+    let (_, text) = operator.request("GET", &format!("/batch/misbehave/jobs/{job_id}/dead-letters"), None);
+    let letters: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(done + letters.len() as u64, 40, "every batch succeeded or is a dead letter");
+    assert!(letters.iter().all(|l| l["error"]["kind"] == "stopped" && l["attempts"] == 0), "{text}");
+    // Told of the stop, the worker skips the batches still queued.
+    worker.wait_for("job ended early", |_| true);
+    let calls = read_lines(&mount.join("calls.jsonl")).len();
+    assert!(calls < 20, "{calls} batches ran after a stop after 3");
+}
+
+#[test]
+fn a_worker_in_front_of_a_contract_server_waits_for_it_then_delivers_every_batch() {
+    let rabbit = Rabbit::start();
+    let place = Place::new(3);
+    let operator = place.operator(&rabbit.url());
+    let mount = place.path("out");
+    let port = free_port();
+    // The worker starts before the pod's server and waits for it, as Cortex's dequeuer.
+    let endpoint = vec!["--endpoint".to_string(), format!("http://127.0.0.1:{port}")];
+    let worker = Worker::spawn_args(&rabbit.url(), "sum", 2, &endpoint);
+    worker.wait_for("waiting for the endpoint to be ready", |_| true);
+    let server = crate::harness::Server::with(plugin("sum"))
+        .port(port)
+        .args(["--mount".to_string(), mount.display().to_string(), "--concurrency".into(), "2".into()])
+        .start();
+    worker.wait_for("consuming", |_| true);
+    let batches = 200;
+    let job_id = operator.submit("sum", &sum_job(batches));
+    let status = operator.wait_done("sum", &job_id);
+    assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
+    assert_eq!(status["job_status"]["on_job_complete"], "succeeded");
+    assert_eq!(succeeded(&status), batches as u64);
+    // The worker sends each batch's index as its identifier: serve names the files by it.
+    check_sums(std::slice::from_ref(&mount), &job_id, batches);
+    let result: Value = serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["items"].as_u64(), Some(batches as u64 * 2), "{result}");
+    drop(server);
 }
