@@ -880,8 +880,7 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the I/O runtime")?;
     let broker = args.broker.as_deref().map(crate::broker::BrokerUrl::parse).transpose().map_err(invalid)?;
-    let service =
-        crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())?;
+    let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
@@ -925,9 +924,12 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
             Plugin::new(engine.clone(), &module, sandbox, Arc::from(&b"{}"[..]), args.guest.limits(), metrics.clone())
                 .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
-            let submitter =
-                crate::operator::client::RemoteSubmitter::new(&args.operator_url, &args.api, args.may_submit_to.clone())
-                    .map_err(|e| invalid(format!("--operator-url: {e}")))?;
+            let submitter = crate::operator::client::RemoteSubmitter::new(
+                &args.operator_url,
+                &args.api,
+                args.may_submit_to.clone(),
+            )
+            .map_err(|e| invalid(format!("--operator-url: {e}")))?;
             tracing::info!(plugin = %path.display(), module = origin.as_str(), "plugin loaded");
             Handler::Plugin {
                 engine,
@@ -963,8 +965,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             Handler::Endpoints { endpoints, batch_timeout: args.guest.batch_timeout }
         }
     };
-    let config =
-        WorkerConfig { url, api: args.api, concurrency, drain_timeout: args.drain_timeout, handler, metrics };
+    let config = WorkerConfig { url, api: args.api, concurrency, drain_timeout: args.drain_timeout, handler, metrics };
     let result = worker::run(config, &runtime, shutdown_signal());
     runtime.shutdown_timeout(Duration::from_secs(1));
     result

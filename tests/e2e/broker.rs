@@ -157,7 +157,12 @@ impl Worker {
     fn wait_for(&self, message: &str, pred: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if self.logs.lock().unwrap().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains(message)) && pred(l))
+            if self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l["message"].as_str().is_some_and(|m| m.contains(message)) && pred(l))
             {
                 return;
             }
@@ -348,8 +353,12 @@ fn the_operator_killed_mid_job_resumes_it_and_on_job_complete_runs_once() {
     check_sums(std::slice::from_ref(&mount), &job_id, batches);
     let hooks: usize = workers.iter().map(|w| w.count("on-job-complete ran")).sum();
     assert_eq!(hooks, 1, "on-job-complete ran {hooks} times");
-    let result: Value = serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
-    assert_eq!((result["batches"].as_u64(), result["items"].as_u64()), (Some(batches as u64), Some(batches as u64 * 2)));
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
+    assert_eq!(
+        (result["batches"].as_u64(), result["items"].as_u64()),
+        (Some(batches as u64), Some(batches as u64 * 2))
+    );
 }
 
 #[test]
@@ -385,11 +394,11 @@ fn a_batch_that_always_fails_is_dead_lettered_after_max_attempts_deliveries() {
     let place = Place::new(3);
     let operator = place.operator(&rabbit.url());
     let mount = place.path("out");
-    let _workers: Vec<Worker> = (0..2).map(|_| Worker::start(&rabbit.url(), "misbehave", "misbehave", &mount, 1)).collect();
+    let _workers: Vec<Worker> =
+        (0..2).map(|_| Worker::start(&rabbit.url(), "misbehave", "misbehave", &mount, 1)).collect();
     // Batches of two commands: [ok, ok], [record, fail], [ok, ok], [invalid, ok].
-    let items = json!([
-        "ok", "ok", "batch:/mnt/calls.jsonl", "error:always broken", "ok", "ok", "invalid:never valid", "ok"
-    ]);
+    let items =
+        json!(["ok", "ok", "batch:/mnt/calls.jsonl", "error:always broken", "ok", "ok", "invalid:never valid", "ok"]);
     let job = json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}});
     let job_id = operator.submit("misbehave", &job);
     let status = operator.wait_done("misbehave", &job_id);
@@ -424,7 +433,8 @@ fn a_batch_whose_workers_die_each_time_is_dead_lettered_by_the_broker() {
     let place = Place::new(2);
     let operator = place.operator(&rabbit.url());
     let mount = place.path("out");
-    let job = json!({"workers": 1, "item_list": {"items": ["batch:/mnt/calls.jsonl", "sleep:600000"], "batch_size": 2}});
+    let job =
+        json!({"workers": 1, "item_list": {"items": ["batch:/mnt/calls.jsonl", "sleep:600000"], "batch_size": 2}});
     let mut first = Worker::start(&rabbit.url(), "misbehave", "misbehave", &mount, 1);
     let job_id = operator.submit("misbehave", &job);
     wait_lines(&mount.join("calls.jsonl"), 1);
@@ -530,7 +540,10 @@ fn an_unreachable_broker_is_waited_for_and_refused_credentials_fail_fast() {
     assert!(stderr.contains("refused the connection") && stderr.contains("ACCESS_REFUSED"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20));
     // A URL that is not one: exit 2, before any connection.
-    let out = wasmbatch().args(["worker", "--broker", "http://x", "--api", "sum", "--endpoint", "http://x"]).output().unwrap();
+    let out = wasmbatch()
+        .args(["worker", "--broker", "http://x", "--api", "sum", "--endpoint", "http://x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must start with amqp://"));
     // A job that asks for more attempts than the broker delivers is refused.
@@ -551,8 +564,7 @@ fn a_stop_dead_letters_what_is_left_and_the_workers_skip_it() {
     let operator = place.operator(&rabbit.url());
     let mount = place.path("out");
     let worker = Worker::start(&rabbit.url(), "misbehave", "misbehave", &mount, 1);
-    let items: Vec<Value> =
-        (0..40).flat_map(|_| [json!("batch:/mnt/calls.jsonl"), json!("sleep:100")]).collect();
+    let items: Vec<Value> = (0..40).flat_map(|_| [json!("batch:/mnt/calls.jsonl"), json!("sleep:100")]).collect();
     let job_id = operator.submit("misbehave", &json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}}));
     wait_lines(&mount.join("calls.jsonl"), 3);
     let (code, body) = operator.request("DELETE", &format!("/batch/misbehave?jobID={job_id}"), None);
@@ -594,7 +606,8 @@ fn a_worker_in_front_of_a_contract_server_waits_for_it_then_delivers_every_batch
     assert_eq!(succeeded(&status), batches as u64);
     // The worker sends each batch's index as its identifier: serve names the files by it.
     check_sums(std::slice::from_ref(&mount), &job_id, batches);
-    let result: Value = serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
     assert_eq!(result["items"].as_u64(), Some(batches as u64 * 2), "{result}");
     drop(server);
 }

@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -290,7 +289,10 @@ impl Dispatch {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::error!(job_id = job.job_id, "reading the job's input failed: {e}; the batches read so far are still handled");
+                    tracing::error!(
+                        job_id = job.job_id,
+                        "reading the job's input failed: {e}; the batches read so far are still handled"
+                    );
                     input_error = Some(e.to_string());
                     break;
                 }
@@ -441,8 +443,10 @@ impl Dispatch {
                 group.push(batch);
             }
             if group.len() >= GROUP || (end && !group.is_empty()) {
-                let records: Vec<Record<'_>> =
-                    group.iter().map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body }).collect();
+                let records: Vec<Record<'_>> = group
+                    .iter()
+                    .map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body })
+                    .collect();
                 ledger.dead_lettered(&records)?;
                 for b in &group {
                     state.set_ended(b.index);
@@ -545,8 +549,12 @@ impl Dispatch {
                     Ok(Ok(nacked)) => {
                         tracing::warn!(job_id = job.job_id, nacked, "the broker refused batches; publishing them again")
                     }
-                    Ok(Err(e)) => tracing::warn!(job_id = job.job_id, "publishing failed: {e}; again on the next connection"),
-                    Err(_) => tracing::warn!(job_id = job.job_id, "no confirm from the broker within 30 s; publishing again"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(job_id = job.job_id, "publishing failed: {e}; again on the next connection")
+                    }
+                    Err(_) => {
+                        tracing::warn!(job_id = job.job_id, "no confirm from the broker within 30 s; publishing again")
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -629,8 +637,10 @@ impl Dispatch {
                 }
             }
             let last = deliveries.pop().expect("one at least");
-            let mut incoming: Vec<Incoming> =
-                deliveries.into_iter().map(|d| Incoming { headers: d.properties.headers().clone(), data: d.data }).collect();
+            let mut incoming: Vec<Incoming> = deliveries
+                .into_iter()
+                .map(|d| Incoming { headers: d.properties.headers().clone(), data: d.data })
+                .collect();
             incoming.push(Incoming { headers: last.properties.headers().clone(), data: last.data.clone() });
             // The write is blocking (SQLite): this I/O thread steps aside meanwhile.
             let recorded = tokio::task::block_in_place(|| self.record(from, incoming));
@@ -701,7 +711,12 @@ impl Dispatch {
                     (From::Results, _, Some(i)) => {
                         let kind = get_str(headers, header::ERROR_KIND).unwrap_or_else(|| "failed".into());
                         let message = get_str(headers, header::ERROR).unwrap_or_default();
-                        failed.push((i, attempts, AttemptError { kind: AttemptKind::Remote(kind), message }, &item.data));
+                        failed.push((
+                            i,
+                            attempts,
+                            AttemptError { kind: AttemptKind::Remote(kind), message },
+                            &item.data,
+                        ));
                     }
                     (From::Dead, _, Some(i)) => {
                         let deliveries = info.map_or(0, |i| i.max_attempts);

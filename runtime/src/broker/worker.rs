@@ -25,8 +25,8 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -116,7 +116,7 @@ struct Executors {
 /// A worker thread's state for its current job.
 enum State {
     None,
-    Plugin(String, Arc<InProcess>, WarmInstance),
+    Plugin(String, Arc<InProcess>, Box<WarmInstance>),
     Endpoint(EndpointWorker),
 }
 
@@ -131,8 +131,9 @@ impl Executors {
             return Ok(executor.clone());
         }
         let sandbox = Arc::new(Sandbox::new(spec, mount.as_deref()).map_err(|e| e.to_string())?);
-        let mut plugin = Plugin::new(engine.clone(), module, sandbox, spec.clone(), limits.clone(), self.metrics.clone())
-            .map_err(|e| e.to_string())?;
+        let mut plugin =
+            Plugin::new(engine.clone(), module, sandbox, spec.clone(), limits.clone(), self.metrics.clone())
+                .map_err(|e| e.to_string())?;
         if let Some(submitter) = submitter {
             plugin = plugin.with_submitter(submitter.clone());
         }
@@ -183,7 +184,7 @@ impl Executors {
         let current = matches!(state, State::Plugin(job, _, _) if *job == work.job_id);
         if !current {
             // One warm instance per thread: the previous job's goes.
-            *state = State::Plugin(work.job_id.clone(), executor.clone(), executor.worker(index));
+            *state = State::Plugin(work.job_id.clone(), executor.clone(), Box::new(executor.worker(index)));
         }
         let State::Plugin(_, executor, slot) = state else { unreachable!() };
         match work.index {
@@ -197,7 +198,7 @@ impl Executors {
             }
             None => {
                 let State::Plugin(_, executor, slot) = std::mem::replace(state, State::None) else { unreachable!() };
-                Outcome::Hook(executor.on_job_complete(vec![slot], &work.job_id, work.body.clone()))
+                Outcome::Hook(executor.on_job_complete(vec![*slot], &work.job_id, work.body.clone()))
             }
         }
     }
@@ -354,7 +355,11 @@ impl Worker {
                 }
                 Err(e) if e.to_string().contains("NOT_FOUND") => {
                     if !waited {
-                        tracing::warn!(queue, "the queue does not exist yet: waiting for an operator with api {} to declare it", self.api);
+                        tracing::warn!(
+                            queue,
+                            "the queue does not exist yet: waiting for an operator with api {} to declare it",
+                            self.api
+                        );
                         waited = true;
                     }
                     tokio::select! {
@@ -372,12 +377,20 @@ impl Worker {
         let own = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
         let notices = control.queue_declare("".into(), own, FieldTable::default()).await.map_err(text)?;
         control
-            .queue_bind(notices.name().clone(), CONTROL.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                notices.name().clone(),
+                CONTROL.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(text)?;
         let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-        let mut notices =
-            control.basic_consume(notices.name().clone(), "".into(), no_ack, FieldTable::default()).await.map_err(text)?;
+        let mut notices = control
+            .basic_consume(notices.name().clone(), "".into(), no_ack, FieldTable::default())
+            .await
+            .map_err(text)?;
 
         let batches = connection.create_channel().await.map_err(text)?;
         let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
@@ -431,7 +444,11 @@ impl Worker {
         if let Ok(notice) = serde_json::from_slice::<serde_json::Value>(data)
             && let Some(job_id) = notice["job_id"].as_str()
         {
-            tracing::info!(job_id, reason = notice["reason"].as_str().unwrap_or(""), "job ended early; its queued batches are skipped");
+            tracing::info!(
+                job_id,
+                reason = notice["reason"].as_str().unwrap_or(""),
+                "job ended early; its queued batches are skipped"
+            );
             self.stopped.lock().unwrap_or_else(|e| e.into_inner()).insert(job_id.to_string());
         }
     }
@@ -444,7 +461,8 @@ impl Worker {
         let job_id = get_str(headers, header::JOB);
         let index = get_int(headers, header::INDEX).map(|i| i as u64);
         let max_attempts = get_int(headers, header::MAX_ATTEMPTS).unwrap_or(1).clamp(1, i64::from(u32::MAX)) as u32;
-        let attempt = get_int(headers, header::DELIVERY_COUNT).unwrap_or(0).clamp(0, i64::from(u32::MAX - 1)) as u32 + 1;
+        let attempt =
+            get_int(headers, header::DELIVERY_COUNT).unwrap_or(0).clamp(0, i64::from(u32::MAX - 1)) as u32 + 1;
         let spec: Arc<[u8]> = Arc::from(get_str(headers, header::SPEC).unwrap_or_else(|| "{}".into()).into_bytes());
         let results = results.clone();
         let Some(job_id) = job_id.filter(|_| kind == header::HOOK || (kind == header::BATCH && index.is_some())) else {
@@ -494,10 +512,9 @@ impl Worker {
                 Some(Outcome::Succeeded(elapsed)) => {
                     self.metrics.batch_succeeded(&job_id, elapsed);
                     Some((
-                        base.str(header::KIND, header::SUCCEEDED).int(header::ATTEMPTS, attempt.into()).float(
-                            header::ELAPSED,
-                            elapsed.as_secs_f64(),
-                        ),
+                        base.str(header::KIND, header::SUCCEEDED)
+                            .int(header::ATTEMPTS, attempt.into())
+                            .float(header::ELAPSED, elapsed.as_secs_f64()),
                         Vec::new(),
                     ))
                 }
@@ -529,7 +546,9 @@ impl Worker {
                     };
                     tracing::info!(job_id, outcome, "on-job-complete ran");
                     Some((
-                        base.str(header::KIND, header::HOOK).str(header::ERROR_KIND, outcome).str(header::ERROR, &message),
+                        base.str(header::KIND, header::HOOK)
+                            .str(header::ERROR_KIND, outcome)
+                            .str(header::ERROR, &message),
                         Vec::new(),
                     ))
                 }
@@ -550,14 +569,22 @@ impl Worker {
                             delivery.acker.ack(BasicAckOptions::default()).await.map(drop)
                         }
                         other => {
-                            tracing::warn!(job_id, batch = index, "could not report the outcome ({other:?}); the batch is handed back");
+                            tracing::warn!(
+                                job_id,
+                                batch = index,
+                                "could not report the outcome ({other:?}); the batch is handed back"
+                            );
                             delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await.map(drop)
                         }
                     }
                 }
             };
             if let Err(e) = acked {
-                tracing::warn!(job_id, batch = index, "the acknowledgement did not reach the broker ({e}); the batch is delivered again");
+                tracing::warn!(
+                    job_id,
+                    batch = index,
+                    "the acknowledgement did not reach the broker ({e}); the batch is delivered again"
+                );
             }
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         });

@@ -17,6 +17,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::config::{ApiConfig, Handler, OperatorConfig};
+use crate::broker::BrokerUrl;
+use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::client::{Endpoint, wait_ready};
 use crate::job::budget::Budget;
@@ -25,8 +27,6 @@ use crate::job::runner::{JobPlan, StopFlag, StopReason};
 use crate::job::source::{self, PathRewrite};
 use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
 use crate::job::submission::{SourceSpec, Submission, SubmissionError};
-use crate::broker::BrokerUrl;
-use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
 use crate::journal::{Hook, JobRow, Journal};
 use crate::metrics::Metrics;
 use crate::plugin::{CallLimits, Plugin};
@@ -520,7 +520,7 @@ impl Service {
         row: &JobRow,
         parsed: Option<Submission>,
         api: &Api,
-    ) -> anyhow::Result<(Box<dyn crate::job::source::BatchSource>, Option<u64>, Option<u32>)> {
+    ) -> anyhow::Result<Input> {
         let raw = if parsed.is_some() { Vec::new() } else { self.journal.submission(&row.job_id)? };
         // A re-run of another job's dead letters, or a submission.
         let retry_of = serde_json::from_slice::<HashMap<String, &RawValue>>(&raw)
@@ -701,6 +701,10 @@ impl Service {
         }
     }
 }
+
+/// A job's input from its beginning, its time limit (seconds) and its attempts per
+/// batch, when the submission sets them.
+type Input = (Box<dyn crate::job::source::BatchSource>, Option<u64>, Option<u32>);
 
 /// The two executors an API can have.
 enum Executor {
