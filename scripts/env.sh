@@ -20,21 +20,27 @@ build_all() {
   BIN="$CARGO_TARGET_DIR/debug/wasmbatch"
 }
 
+# Installs Debian packages (as root, or through sudo): apt_install WHAT PACKAGE...
+apt_install() {
+  local what=$1 sudo=""
+  shift
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing $what" >&2
+    $sudo apt-get update -qq >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "the tests need $what ($*); install them" >&2
+  fi
+}
+
 # The C guest of the test suite is compiled with clang for wasm32-wasi (wasi-libc);
 # on Debian, installs them when they are missing (as root, or through sudo).
 ensure_c_toolchain() {
   if command -v clang >/dev/null 2>&1 && echo '#include <stdio.h>' | clang --target=wasm32-wasi -E -x c - -o /dev/null 2>/dev/null; then
     return
   fi
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "installing clang, lld and wasi-libc for the C guest" >&2
-    $sudo apt-get update -qq >/dev/null
-    $sudo apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
-  else
-    echo "the C guest needs clang with a wasm32-wasi sysroot (wasi-libc); install them" >&2
-  fi
+  apt_install "clang, lld and wasi-libc for the C guest" clang lld wasi-libc libclang-rt-14-dev-wasm32
 }
 
 # RabbitMQ, for the broker tests (each test starts a node of its own on free ports, from
@@ -43,15 +49,7 @@ ensure_rabbitmq() {
   if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     return
   fi
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "installing rabbitmq-server for the broker tests" >&2
-    $sudo apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server >/dev/null
-  else
-    echo "the broker tests need RabbitMQ (Debian's rabbitmq-server package); install it" >&2
-  fi
+  apt_install "RabbitMQ for the broker tests" rabbitmq-server
 }
 
 # Waits (up to 60 s) until the process PID logs `listening` (JSON logs in LOG) and

@@ -163,14 +163,7 @@ impl Executors {
             }
             let State::Endpoint(worker) = state else { unreachable!() };
             return match work.index {
-                Some(i) => {
-                    let started = Instant::now();
-                    let attempt = Attempt { index: i, number: work.attempt, body: &work.body };
-                    match endpoint.run(worker, &work.job_id, attempt) {
-                        Ok(()) => Outcome::Succeeded(started.elapsed()),
-                        Err(e) => Outcome::Failed(e),
-                    }
-                }
+                Some(i) => attempt(&**endpoint, worker, i, work),
                 None => {
                     let worker = endpoint.worker(index);
                     Outcome::Hook(endpoint.on_job_complete(vec![worker], &work.job_id, work.body.clone()))
@@ -188,19 +181,21 @@ impl Executors {
         }
         let State::Plugin(_, executor, slot) = state else { unreachable!() };
         match work.index {
-            Some(i) => {
-                let started = Instant::now();
-                let attempt = Attempt { index: i, number: work.attempt, body: &work.body };
-                match executor.run(slot, &work.job_id, attempt) {
-                    Ok(()) => Outcome::Succeeded(started.elapsed()),
-                    Err(e) => Outcome::Failed(e),
-                }
-            }
+            Some(i) => attempt(&**executor, slot, i, work),
             None => {
                 let State::Plugin(_, executor, slot) = std::mem::replace(state, State::None) else { unreachable!() };
                 Outcome::Hook(executor.on_job_complete(vec![*slot], &work.job_id, work.body.clone()))
             }
         }
+    }
+}
+
+/// One attempt at batch `index` of `work` on `executor`.
+fn attempt<E: Executor>(executor: &E, worker: &mut E::Worker, index: u64, work: &Work) -> Outcome {
+    let started = Instant::now();
+    match executor.run(worker, &work.job_id, Attempt { index, number: work.attempt, body: &work.body }) {
+        Ok(()) => Outcome::Succeeded(started.elapsed()),
+        Err(e) => Outcome::Failed(e),
     }
 }
 
@@ -291,10 +286,10 @@ pub fn run(
         metrics: config.metrics,
     });
     let result = runtime.block_on(worker.clone().keep(&stop, config.drain_timeout));
-    drop(worker);
-    for thread in threads {
-        let _ = thread.join();
-    }
+    // The threads end with the process: one may still be finishing a batch that was
+    // interrupted at the drain timeout (its outcome is not reported; the broker
+    // delivers the batch again).
+    drop(threads);
     result
 }
 
