@@ -872,7 +872,7 @@ fn conclude(journal: &crate::journal::Journal, status: &mut job::status::JobStat
 }
 
 fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
-    let config = crate::operator::config::OperatorConfig::load(&args.config).map_err(invalid)?;
+    let config = crate::operator::config::OperatorConfig::load(&args.config, args.broker.is_some()).map_err(invalid)?;
     let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(compile::default_cache_dir) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -131,15 +131,15 @@ pub fn valid_name(name: &str) -> bool {
 
 impl OperatorConfig {
     /// Reads and checks the file at `path`.
-    pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
+    pub fn load(path: &Path, broker: bool) -> Result<OperatorConfig, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
         let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read it: {e}")]))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(fail)
+        Self::parse(&text, base, broker).map_err(fail)
     }
 
     /// Parses `text`; relative paths are taken from `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<OperatorConfig, Vec<String>> {
+    pub fn parse(text: &str, base: &Path, broker: bool) -> Result<OperatorConfig, Vec<String>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
         let mut problems = Vec::new();
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -198,7 +198,16 @@ impl OperatorConfig {
                     }
                     Handler::Endpoints(endpoints)
                 }
-                (None, None) => Handler::Workers,
+                (None, None) if broker => Handler::Workers,
+                (None, None) => {
+                    problem(
+                        "plugin",
+                        "give `plugin` or `endpoints` (without either, `wasmbatch worker`s handle the API: run the \
+                         operator with --broker)"
+                            .into(),
+                    );
+                    continue;
+                }
                 (Some(_), Some(_)) => {
                     problem("plugin", "give at most one of `plugin` and `endpoints`".into());
                     continue;
@@ -298,6 +307,7 @@ mod tests {
             endpoints = ["http://127.0.0.1:8080"]
             "#,
             dir.path(),
+            false,
         )
         .unwrap();
         assert_eq!((config.max_workers, config.max_running_jobs, config.apis.len()), (6, 8, 2));
@@ -305,6 +315,16 @@ mod tests {
         assert_eq!(sum.handler, Handler::Plugin(dir.path().join("sum.wasm")));
         assert_eq!((sum.max_workers, sum.batch_timeout, sum.max_attempts), (2, Duration::from_secs(30), 3));
         assert_eq!(config.api("remote").unwrap().handler, Handler::Endpoints(vec!["http://127.0.0.1:8080".into()]));
+    }
+
+    #[test]
+    fn an_api_without_a_handler_needs_a_broker() {
+        let text = "[[api]]\nname = \"far\"\n";
+        let config = OperatorConfig::parse(text, Path::new("."), true).unwrap();
+        assert_eq!(config.api("far").unwrap().handler, Handler::Workers);
+        let problems = OperatorConfig::parse(text, Path::new("."), false).unwrap_err();
+        assert!(problems[0].contains("api \"far\": plugin: give `plugin` or `endpoints`"), "{problems:?}");
+        assert!(problems[0].contains("--broker"), "{problems:?}");
     }
 
     #[test]
@@ -328,6 +348,7 @@ mod tests {
             may_submit_to = ["elsewhere"]
             "#,
             Path::new("/nonexistent"),
+            false,
         )
         .unwrap_err();
         let text = problems.join("\n");
@@ -338,7 +359,8 @@ mod tests {
         assert!(text.contains("api \"both\": plugin: give at most one of `plugin` and `endpoints`"), "{text}");
         assert!(text.contains("api #3: name: is required"), "{text}");
         assert!(text.contains("api \"chain\": may_submit_to: \"elsewhere\" is not an API of this file"), "{text}");
-        let unknown = OperatorConfig::parse("[[api]]\nname = \"a\"\nplugins = \"x\"\n", Path::new(".")).unwrap_err();
+        let unknown = OperatorConfig::parse("[[api]]\nname = \"a\"\nplugins = \"x\"\n", Path::new("."), false);
+        let unknown = unknown.unwrap_err();
         assert!(unknown[0].contains("unknown field `plugins`"), "{unknown:?}");
     }
 }

@@ -229,7 +229,7 @@ impl Service {
                 // With a broker, the workers have the handlers.
                 _ if broker.is_some() => (None, Vec::new()),
                 Handler::Workers => anyhow::bail!(
-                    "api {}: no `plugin` and no `endpoints`: without --broker the operator needs one of them",
+                    "api {}: no `plugin` and no `endpoints`: without a broker the operator needs one of them",
                     api.name
                 ),
                 Handler::Plugin(path) => {
@@ -515,12 +515,7 @@ impl Service {
     }
 
     /// A job's input from its beginning, its time limit and its attempts per batch.
-    fn input(
-        &self,
-        row: &JobRow,
-        parsed: Option<Submission>,
-        api: &Api,
-    ) -> anyhow::Result<Input> {
+    fn input(&self, row: &JobRow, parsed: Option<Submission>, api: &Api) -> anyhow::Result<Input> {
         let raw = if parsed.is_some() { Vec::new() } else { self.journal.submission(&row.job_id)? };
         // A re-run of another job's dead letters, or a submission.
         let retry_of = serde_json::from_slice::<HashMap<String, &RawValue>>(&raw)
