@@ -193,6 +193,10 @@ pub struct WorkerArgs {
     /// An API guests may submit jobs to (repeatable; `*` for any).
     #[arg(long, value_name = "API")]
     pub may_submit_to: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (batches, failures, time per
+    /// batch, as `serve` has them).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Guest sandbox and limits (--batch-timeout is also the endpoint's request limit).
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -965,6 +969,13 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             Handler::Endpoints { endpoints, batch_timeout: args.guest.batch_timeout }
         }
     };
+    if let Some(addr) = &args.metrics_addr {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr.as_str()))
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+        runtime.spawn(serve_metrics(listener, metrics.clone(), std::future::pending()));
+    }
     let config = WorkerConfig { url, api: args.api, concurrency, drain_timeout: args.drain_timeout, handler, metrics };
     let result = worker::run(config, &runtime, shutdown_signal());
     runtime.shutdown_timeout(Duration::from_secs(1));

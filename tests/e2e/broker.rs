@@ -601,7 +601,13 @@ fn a_worker_in_front_of_a_contract_server_waits_for_it_then_delivers_every_batch
     let mount = place.path("out");
     let port = free_port();
     // The worker starts before the pod's server and waits for it, as Cortex's dequeuer.
-    let endpoint = vec!["--endpoint".to_string(), format!("http://127.0.0.1:{port}")];
+    let metrics_port = free_port();
+    let endpoint = vec![
+        "--endpoint".to_string(),
+        format!("http://127.0.0.1:{port}"),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
     let worker = Worker::spawn_args(&rabbit.url(), "sum", 2, &endpoint);
     worker.wait_for("waiting for the endpoint to be ready", |_| true);
     let server = crate::harness::Server::with(plugin("sum"))
@@ -620,5 +626,10 @@ fn a_worker_in_front_of_a_contract_server_waits_for_it_then_delivers_every_batch
     let result: Value =
         serde_json::from_slice(&std::fs::read(mount.join(&job_id).join("result.json")).unwrap()).unwrap();
     assert_eq!(result["items"].as_u64(), Some(batches as u64 * 2), "{result}");
+    // The worker's own metrics count what it handled.
+    let metrics = ureq::get(&format!("http://127.0.0.1:{metrics_port}/metrics")).call().unwrap().into_string().unwrap();
+    let line =
+        metrics.lines().find(|l| l.starts_with("cortex_batch_succeeded{")).unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(&format!(" {batches}")), "{line}");
     drop(server);
 }
