@@ -167,7 +167,7 @@ pub struct WorkerArgs {
     /// The broker (amqp://user:password@host:5672/vhost).
     #[arg(long, value_name = "URL", env = "WASMBATCH_BROKER")]
     pub broker: String,
-    /// The API whose batches this worker takes (its queue: wasmbatch.batches.<api>).
+    /// The API whose batches this worker takes (its queue: `wasmbatch.batches.<api>`).
     #[arg(long, value_name = "NAME")]
     pub api: String,
     /// Handle batches with this plugin, in this process.
