@@ -130,11 +130,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod io;
 mod sys;
 
 pub use anyhow;
+pub use io::{Output, Request, Response};
 #[cfg(not(target_arch = "wasm32"))]
-pub use sys::take_error;
+pub use sys::{take_emitted, take_error, take_item_errors};
 pub use wasmbatch_guest_macros::{handler, init, on_job_complete};
 
 /// The guest ABI version this SDK implements.
@@ -507,9 +509,10 @@ fn with_state<S: 'static, R>(f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
     })
 }
 
-/// A batch handler: `fn(&Context, Vec<T>) -> Result<()>` or
-/// `fn(&Context, &mut S, Vec<T>) -> Result<()>`. Implemented for such functions; the
-/// marker type tells the two apart.
+/// A batch handler: `fn(&Context, Vec<T>) -> Result<O>` or
+/// `fn(&Context, &mut S, Vec<T>) -> Result<O>`, where `O` is `()` or `Vec<R>` of
+/// results ([`Output`]). Implemented for such functions; the marker type tells the
+/// two apart.
 pub trait Handler<Marker> {
     /// Deserializes the batch and calls the function.
     fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()>;
@@ -520,31 +523,47 @@ pub struct Stateless<T>(PhantomData<T>);
 /// Marks a handler with state `S`.
 pub struct Stateful<S, T>(PhantomData<(S, T)>);
 
+/// The batch's items as `T`; an item that does not fit is named by its index.
 fn items<T: DeserializeOwned>(batch: &[u8]) -> Result<Vec<T>> {
-    serde_json::from_slice(batch)
-        .map_err(|e| Error::invalid_input(format!("batch does not match the handler's item type: {e}")))
+    serde_json::from_slice(batch).map_err(|whole| {
+        // The slow path, only for a batch that does not fit: which item is wrong?
+        let raw: std::result::Result<Vec<Box<serde_json::value::RawValue>>, _> = serde_json::from_slice(batch);
+        let message = match raw {
+            Err(_) => format!("batch is not a JSON array: {whole}"),
+            Ok(raw) => {
+                match raw.iter().enumerate().find_map(|(i, v)| serde_json::from_str::<T>(v.get()).err().map(|e| (i, e)))
+                {
+                    Some((i, e)) => format!("item {i} does not match the handler's item type: {e}"),
+                    None => format!("batch does not match the handler's item type: {whole}"),
+                }
+            }
+        };
+        Error::invalid_input(message)
+    })
 }
 
-impl<F, T> Handler<Stateless<T>> for F
+impl<F, T, O> Handler<Stateless<(T, O)>> for F
 where
-    F: FnOnce(&Context<'_>, Vec<T>) -> Result<()>,
+    F: FnOnce(&Context<'_>, Vec<T>) -> Result<O>,
     T: DeserializeOwned,
+    O: Output,
 {
     fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
         let items = items(batch)?;
-        self(ctx, items)
+        self(ctx, items)?.emit(ctx)
     }
 }
 
-impl<F, S, T> Handler<Stateful<S, T>> for F
+impl<F, S, T, O> Handler<Stateful<S, (T, O)>> for F
 where
-    F: FnOnce(&Context<'_>, &mut S, Vec<T>) -> Result<()>,
+    F: FnOnce(&Context<'_>, &mut S, Vec<T>) -> Result<O>,
     S: 'static,
     T: DeserializeOwned,
+    O: Output,
 {
     fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
         let items = items(batch)?;
-        with_state(|state: &mut S| self(ctx, state, items))
+        with_state(|state: &mut S| self(ctx, state, items))?.emit(ctx)
     }
 }
 

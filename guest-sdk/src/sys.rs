@@ -29,6 +29,30 @@ mod imports {
             out_ptr: *mut u8,
             out_cap: usize,
         ) -> i32;
+        /// Sends an HTTP request; the answer (or the error) in a buffer written at `out`.
+        pub fn http_request(
+            req_ptr: *const u8,
+            req_len: usize,
+            body_ptr: *const u8,
+            body_len: usize,
+            out: *mut [u32; 2],
+        ) -> i32;
+        /// Reads a whole object; the bytes (or the error) in a buffer written at `out`.
+        pub fn object_get(url_ptr: *const u8, url_len: usize, out: *mut [u32; 2]) -> i32;
+        /// Reads a range (`[offset, len]`) of an object.
+        pub fn object_read(url_ptr: *const u8, url_len: usize, range: *const [u64; 2], out: *mut [u32; 2]) -> i32;
+        /// Writes an object.
+        pub fn object_put(
+            url_ptr: *const u8,
+            url_len: usize,
+            data_ptr: *const u8,
+            data_len: usize,
+            out: *mut [u32; 2],
+        ) -> i32;
+        /// Adds one result (a JSON value) to the batch's results.
+        pub fn emit(ptr: *const u8, len: usize) -> i32;
+        /// Fails one item of the batch.
+        pub fn item_error(index: u32, ptr: *const u8, len: usize);
     }
 
     unsafe extern "C" {
@@ -86,6 +110,65 @@ pub(crate) fn submit_job(api: &str, job: &[u8]) -> Result<String, String> {
     if n >= 0 { Ok(text) } else { Err(text) }
 }
 
+/// Takes a buffer the host allocated with `wasmbatch_alloc` and described at `out`.
+#[cfg(target_arch = "wasm32")]
+fn answer(code: i32, out: [u32; 2]) -> (i32, Vec<u8>) {
+    let (ptr, len) = (out[0] as usize as *mut u8, out[1] as usize);
+    let bytes = if len == 0 || ptr.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: the host filled `len` bytes it got from `wasmbatch_alloc(len)`, which
+        // allocates them as a `Vec<u8>` of capacity `len` does; they are ours now.
+        unsafe { Vec::from_raw_parts(ptr, len, len) }
+    };
+    (code, bytes)
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn http_request(request: &[u8], body: &[u8]) -> (i32, Vec<u8>) {
+    let mut out = [0u32; 2];
+    // SAFETY: every pointer and length describes a live buffer; `out` is writable.
+    let code = unsafe { imports::http_request(request.as_ptr(), request.len(), body.as_ptr(), body.len(), &mut out) };
+    answer(code, out)
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn object_get(url: &str) -> (i32, Vec<u8>) {
+    let mut out = [0u32; 2];
+    // SAFETY: as above.
+    let code = unsafe { imports::object_get(url.as_ptr(), url.len(), &mut out) };
+    answer(code, out)
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn object_read(url: &str, offset: u64, len: u64) -> (i32, Vec<u8>) {
+    let mut out = [0u32; 2];
+    let range = [offset, len];
+    // SAFETY: as above.
+    let code = unsafe { imports::object_read(url.as_ptr(), url.len(), &range, &mut out) };
+    answer(code, out)
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn object_put(url: &str, data: &[u8]) -> (i32, Vec<u8>) {
+    let mut out = [0u32; 2];
+    // SAFETY: as above.
+    let code = unsafe { imports::object_put(url.as_ptr(), url.len(), data.as_ptr(), data.len(), &mut out) };
+    answer(code, out)
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn emit(value: &[u8]) -> i32 {
+    // SAFETY: as above.
+    unsafe { imports::emit(value.as_ptr(), value.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn item_error(index: u32, message: &str) {
+    // SAFETY: as above.
+    unsafe { imports::item_error(index, message.as_ptr(), message.len()) }
+}
+
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn call_ctors() {
     // SAFETY: called once, from `_initialize`, before any other export runs.
@@ -132,4 +215,59 @@ pub(crate) fn attempt() -> u32 {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn submit_job(_api: &str, _job: &[u8]) -> Result<String, String> {
     Err("submitting jobs needs the wasmbatch host".into())
+}
+
+/// What a capability answers natively: there is no host to ask.
+#[cfg(not(target_arch = "wasm32"))]
+fn no_host() -> (i32, Vec<u8>) {
+    (-1, b"this needs the wasmbatch host (it is not available in a native build)".to_vec())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn http_request(_request: &[u8], _body: &[u8]) -> (i32, Vec<u8>) {
+    no_host()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn object_get(_url: &str) -> (i32, Vec<u8>) {
+    no_host()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn object_read(_url: &str, _offset: u64, _len: u64) -> (i32, Vec<u8>) {
+    no_host()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn object_put(_url: &str, _data: &[u8]) -> (i32, Vec<u8>) {
+    no_host()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static EMITTED: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ITEM_ERRORS: std::cell::RefCell<Vec<(u32, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn emit(value: &[u8]) -> i32 {
+    EMITTED.with(|e| e.borrow_mut().push(value.to_vec()));
+    0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn item_error(index: u32, message: &str) {
+    ITEM_ERRORS.with(|e| e.borrow_mut().push((index, message.to_string())));
+}
+
+/// Native builds only: takes the results emitted so far (one JSON value each).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_emitted() -> Vec<Vec<u8>> {
+    EMITTED.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+/// Native builds only: takes the item failures recorded so far.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_item_errors() -> Vec<(u32, String)> {
+    ITEM_ERRORS.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }

@@ -40,8 +40,31 @@ fn handle_maps_results_to_status_codes() {
     assert_eq!(take_error().as_deref(), Some("sum over 10"));
     assert_eq!(call("job-2", "[]", add), status::FAILED);
     assert_eq!(take_error().as_deref(), Some("wrong job id job-2"));
-    assert_eq!(call("job-1", r#"["not a pair"]"#, add), status::INVALID_INPUT);
-    assert!(take_error().unwrap().starts_with("batch does not match the handler's item type"));
+    assert_eq!(call("job-1", r#"[[1,2],"not a pair"]"#, add), status::INVALID_INPUT);
+    let error = take_error().unwrap();
+    assert!(error.starts_with("item 1 does not match the handler's item type: invalid type: string"), "{error}");
+    assert_eq!(call("job-1", "{}", add), status::INVALID_INPUT);
+    assert!(take_error().unwrap().starts_with("batch is not a JSON array"));
+}
+
+fn doubled(_ctx: &Context, items: Vec<u32>) -> Result<Vec<u32>> {
+    Ok(items.iter().map(|i| i * 2).collect())
+}
+
+#[test]
+fn a_handler_returns_results_and_fails_single_items() {
+    assert_eq!(call("job-1", "[1,2]", doubled), status::OK);
+    assert_eq!(crate::take_emitted(), vec![b"2".to_vec(), b"4".to_vec()]);
+    let picky = |ctx: &Context, items: Vec<u32>| -> Result<()> {
+        for (i, item) in items.iter().enumerate() {
+            if item % 2 == 1 {
+                ctx.fail_item(i, format!("{item} is odd"));
+            }
+        }
+        Ok(())
+    };
+    assert_eq!(call("job-1", "[2,3,4,5]", picky), status::OK);
+    assert_eq!(crate::take_item_errors(), vec![(1, "3 is odd".to_string()), (3, "5 is odd".to_string())]);
 }
 
 fn read_missing(_ctx: &Context, _items: Vec<Value>) -> Result<()> {

@@ -50,6 +50,12 @@ pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
     ("batch_id", &[I32, I32], &[I32]),
     ("attempt", &[], &[I32]),
     ("submit_job", &[I32, I32, I32, I32, I32, I32], &[I32]),
+    ("http_request", &[I32, I32, I32, I32, I32], &[I32]),
+    ("object_get", &[I32, I32, I32], &[I32]),
+    ("object_read", &[I32, I32, I32, I32], &[I32]),
+    ("object_put", &[I32, I32, I32, I32, I32], &[I32]),
+    ("emit", &[I32, I32], &[I32]),
+    ("item_error", &[I32, I32, I32], &[]),
 ];
 
 /// Which optional parts of the ABI a module provides.

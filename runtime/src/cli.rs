@@ -15,6 +15,7 @@ use serde_json::json;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use crate::capability::Grants;
 use crate::compile;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::client::{Endpoint, wait_ready};
@@ -364,6 +365,23 @@ pub struct GuestArgs {
     /// Compile every time; read and write no cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// Let guests send HTTP requests to this host: `[scheme://]host[:port][/path]`
+    /// (no scheme: https; `:*` any port; `*.example.com` its subdomains). Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub allow_http: Vec<String>,
+    /// Let guests read objects under this URL prefix (`s3://bucket/in/`, `gs://…`,
+    /// `az://…`, `file:///dir/`). Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub allow_read: Vec<String>,
+    /// Let guests write objects under this URL prefix. Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub allow_write: Vec<String>,
+    /// Limit of one outbound HTTP call (the batch's deadline may cut it shorter).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+    /// Largest HTTP answer body, and largest object read whole, a guest gets.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_response: u64,
 }
 
 /// Options of `compile`.
@@ -453,13 +471,22 @@ impl GuestArgs {
         if self.no_cache { None } else { self.cache_dir.clone().or_else(compile::default_cache_dir) }
     }
 
-    fn limits(&self) -> CallLimits {
-        CallLimits {
+    fn limits(&self) -> anyhow::Result<CallLimits> {
+        let grants = Grants::parse(
+            &self.allow_http,
+            &self.allow_read,
+            &self.allow_write,
+            self.http_timeout,
+            usize::try_from(self.max_response).unwrap_or(usize::MAX),
+        )
+        .map_err(|problems| invalid(problems.join("; ")))?;
+        Ok(CallLimits {
             batch_timeout: self.batch_timeout,
             init_timeout: self.init_timeout,
             output_limit: usize::try_from(self.output_limit).unwrap_or(usize::MAX),
+            grants: Arc::new(grants),
             ..CallLimits::default()
-        }
+        })
     }
 }
 
@@ -482,7 +509,7 @@ fn load_plugin(
     metrics.module_loaded(origin.as_str());
     let mount = guest.mount();
     let sandbox = Arc::new(Sandbox::new(&spec.bytes(), mount.as_deref())?);
-    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits(), metrics)
+    let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits()?, metrics)
         .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
     tracing::info!(
         plugin = %path.display(),
@@ -926,7 +953,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             metrics.module_loaded(origin.as_str());
             // The whole load-time check now, with an empty spec.
             let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
-            Plugin::new(engine.clone(), &module, sandbox, Arc::from(&b"{}"[..]), args.guest.limits(), metrics.clone())
+            Plugin::new(engine.clone(), &module, sandbox, Arc::from(&b"{}"[..]), args.guest.limits()?, metrics.clone())
                 .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
             let submitter = crate::operator::client::RemoteSubmitter::new(
                 &args.operator_url,
@@ -939,7 +966,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 engine,
                 module,
                 mount: args.guest.mount(),
-                limits: args.guest.limits(),
+                limits: args.guest.limits()?,
                 recycle_after: args.guest.recycle_after,
                 submitter: Some(Arc::new(submitter)),
             }

@@ -28,6 +28,7 @@
 
 pub mod abi;
 pub mod broker;
+pub mod capability;
 mod capture;
 pub mod cli;
 pub mod compile;
@@ -39,6 +40,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod objects;
 pub mod operator;
 pub mod plugin;
 pub mod pool;

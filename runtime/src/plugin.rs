@@ -15,6 +15,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::abi::{self, AbiError, Capabilities};
+use crate::capability::{CallError as CapabilityError, Grants, HttpRequest};
 use crate::capture::Capture;
 use crate::engine::Engine;
 use crate::failure::{Failure, FailureKind};
@@ -34,6 +35,10 @@ pub struct CallLimits {
     pub output_limit: usize,
     /// Host log lines (the `log` import) accepted per call.
     pub log_line_limit: u32,
+    /// What the guests may reach beyond their batch (outbound HTTP, objects).
+    pub grants: Arc<Grants>,
+    /// Bytes of results (the `emit` import) kept per batch.
+    pub results_limit: usize,
 }
 
 impl Default for CallLimits {
@@ -43,6 +48,8 @@ impl Default for CallLimits {
             init_timeout: Duration::from_secs(300),
             output_limit: 16 << 10,
             log_line_limit: 1000,
+            grants: Arc::new(Grants::none()),
+            results_limit: 16 << 20,
         }
     }
 }
@@ -59,6 +66,9 @@ pub enum LoadError {
     /// The version probe failed to run.
     #[error("cannot start the module to check its ABI version: {0}")]
     Probe(Failure),
+    /// The module imports a capability its API was not granted.
+    #[error("{0}")]
+    NotGranted(String),
 }
 
 /// Submits jobs for a guest (chaining): to the job service in this process, or to an
@@ -134,6 +144,12 @@ pub(crate) struct HostState {
     log_lines: u32,
     log_line_limit: u32,
     logs_dropped: u64,
+    grants: Arc<Grants>,
+    /// Results the guest emitted during the call in progress, one JSON value a line.
+    results: Vec<u8>,
+    results_limit: usize,
+    /// Items the guest failed during the call in progress: (index, message).
+    item_errors: Vec<(u32, String)>,
 }
 
 impl HostState {
@@ -264,6 +280,206 @@ fn guest_bytes<'a>(caller: &'a mut Caller<'_, HostState>, ptr: i32, len: i32) ->
         .ok_or_else(|| wasmtime::Error::msg(format!("host call with out-of-bounds pointer {ptr}+{len}")))
 }
 
+/// `len` bytes of guest memory at `ptr`, copied; at most `max` (past it, `None`).
+fn guest_copy(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32, max: usize) -> wasmtime::Result<Option<Vec<u8>>> {
+    let (start, n) = (ptr as u32 as usize, len as u32 as usize);
+    if n > max {
+        return Ok(None);
+    }
+    if n == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let memory = caller
+        .get_export(abi::MEMORY)
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+    let bytes = memory
+        .data(&*caller)
+        .get(start..start.saturating_add(n))
+        .ok_or_else(|| wasmtime::Error::msg(format!("host call with out-of-bounds pointer {start}+{n}")))?;
+    Ok(Some(bytes.to_vec()))
+}
+
+/// Hands `bytes` to the guest: a buffer from its `wasmbatch_alloc` (which it then
+/// owns), whose pointer and length are written at `out` as two little-endian `u32`.
+/// Empty: `(0, 0)`, nothing allocated. `false` when the guest could not allocate.
+fn give(caller: &mut Caller<'_, HostState>, out: i32, bytes: &[u8]) -> wasmtime::Result<bool> {
+    let memory = caller
+        .get_export(abi::MEMORY)
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+    let mut ptr = 0u32;
+    if !bytes.is_empty() {
+        let alloc = caller
+            .get_export(abi::ALLOC)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| wasmtime::Error::msg("the guest exports no wasmbatch_alloc"))?
+            .typed::<i32, i32>(&*caller)?;
+        let len = i32::try_from(bytes.len()).map_err(|_| wasmtime::Error::msg("an answer over 2 GiB"))?;
+        ptr = alloc.call(&mut *caller, len)? as u32;
+        if ptr == 0 {
+            memory
+                .write(&mut *caller, out as u32 as usize, &[0; 8])
+                .map_err(|_| wasmtime::Error::msg(format!("host call with out-of-bounds output {}", out as u32)))?;
+            return Ok(false);
+        }
+        memory
+            .write(&mut *caller, ptr as usize, bytes)
+            .map_err(|_| wasmtime::Error::msg(format!("wasmbatch_alloc returned {ptr}, out of bounds")))?;
+    }
+    let mut pair = [0u8; 8];
+    pair[..4].copy_from_slice(&ptr.to_le_bytes());
+    pair[4..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    memory
+        .write(&mut *caller, out as u32 as usize, &pair)
+        .map_err(|_| wasmtime::Error::msg(format!("host call with out-of-bounds output {}", out as u32)))?;
+    Ok(true)
+}
+
+/// Gives the outcome of a capability call to the guest: `Ok((code, bytes))` or an error
+/// (its code, its message as the bytes). The code `-4`: the guest could not allocate.
+fn answer(
+    caller: &mut Caller<'_, HostState>,
+    out: i32,
+    outcome: Result<(i32, Vec<u8>), CapabilityError>,
+) -> wasmtime::Result<i32> {
+    let (code, bytes) = match outcome {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::debug!(
+                job_id = &*caller.data().job_id,
+                code = e.code(),
+                "capability call refused or failed: {}",
+                e.message()
+            );
+            (e.code(), e.message().as_bytes().to_vec())
+        }
+    };
+    Ok(if give(caller, out, &bytes)? { code } else { -4 })
+}
+
+/// The host functions of capabilities: outbound HTTP, objects, results, item failures.
+fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    const MAX_REQUEST: usize = 1 << 20;
+    const MAX_URL: usize = 8 << 10;
+    const MAX_BODY: usize = 1 << 30;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "http_request",
+        |mut caller: Caller<'_, HostState>, req_ptr: i32, req_len: i32, body_ptr: i32, body_len: i32, out: i32| {
+            let request = guest_copy(&mut caller, req_ptr, req_len, MAX_REQUEST)?;
+            let body = guest_copy(&mut caller, body_ptr, body_len, MAX_BODY)?;
+            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+            let outcome = match (request, body) {
+                (None, _) => Err(CapabilityError::Refused(format!("the request is over {MAX_REQUEST} bytes"))),
+                (_, None) => Err(CapabilityError::Refused(format!("the body is over {MAX_BODY} bytes"))),
+                (Some(request), Some(body)) => match serde_json::from_slice::<HttpRequest>(&request) {
+                    Err(e) => Err(CapabilityError::Refused(format!(
+                        "the request is not a JSON object {{\"method\", \"url\", \"headers\": [[name, value], …]}}: {e}"
+                    ))),
+                    Ok(request) => {
+                        let started = Instant::now();
+                        let answer = grants.http(&request, &body, deadline);
+                        tracing::debug!(
+                            job_id = &*caller.data().job_id,
+                            url = request.url,
+                            status = answer.as_ref().map(|a| a.status).unwrap_or(0),
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "outbound HTTP"
+                        );
+                        answer.map(|a| {
+                            let head = serde_json::json!({"status": a.status, "headers": a.headers});
+                            let mut bytes = head.to_string().into_bytes();
+                            bytes.push(b'\n');
+                            bytes.extend_from_slice(&a.body);
+                            (i32::from(a.status), bytes)
+                        })
+                    }
+                },
+            };
+            answer(&mut caller, out, outcome)
+        },
+    )?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "object_get",
+        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, out: i32| {
+            let url = guest_copy(&mut caller, url_ptr, url_len, MAX_URL)?.unwrap_or_default();
+            let url = String::from_utf8_lossy(&url).into_owned();
+            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+            let outcome = grants
+                .may_read(&url)
+                .and_then(|()| crate::objects::objects().get(&url, grants.max_response, deadline))
+                .map(|bytes| (0, bytes));
+            answer(&mut caller, out, outcome)
+        },
+    )?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "object_read",
+        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, range_ptr: i32, out: i32| {
+            let url = guest_copy(&mut caller, url_ptr, url_len, MAX_URL)?.unwrap_or_default();
+            let url = String::from_utf8_lossy(&url).into_owned();
+            let range = guest_copy(&mut caller, range_ptr, 16, 16)?.unwrap_or_default();
+            let offset = u64::from_le_bytes(range[..8].try_into().expect("8 bytes"));
+            let len = u64::from_le_bytes(range[8..].try_into().expect("8 bytes"));
+            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+            let outcome = grants
+                .may_read(&url)
+                .and_then(|()| {
+                    let len = len.min(grants.max_response as u64);
+                    crate::objects::objects().read(&url, offset, len, deadline)
+                })
+                .map(|bytes| (0, bytes));
+            answer(&mut caller, out, outcome)
+        },
+    )?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "object_put",
+        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, data_ptr: i32, data_len: i32, out: i32| {
+            let url = guest_copy(&mut caller, url_ptr, url_len, MAX_URL)?.unwrap_or_default();
+            let url = String::from_utf8_lossy(&url).into_owned();
+            let data = guest_copy(&mut caller, data_ptr, data_len, MAX_BODY)?;
+            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+            let outcome = match data {
+                None => Err(CapabilityError::Refused(format!("the object is over {MAX_BODY} bytes"))),
+                Some(data) => grants
+                    .may_write(&url)
+                    .and_then(|()| crate::objects::objects().put(&url, data, deadline))
+                    .map(|()| (0, Vec::new())),
+            };
+            answer(&mut caller, out, outcome)
+        },
+    )?;
+    linker.func_wrap(abi::HOST_MODULE, "emit", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+        let limit = caller.data().results_limit;
+        let used = caller.data().results.len();
+        let Some(value) = guest_copy(&mut caller, ptr, len, limit.saturating_sub(used))? else { return Ok(-2) };
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&value).is_err() {
+            return Ok(-1);
+        }
+        // One value a line: a value's own line breaks are whitespace in JSON.
+        let results = &mut caller.data_mut().results;
+        results.extend(value.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+        results.push(b'\n');
+        Ok(0)
+    })?;
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "item_error",
+        |mut caller: Caller<'_, HostState>, index: i32, ptr: i32, len: i32| {
+            let message = String::from_utf8_lossy(guest_bytes(&mut caller, ptr, len)?).into_owned();
+            let errors = &mut caller.data_mut().item_errors;
+            if errors.len() < 1_000_000 {
+                errors.push((index as u32, message));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
 fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.wasmtime());
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)?;
@@ -358,6 +574,7 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             Ok(sign * text.len() as i32)
         },
     )?;
+    link_capabilities(&mut linker)?;
     linker.func_wrap(abi::HOST_MODULE, "attempt", |mut caller: Caller<'_, HostState>| {
         Ok(caller.data_mut().batch_identity().map(|(_, attempt)| attempt as i32).unwrap_or(0))
     })?;
@@ -376,6 +593,8 @@ impl Plugin {
         metrics: Arc<Metrics>,
     ) -> Result<Plugin, LoadError> {
         let capabilities = abi::validate(module)?;
+        let imports = module.imports().filter(|i| i.module() == abi::HOST_MODULE).map(|i| i.name());
+        limits.grants.check_imports(imports).map_err(LoadError::NotGranted)?;
         let linker = link(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let api_name = serde_json::from_slice::<serde_json::Value>(&spec)
@@ -447,6 +666,10 @@ impl Plugin {
             log_lines: 0,
             log_line_limit: self.limits.log_line_limit,
             logs_dropped: 0,
+            grants: self.limits.grants.clone(),
+            results: Vec::new(),
+            results_limit: self.limits.results_limit,
+            item_errors: Vec::new(),
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -602,6 +825,15 @@ fn classify(e: wasmtime::Error, state: &mut HostState, timeout: Duration, max_me
     Failure::new(kind, message)
 }
 
+/// What a successful `handle` produced besides its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// The results the guest emitted, one JSON value a line.
+    pub results: Vec<u8>,
+    /// The items the guest failed: (index in the batch, message).
+    pub item_errors: Vec<(u32, String)>,
+}
+
 /// One live guest instance.
 pub struct Instance {
     store: Store<HostState>,
@@ -634,6 +866,8 @@ impl Instance {
         }
         state.call = batch;
         state.resolved = None;
+        state.results.clear();
+        state.item_errors.clear();
         self.store.set_epoch_deadline(1);
 
         let exports = self.exports.clone();
@@ -724,6 +958,13 @@ impl Instance {
             let (body_ptr, body_len) = put(store, ex, body)?;
             Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)
         }))
+    }
+
+    /// What the last `handle` produced besides its status: the results it emitted (JSON
+    /// Lines) and the items it failed. Taken: a second call gets nothing.
+    pub fn take_output(&mut self) -> BatchOutput {
+        let state = self.store.data_mut();
+        BatchOutput { results: std::mem::take(&mut state.results), item_errors: std::mem::take(&mut state.item_errors) }
     }
 
     /// Whether a fatal failure has left this instance unusable.

@@ -20,6 +20,11 @@
 //! output_limit = "16KiB"
 //! max_attempts = 3
 //! may_submit_to = ["other"]     # APIs its handlers may submit jobs to (chaining)
+//! allow_http = ["api.example.com"]   # hosts guests may call (see `capability`)
+//! allow_read = ["s3://bucket/in/"]   # object prefixes guests may read
+//! allow_write = ["s3://bucket/out/"] # … and write
+//! http_timeout = "30s"
+//! max_response = "16MiB"
 //! ```
 
 use std::collections::HashSet;
@@ -81,6 +86,8 @@ pub struct ApiConfig {
     pub max_attempts: u32,
     /// The APIs this API's handlers may submit jobs to (chaining).
     pub may_submit_to: Vec<String>,
+    /// What its guests may reach: outbound HTTP, objects.
+    pub grants: std::sync::Arc<crate::capability::Grants>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +117,14 @@ struct RawApi {
     max_attempts: Option<i64>,
     #[serde(default)]
     may_submit_to: Vec<String>,
+    #[serde(default)]
+    allow_http: Vec<String>,
+    #[serde(default)]
+    allow_read: Vec<String>,
+    #[serde(default)]
+    allow_write: Vec<String>,
+    http_timeout: Option<String>,
+    max_response: Option<String>,
 }
 
 /// The problems of a configuration file, one per line.
@@ -233,6 +248,7 @@ impl OperatorConfig {
             };
             let max_memory = size("max_memory", api.max_memory, 512 << 20);
             let output_limit = size("output_limit", api.output_limit, 16 << 10) as usize;
+            let max_response = size("max_response", api.max_response, 16 << 20) as usize;
             let mut duration = |field: &str, value: Option<String>| match value {
                 None => Duration::from_secs(300),
                 Some(text) => parse_duration(&text).unwrap_or_else(|e| {
@@ -242,6 +258,23 @@ impl OperatorConfig {
             };
             let batch_timeout = duration("batch_timeout", api.batch_timeout);
             let init_timeout = duration("init_timeout", api.init_timeout);
+            let http_timeout = match api.http_timeout {
+                None => Duration::from_secs(30),
+                Some(_) => duration("http_timeout", api.http_timeout),
+            };
+            let grants = crate::capability::Grants::parse(
+                &api.allow_http,
+                &api.allow_read,
+                &api.allow_write,
+                http_timeout,
+                max_response,
+            )
+            .unwrap_or_else(|errors| {
+                for e in errors {
+                    problem("allow", e);
+                }
+                crate::capability::Grants::none()
+            });
             let mount = api.mount.map(|m| base.join(m));
             if let Some(mount) = &mount
                 && !mount.is_dir()
@@ -261,6 +294,7 @@ impl OperatorConfig {
                 output_limit,
                 max_attempts,
                 may_submit_to: api.may_submit_to,
+                grants: std::sync::Arc::new(grants),
             });
         }
         for api in &apis {

@@ -249,7 +249,7 @@ impl Service {
                         &module,
                         sandbox,
                         Arc::from(&b"{}"[..]),
-                        CallLimits::default(),
+                        CallLimits { grants: api.grants.clone(), ..CallLimits::default() },
                         api_metrics.clone(),
                     )
                     .map_err(|e| {
@@ -598,6 +598,7 @@ impl Service {
                     batch_timeout: api.config.batch_timeout,
                     init_timeout: api.config.init_timeout,
                     output_limit: api.config.output_limit,
+                    grants: api.config.grants.clone(),
                     ..CallLimits::default()
                 };
                 let submitter = ServiceSubmitter {
