@@ -111,8 +111,12 @@ impl Context<'_> {
         });
         let what = format!("{} {}", request.method, request.url);
         let (code, bytes) = sys::http_request(head.to_string().as_bytes(), &request.body);
-        if code < 0 {
+        if code == -4 {
             return Err(failed(&what, code, bytes));
+        }
+        if code < 0 {
+            // The host's message names the request already.
+            return Err(Error::msg(String::from_utf8_lossy(&bytes)));
         }
         let split = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
         let head: Head = serde_json::from_slice(&bytes[..split])

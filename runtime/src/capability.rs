@@ -203,6 +203,7 @@ impl Grants {
     /// Whether a module importing `imports` (of the `wasmbatch` module) may load: the
     /// first capability it imports without the grant is named.
     pub fn check_imports<'a>(&self, imports: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        let mut missing: Vec<String> = Vec::new();
         for name in imports {
             let Some((_, grant)) = GRANTED_IMPORTS.iter().find(|(n, _)| *n == name) else { continue };
             let granted = match *grant {
@@ -211,14 +212,14 @@ impl Grants {
                 _ => !self.write.is_empty(),
             };
             if !granted {
-                return Err(format!(
-                    "the module imports `wasmbatch::{name}`, which needs the grant `{grant}` (none is given: \
-                     `{grant}` in the API's configuration, or --{} for run, serve and worker)",
+                missing.push(format!(
+                    "the module imports `wasmbatch::{name}`, which needs the grant `{grant}` (`{grant}` in the API's \
+                     configuration, or --{} for run, serve and worker)",
                     grant.replace('_', "-")
                 ));
             }
         }
-        Ok(())
+        if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
     }
 
     /// The grants as a human reads them (for logs).
@@ -349,6 +350,8 @@ mod tests {
         assert!(none.check_imports(["log", "batch_id"]).is_ok());
         let e = none.check_imports(["log", "http_request"]).unwrap_err();
         assert!(e.contains("`wasmbatch::http_request`, which needs the grant `allow_http`"), "{e}");
+        let both = none.check_imports(["http_request", "object_get"]).unwrap_err();
+        assert!(both.contains("allow_http") && both.contains("allow_read"), "{both}");
         assert!(e.contains("--allow-http"), "{e}");
         let e = none.check_imports(["object_put"]).unwrap_err();
         assert!(e.contains("allow_write"), "{e}");

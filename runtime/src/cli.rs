@@ -235,6 +235,10 @@ pub struct RunArgs {
     /// Where failed and unhandled batches go [default: wasmbatch-<job_id>.dead-letter.jsonl].
     #[arg(long, value_name = "FILE")]
     pub dead_letter: Option<PathBuf>,
+    /// Where the handlers' results go, JSON Lines, once per batch [default:
+    /// wasmbatch-<job_id>.results.jsonl, created on the first result].
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
     /// Re-run the batches of a dead-letter file instead of the job file's input (the
     /// job file still gives workers, config and timeout).
     #[arg(long, value_name = "FILE")]
@@ -510,7 +514,7 @@ fn load_plugin(
     let mount = guest.mount();
     let sandbox = Arc::new(Sandbox::new(&spec.bytes(), mount.as_deref())?);
     let plugin = Plugin::new(engine, &module, sandbox, spec.bytes(), guest.limits()?, metrics)
-        .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
+        .map_err(|e| anyhow::anyhow!(e.about(path)))?;
     tracing::info!(
         plugin = %path.display(),
         module = origin.as_str(),
@@ -644,6 +648,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 struct RunMeta {
     dead_letter: PathBuf,
     retry_from: Option<PathBuf>,
+    /// Where the handlers' results go (absent in journals of older versions).
+    #[serde(default)]
+    results: Option<PathBuf>,
 }
 
 fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -675,6 +682,9 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 serde_json::from_value(row.spec["_run"].clone()).context("the journal's run settings")?;
             if let Some(path) = &args.dead_letter {
                 meta.dead_letter = path.clone();
+            }
+            if let Some(path) = &args.results {
+                meta.results = Some(path.clone());
             }
             (journal, row, meta, dir.clone(), true, None)
         }
@@ -709,7 +719,9 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                     dead_letter.display()
                 )));
             }
-            let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone() };
+            let results =
+                args.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl")));
+            let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone(), results: Some(results) };
             let mut spec =
                 job::status::job_spec(&job_id, &api_name, workers, &submission.config, submission.timeout, start_time);
             spec["_run"] = json!(meta);
@@ -773,7 +785,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         config: submission.config.clone(),
         timeout,
         max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
-        ledger: Box::new(crate::journal::Exported { journal: journal.ledger(&job_id), file: dead_letter }),
+        ledger: Box::new(crate::journal::Exported {
+            journal: journal.ledger(&job_id),
+            file: dead_letter,
+            results: job::results::ResultsFile::new(
+                &meta.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl"))),
+            ),
+        }),
         budget: None,
         start_time,
     };
@@ -954,7 +972,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             // The whole load-time check now, with an empty spec.
             let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
             Plugin::new(engine.clone(), &module, sandbox, Arc::from(&b"{}"[..]), args.guest.limits()?, metrics.clone())
-                .with_context(|| format!("plugin {} is not a wasmbatch guest", path.display()))?;
+                .map_err(|e| anyhow::anyhow!(e.about(path)))?;
             let submitter = crate::operator::client::RemoteSubmitter::new(
                 &args.operator_url,
                 &args.api,

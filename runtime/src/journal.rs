@@ -33,6 +33,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::job::dead_letter::{DeadLetters, Record};
+use crate::job::results::ResultsFile;
 use crate::job::runner::Ledger;
 use crate::job::source::{Batch, BatchSource, SourceError};
 use crate::job::status::JobState;
@@ -115,6 +116,8 @@ pub struct DeadLetter {
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The jobs' results files, open ones kept.
+    results: Arc<Mutex<std::collections::HashMap<String, Arc<ResultsFile>>>>,
 }
 
 const SCHEMA: &str = "
@@ -190,7 +193,7 @@ impl Journal {
         let conn = Connection::open(&path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-        Ok(Journal { conn: Arc::new(Mutex::new(conn)), path })
+        Ok(Journal { conn: Arc::new(Mutex::new(conn)), path, results: Arc::default() })
     }
 
     /// The database file.
@@ -201,6 +204,20 @@ impl Journal {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> std::io::Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| std::io::Error::other(format!("journal {}: {e}", self.path.display())))
+    }
+
+    /// Where a job's results are kept: `results/<job_id>.jsonl` beside the database.
+    pub fn results_path(&self, job_id: &str) -> PathBuf {
+        self.path.with_file_name("results").join(format!("{job_id}.jsonl"))
+    }
+
+    /// A job's results file (kept open while the process runs).
+    pub fn results(&self, job_id: &str) -> Arc<ResultsFile> {
+        let mut files = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        files
+            .entry(job_id.to_string())
+            .or_insert_with(|| Arc::new(ResultsFile::new(&self.results_path(job_id))))
+            .clone()
     }
 
     /// Where a job's submission is kept: a file beside the database (a submission can
@@ -554,9 +571,15 @@ pub struct Exported {
     pub journal: JobLedger,
     /// The dead-letter file.
     pub file: DeadLetters,
+    /// The results file.
+    pub results: ResultsFile,
 }
 
 impl Ledger for Exported {
+    fn results(&self, batches: &[(u64, &[u8])]) -> std::io::Result<()> {
+        self.results.append(batches)
+    }
+
     fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
         self.journal.succeeded(batches)
     }
@@ -590,6 +613,10 @@ pub struct JobLedger {
 }
 
 impl Ledger for JobLedger {
+    fn results(&self, batches: &[(u64, &[u8])]) -> std::io::Result<()> {
+        self.journal.results(&self.job_id).append(batches)
+    }
+
     fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
         let packed: Vec<u8> = batches.iter().flat_map(|(index, _)| index.to_le_bytes()).collect();
         let elapsed: f64 = batches.iter().map(|(_, e)| e.as_secs_f64()).sum();

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 
 use crate::failure::Failure;
-use crate::plugin::{BatchCall, Instance, Plugin};
+use crate::plugin::{BatchCall, BatchOutput, Instance, Plugin};
 
 /// One worker's instance slot.
 pub struct WarmInstance {
@@ -60,8 +60,9 @@ impl WarmInstance {
     }
 
     /// Hands one batch to the instance (started first if there is none).
-    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
-        let result = self.instance().and_then(|instance| instance.handle(job_id, batch));
+    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<BatchOutput, Failure> {
+        let result =
+            self.instance().and_then(|instance| instance.handle(job_id, batch).map(|()| instance.take_output()));
         self.settle();
         result
     }

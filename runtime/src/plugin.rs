@@ -71,6 +71,16 @@ pub enum LoadError {
     NotGranted(String),
 }
 
+impl LoadError {
+    /// The error as the command line says it for `plugin`.
+    pub fn about(&self, plugin: &std::path::Path) -> String {
+        match self {
+            LoadError::NotGranted(why) => format!("plugin {} needs a grant it was not given: {why}", plugin.display()),
+            other => format!("plugin {} is not a wasmbatch guest: {other}", plugin.display()),
+        }
+    }
+}
+
 /// Submits jobs for a guest (chaining): to the job service in this process, or to an
 /// operator over HTTP. Decides which APIs the guest may submit to.
 pub trait Submitter: Send + Sync {

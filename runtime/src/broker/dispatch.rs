@@ -681,6 +681,7 @@ impl Dispatch {
             let mut succeeded = Vec::new();
             let mut failed: Vec<(u64, u32, AttemptError, &[u8])> = Vec::new();
             let mut hook = None;
+            let mut results: Vec<(u64, &[u8])> = Vec::new();
             for item in &items {
                 let headers = item.headers.as_ref();
                 let kind = get_str(headers, header::KIND).unwrap_or_default();
@@ -707,6 +708,9 @@ impl Dispatch {
                     (From::Results, header::SUCCEEDED, Some(i)) => {
                         let elapsed = get_float(headers, header::ELAPSED).unwrap_or(0.0).max(0.0);
                         succeeded.push((i, Duration::from_secs_f64(elapsed)));
+                        if !item.data.is_empty() {
+                            results.push((i, item.data.as_slice()));
+                        }
                     }
                     (From::Results, _, Some(i)) => {
                         let kind = get_str(headers, header::ERROR_KIND).unwrap_or_else(|| "failed".into());
@@ -730,6 +734,9 @@ impl Dispatch {
                 }
             }
             let ledger = self.journal.ledger(&job_id);
+            if !results.is_empty() {
+                ledger.results(&results)?;
+            }
             if !succeeded.is_empty() {
                 ledger.succeeded(&succeeded)?;
             }

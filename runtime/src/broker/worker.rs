@@ -36,7 +36,7 @@ use super::{BrokerUrl, CONTROL, Headers, RESULTS, get_int, get_str, header};
 use crate::engine::Engine;
 use crate::http::client::Endpoint;
 use crate::job::executor::{
-    Attempt, AttemptError, AttemptKind, Completion, EndpointExecutor, EndpointWorker, Executor, InProcess,
+    Attempt, AttemptError, AttemptKind, Completion, EndpointExecutor, EndpointWorker, Executor, InProcess, failed_items,
 };
 use crate::job::runner::{StopFlag, StopReason};
 use crate::lifecycle::WarmInstance;
@@ -99,8 +99,11 @@ struct Work {
 
 /// How a piece of work went.
 enum Outcome {
-    Succeeded(Duration),
+    /// Its time and its results (JSON Lines).
+    Succeeded(Duration, Vec<u8>),
     Failed(AttemptError),
+    /// Some items failed: them, as a batch, and their errors.
+    ItemsFailed(Bytes, AttemptError),
     Hook(Completion),
 }
 
@@ -194,7 +197,15 @@ impl Executors {
 fn attempt<E: Executor>(executor: &E, worker: &mut E::Worker, index: u64, work: &Work) -> Outcome {
     let started = Instant::now();
     match executor.run(worker, &work.job_id, Attempt { index, number: work.attempt, body: &work.body }) {
-        Ok(()) => Outcome::Succeeded(started.elapsed()),
+        Ok(output) if output.item_errors.is_empty() => Outcome::Succeeded(started.elapsed(), output.results),
+        Ok(output) => {
+            let all: Vec<usize> =
+                (0..serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&work.body).map_or(0, |v| v.len())).collect();
+            match failed_items(&work.body, &output.item_errors, &all) {
+                Some((items, original, error)) if !original.is_empty() => Outcome::ItemsFailed(items, error),
+                _ => Outcome::Succeeded(started.elapsed(), output.results),
+            }
+        }
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -504,13 +515,31 @@ impl Worker {
             };
             let report = match outcome {
                 None => None,
-                Some(Outcome::Succeeded(elapsed)) => {
+                Some(Outcome::Succeeded(elapsed, results)) => {
                     self.metrics.batch_succeeded(&job_id, elapsed);
                     Some((
                         base.str(header::KIND, header::SUCCEEDED)
                             .int(header::ATTEMPTS, attempt.into())
                             .float(header::ELAPSED, elapsed.as_secs_f64()),
-                        Vec::new(),
+                        results,
+                    ))
+                }
+                // Failed items: the whole batch again while attempts are left (its
+                // other items' results are not kept), else only they are dead-lettered.
+                Some(Outcome::ItemsFailed(_, e)) if attempt < max_attempts => {
+                    self.metrics.attempt_failed(&e.kind.to_string());
+                    tracing::warn!(job_id, batch = index, attempt, error = %e.message, "items failed; the batch is handed back for another attempt");
+                    None
+                }
+                Some(Outcome::ItemsFailed(items, e)) => {
+                    self.metrics.batch_failed(&job_id);
+                    tracing::error!(job_id, batch = index, attempt, error = %e.message, "items failed for good");
+                    Some((
+                        base.str(header::KIND, header::FAILED)
+                            .int(header::ATTEMPTS, attempt.into())
+                            .str(header::ERROR_KIND, &e.kind.to_string())
+                            .str(header::ERROR, &e.message),
+                        items.to_vec(),
                     ))
                 }
                 Some(Outcome::Failed(e)) if e.interrupted() => {

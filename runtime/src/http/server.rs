@@ -397,7 +397,21 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
         let duration_ms = elapsed.as_secs_f64() * 1e3;
         let batch = tag;
         match &result {
-            Ok(()) => {
+            Ok(output) if !output.item_errors.is_empty() => {
+                metrics.batch_succeeded(&job_id, elapsed);
+                tracing::warn!(
+                    api_name,
+                    job_id,
+                    batch,
+                    items,
+                    duration_ms,
+                    queued_ms,
+                    outcome = "item_errors",
+                    failed_items = output.item_errors.len(),
+                    "batch handled; some items failed (listed in the answer)"
+                )
+            }
+            Ok(_) => {
                 metrics.batch_succeeded(&job_id, elapsed);
                 tracing::info!(api_name, job_id, batch, items, duration_ms, queued_ms, outcome = "succeeded", "batch")
             }
@@ -412,8 +426,35 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
         }
         result.map_err(ApiError::from)
     });
-    receiver.await.map_err(|_| ApiError::Internal("the worker stopped without answering".into()))??;
-    Ok(empty(StatusCode::OK))
+    let output = receiver.await.map_err(|_| ApiError::Internal("the worker stopped without answering".into()))??;
+    Ok(batch_answer(output))
+}
+
+/// 200: empty, or — when the guest emitted results or failed single items — a JSON
+/// object `{"results": [...], "item_errors": [{"index", "message"}]}`. Cortex ignores
+/// the body; `wasmbatch` senders read it.
+fn batch_answer(output: crate::plugin::BatchOutput) -> HttpResponse {
+    if output.results.is_empty() && output.item_errors.is_empty() {
+        return empty(StatusCode::OK);
+    }
+    let mut body = Vec::with_capacity(output.results.len() + 64);
+    body.extend_from_slice(b"{\"results\":[");
+    for (n, line) in output.results.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(line);
+    }
+    body.extend_from_slice(b"],\"item_errors\":");
+    let errors: Vec<serde_json::Value> =
+        output.item_errors.iter().map(|(i, m)| serde_json::json!({"index": i, "message": m})).collect();
+    body.extend_from_slice(serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into()).as_bytes());
+    body.push(b'}');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn handle_completion(app: &App, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {

@@ -23,7 +23,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::http::client::{Answer, Connection, Endpoint};
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
-use crate::plugin::{BatchCall, BatchId, Plugin};
+use crate::plugin::{BatchCall, BatchId, BatchOutput, Plugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub enum AttemptKind {
     /// A failure a worker reported over the broker, by its kind's name (it decided
     /// there whether to try again).
     Remote(String),
+    /// The handler failed single items (its message lists them); those items are
+    /// tried again as a smaller batch.
+    ItemErrors,
 }
 
 impl AttemptKind {
@@ -62,6 +65,7 @@ impl AttemptKind {
             AttemptKind::Guest(kind) => !matches!(kind, FailureKind::InvalidInput | FailureKind::Cancelled),
             AttemptKind::Answer { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             AttemptKind::Connection | AttemptKind::RequestTimeout | AttemptKind::Busy => true,
+            AttemptKind::ItemErrors => true,
             AttemptKind::Interrupted(_) | AttemptKind::WorkerPanic | AttemptKind::Remote(_) => false,
         }
     }
@@ -80,6 +84,7 @@ impl fmt::Display for AttemptKind {
             AttemptKind::Interrupted(reason) => f.write_str(reason.as_str()),
             AttemptKind::WorkerPanic => f.write_str("worker_panic"),
             AttemptKind::Remote(kind) => f.write_str(kind),
+            AttemptKind::ItemErrors => f.write_str("item_errors"),
         }
     }
 }
@@ -102,6 +107,37 @@ impl AttemptError {
     pub fn interrupted(&self) -> bool {
         matches!(self.kind, AttemptKind::Interrupted(_) | AttemptKind::Guest(FailureKind::Cancelled))
     }
+}
+
+/// The items of `body` (a JSON array) that `errors` names, as a smaller batch, and
+/// the error that describes them (by their index in `body`, mapped through `indexes`
+/// to their index in the original batch). `None` when `body` is not an array.
+pub fn failed_items(
+    body: &[u8],
+    errors: &[(u32, String)],
+    indexes: &[usize],
+) -> Option<(Bytes, Vec<usize>, AttemptError)> {
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).ok()?;
+    let mut failed: Vec<(usize, &str)> =
+        errors.iter().filter(|(i, _)| (*i as usize) < items.len()).map(|(i, m)| (*i as usize, m.as_str())).collect();
+    failed.sort_by_key(|(i, _)| *i);
+    failed.dedup_by_key(|(i, _)| *i);
+    let mut sub = Vec::with_capacity(body.len());
+    sub.push(b'[');
+    let mut original = Vec::with_capacity(failed.len());
+    let mut message = String::new();
+    for (n, (i, text)) in failed.iter().enumerate() {
+        if n > 0 {
+            sub.push(b',');
+            message.push_str("; ");
+        }
+        sub.extend_from_slice(items[*i].get().as_bytes());
+        let at = indexes.get(*i).copied().unwrap_or(*i);
+        original.push(at);
+        message.push_str(&format!("item {at}: {text}"));
+    }
+    sub.push(b']');
+    Some((Bytes::from(sub), original, AttemptError { kind: AttemptKind::ItemErrors, message }))
 }
 
 /// How the on-job-complete call went.
@@ -135,7 +171,7 @@ pub trait Executor: Send + Sync + 'static {
     /// State for worker `index`.
     fn worker(&self, index: usize) -> Self::Worker;
     /// One attempt at a batch.
-    fn run(&self, worker: &mut Self::Worker, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError>;
+    fn run(&self, worker: &mut Self::Worker, job_id: &str, attempt: Attempt<'_>) -> Result<BatchOutput, AttemptError>;
     /// The job's on-job-complete call, with the workers' leftover state.
     fn on_job_complete(&self, workers: Vec<Self::Worker>, job_id: &str, body: Bytes) -> Completion;
     /// Interrupts every attempt in progress, and every one to come (the job timed out
@@ -173,7 +209,7 @@ impl Executor for InProcess {
         self.slot()
     }
 
-    fn run(&self, slot: &mut WarmInstance, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
+    fn run(&self, slot: &mut WarmInstance, job_id: &str, attempt: Attempt<'_>) -> Result<BatchOutput, AttemptError> {
         let call = BatchCall {
             tag: attempt.index,
             id: BatchId::Index(attempt.index),
@@ -309,11 +345,17 @@ impl Executor for EndpointExecutor {
         EndpointWorker { connection: Connection::new(endpoint), cancel: self.cancel.subscribe() }
     }
 
-    fn run(&self, worker: &mut EndpointWorker, job_id: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
+    fn run(
+        &self,
+        worker: &mut EndpointWorker,
+        job_id: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<BatchOutput, AttemptError> {
         let (id, number) = (attempt.index.to_string(), attempt.number.to_string());
         let headers = [(JOB_ID_HEADER, job_id), (BATCH_ID_HEADER, id.as_str()), (ATTEMPT_HEADER, number.as_str())];
         let cancel = worker.cancel.clone();
         let result = self.runtime.block_on(self.send(&mut worker.connection, cancel, "/", &headers, attempt.body));
+        let result = result.map(|r| r.map(|()| BatchOutput::default()));
         result.unwrap_or_else(|| {
             Err(AttemptError {
                 kind: AttemptKind::Guest(FailureKind::Cancelled),

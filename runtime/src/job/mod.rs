@@ -14,6 +14,7 @@ pub mod budget;
 pub mod dead_letter;
 pub mod executor;
 pub mod glob;
+pub mod results;
 pub mod runner;
 pub mod source;
 pub mod status;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::budget::Budget;
 use super::dead_letter::{DeadLetters, Record};
-use super::executor::{Attempt, AttemptError, AttemptKind, Completion, Executor};
+use super::executor::{Attempt, AttemptError, AttemptKind, Completion, Executor, failed_items};
 use super::source::{Batch, BatchSource};
 use super::status::{HookOutcome, JobState, JobStatus, Metrics as BatchCounts, Progress, ProgressView, rfc3339};
 use crate::metrics::Metrics;
@@ -55,6 +55,11 @@ pub trait Ledger: Send + Sync + 'static {
     fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()>;
     /// Batches that will not succeed (failed for good, or unhandled after a stop).
     fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()>;
+    /// The results of batches that ended, `(index, results as JSON Lines)`; called
+    /// before the batches are recorded as ended, and kept once per batch.
+    fn results(&self, _batches: &[(u64, &[u8])]) -> std::io::Result<()> {
+        Ok(())
+    }
     /// The whole job's `(succeeded, failed, total)` when the ledger knows more than this
     /// run saw (a resumed job); the body of on-job-complete carries them.
     fn totals(&self) -> Option<(u64, u64, u64)> {
@@ -331,7 +336,7 @@ pub fn run<E: Executor>(
                             work(&*executor, &mut state, &job, &batch, &shared, &stop, &metrics)
                         }));
                         match outcome {
-                            Ok(Some(elapsed)) => done.push(&batch, elapsed, &shared, &job),
+                            Ok(Some(ended)) => done.push(&batch, ended, &shared, &job),
                             Ok(None) => {}
                             Err(payload) => {
                                 let message = format!(
@@ -555,6 +560,8 @@ fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: Stop
 #[derive(Default)]
 struct Succeeded {
     batches: Vec<(u64, Duration)>,
+    /// The results of those that emitted some.
+    results: Vec<(u64, Vec<u8>)>,
     items: u64,
     time: Duration,
     oldest: Option<Instant>,
@@ -570,8 +577,12 @@ impl Succeeded {
         self.oldest.map(|oldest| oldest + Self::AGE)
     }
 
-    fn push(&mut self, batch: &Batch, elapsed: Duration, shared: &Shared, job: &JobRef) {
+    fn push(&mut self, batch: &Batch, done: Done, shared: &Shared, job: &JobRef) {
+        let elapsed = done.elapsed;
         self.batches.push((batch.index, elapsed));
+        if !done.results.is_empty() {
+            self.results.push((batch.index, done.results));
+        }
         self.items += batch.items as u64;
         self.time += elapsed;
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
@@ -584,7 +595,9 @@ impl Succeeded {
         if self.batches.is_empty() {
             return;
         }
-        if let Err(e) = shared.ledger.succeeded(&self.batches) {
+        let results: Vec<(u64, &[u8])> = self.results.iter().map(|(i, r)| (*i, r.as_slice())).collect();
+        let recorded = shared.ledger.results(&results).and_then(|()| shared.ledger.succeeded(&self.batches));
+        if let Err(e) = recorded {
             let message = format!("cannot record {} succeeded batches: {e}", self.batches.len());
             tracing::error!(api_name = job.api_name, job_id = job.job_id, "{message}");
             shared.tally().faults.push(message);
@@ -600,8 +613,19 @@ impl Succeeded {
     }
 }
 
-/// One batch through its attempts. A success is returned (with its time) for the
-/// worker to record; a failure is dead-lettered here.
+/// A batch that succeeded: its time and its results (JSON Lines).
+struct Done {
+    elapsed: Duration,
+    results: Vec<u8>,
+}
+
+/// One batch through its attempts. A success is returned (with its time and results)
+/// for the worker to record; a failure is dead-lettered here.
+///
+/// A handler may fail single items: the others count as done (their results kept),
+/// and the failed ones are tried again as a smaller batch, under the same identifier,
+/// until they succeed or the attempts run out; then only they are dead-lettered, with
+/// their own messages.
 fn work<E: Executor>(
     executor: &E,
     state: &mut E::Worker,
@@ -610,10 +634,14 @@ fn work<E: Executor>(
     shared: &Shared,
     stop: &StopFlag,
     metrics: &Metrics,
-) -> Option<Duration> {
+) -> Option<Done> {
     let (job_id, api_name, max_attempts) = (job.job_id.as_str(), job.api_name.as_str(), job.max_attempts);
-    let body = Bytes::copy_from_slice(&batch.body);
+    let mut body = Bytes::copy_from_slice(&batch.body);
+    // The original index of each item of `body` (it shrinks when items fail).
+    let mut indexes: Vec<usize> = Vec::new();
+    let mut results = Vec::new();
     let mut attempts = 0;
+    let mut time = Duration::ZERO;
     let interrupted = |reason: Option<StopReason>| {
         let reason = reason.unwrap_or(StopReason::Stopped);
         AttemptError { kind: AttemptKind::Interrupted(reason), message: reason.message().into() }
@@ -633,11 +661,32 @@ fn work<E: Executor>(
         attempts += 1;
         let started = Instant::now();
         let result = executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body });
+        time += started.elapsed();
         drop(place);
-        match result {
-            Ok(()) => break Ok(started.elapsed()),
-            Err(e) if e.interrupted() || stop.is_set() => break Err(interrupted(stop.reason())),
-            Err(e) if e.kind.retryable() && attempts < max_attempts => {
+        let error = match result {
+            Ok(output) => {
+                results.extend_from_slice(&output.results);
+                if output.item_errors.is_empty() {
+                    break Ok(time);
+                }
+                if indexes.is_empty() {
+                    indexes = (0..batch.items).collect();
+                }
+                match failed_items(&body, &output.item_errors, &indexes) {
+                    Some((sub, original, error)) if !original.is_empty() => {
+                        body = sub;
+                        indexes = original;
+                        error
+                    }
+                    // Items named that the batch does not have: nothing to retry.
+                    _ => break Ok(time),
+                }
+            }
+            Err(e) => e,
+        };
+        match error {
+            e if e.interrupted() || stop.is_set() => break Err(interrupted(stop.reason())),
+            e if e.kind.retryable() && attempts < max_attempts => {
                 metrics.attempt_failed(&e.kind.to_string());
                 tracing::warn!(api_name, job_id, batch = batch.index, attempt = attempts, kind = %e.kind, error = %e.message, "batch failed; retrying");
                 shared.tally().retries += 1;
@@ -645,7 +694,7 @@ fn work<E: Executor>(
                 // ends it.
                 stop.sleep(Duration::from_millis(20u64 << attempts.min(5)));
             }
-            Err(e) => {
+            e => {
                 metrics.attempt_failed(&e.kind.to_string());
                 break Err(e);
             }
@@ -654,7 +703,7 @@ fn work<E: Executor>(
     match outcome {
         Ok(elapsed) => {
             metrics.batch_succeeded(job_id, elapsed);
-            return Some(elapsed);
+            return Some(Done { elapsed, results });
         }
         Err(error) if error.kind == AttemptKind::Interrupted(StopReason::Shutdown) => {
             shared.tally().deferred += 1;
@@ -662,7 +711,15 @@ fn work<E: Executor>(
         Err(error) => {
             let unhandled = error.interrupted();
             let attempts = if unhandled { attempts.saturating_sub(1) } else { attempts };
-            let record = Record { index: batch.index, attempts, error: &error, body: &batch.body };
+            // Items that failed alone are dead-lettered alone; an interrupted batch
+            // whole, as read.
+            let dead = if unhandled { &batch.body[..] } else { &body[..] };
+            if !results.is_empty()
+                && let Err(e) = shared.ledger.results(&[(batch.index, &results)])
+            {
+                shared.tally().faults.push(format!("cannot record the results of batch {}: {e}", batch.index));
+            }
+            let record = Record { index: batch.index, attempts, error: &error, body: dead };
             // Logged once the record is on disk.
             if shared.dead_letter(&[record], batch.items as u64, unhandled) && !unhandled {
                 metrics.batch_failed(job_id);
@@ -687,9 +744,9 @@ mod tests {
             "test"
         }
         fn worker(&self, _index: usize) {}
-        fn run(&self, _: &mut (), _: &str, attempt: Attempt<'_>) -> Result<(), AttemptError> {
+        fn run(&self, _: &mut (), _: &str, attempt: Attempt<'_>) -> Result<crate::plugin::BatchOutput, AttemptError> {
             assert!(attempt.index != self.0, "boom on {}", attempt.index);
-            Ok(())
+            Ok(Default::default())
         }
         fn on_job_complete(&self, _: Vec<()>, _: &str, _: Bytes) -> Completion {
             Completion::Succeeded

@@ -7,6 +7,7 @@
 //! | `DELETE /batch/<api>?jobID=<id>` | `{"message":"stopped job <id>"}` |
 //! | `GET /batch/<api>/jobs` | ours: `{"jobs": [job_status…]}`, newest first |
 //! | `GET /batch/<api>/jobs/<id>/dead-letters` | ours: the job's dead letters, JSON Lines |
+//! | `GET /batch/<api>/jobs/<id>/results` | ours: what the job's handlers emitted, JSON Lines |
 //! | `POST /batch/<api>/jobs/<id>/dead-letters/retry` | ours: a new job of those batches; its spec |
 //! | `GET /healthz`, `GET /metrics` | readiness; Prometheus metrics |
 //!
@@ -200,6 +201,20 @@ async fn route(service: Arc<Service>, request: Request<Incoming>) -> HttpRespons
                     }
                     Err(e) => service_error(&e),
                 }
+            })
+            .await
+        }
+        (Method::GET, ["batch", api, "jobs", job_id, "results"]) => {
+            let (api, job_id) = (api.to_string(), job_id.to_string());
+            blocking(move || match service.job(&api, &job_id) {
+                Ok(_) => match std::fs::read(service.journal().results_path(&job_id)) {
+                    Ok(bytes) => respond(StatusCode::OK, "application/x-ndjson", bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        respond(StatusCode::OK, "application/x-ndjson", Vec::new())
+                    }
+                    Err(e) => service_error(&ServiceError::Journal(e)),
+                },
+                Err(e) => service_error(&e),
             })
             .await
         }

@@ -252,9 +252,7 @@ impl Service {
                         CallLimits { grants: api.grants.clone(), ..CallLimits::default() },
                         api_metrics.clone(),
                     )
-                    .map_err(|e| {
-                        anyhow::anyhow!("api {}: plugin {} is not a wasmbatch guest: {e}", api.name, path.display())
-                    })?;
+                    .map_err(|e| anyhow::anyhow!("api {}: {}", api.name, e.about(path)))?;
                     (Some((engine, module)), Vec::new())
                 }
                 Handler::Endpoints(urls) => {
