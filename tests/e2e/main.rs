@@ -4,6 +4,7 @@
 mod harness;
 
 mod broker;
+mod capabilities;
 mod compile;
 mod faults;
 mod foundation;
