@@ -52,6 +52,16 @@ ensure_rabbitmq() {
   apt_install "RabbitMQ for the broker tests" rabbitmq-server
 }
 
+# moto, a local S3-protocol server, for the object storage tests (from PyPI; its boto3
+# also uploads their fixtures).
+ensure_moto() {
+  if python3 -c "import moto.server, boto3" >/dev/null 2>&1; then
+    return
+  fi
+  echo "installing moto[server] for the object storage tests" >&2
+  python3 -m pip install -q "moto[server]" >/dev/null
+}
+
 # Waits (up to 60 s) until the process PID logs `listening` (JSON logs in LOG) and
 # prints the address it listens on; exits with its log if it dies first.
 wait_listening() {

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 ensure_wasm_target
 ensure_c_toolchain
 ensure_rabbitmq
+ensure_moto
 scripts/build-plugins.sh
 cargo test --workspace "$@"

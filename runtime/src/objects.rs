@@ -200,6 +200,13 @@ impl Objects {
                 Ok(out)
             })
             .map_err(|e| e.message().to_string())?;
+        if listed.is_empty()
+            && let Some(path) = &path
+            && let Ok(meta) = self.run(prefix, deadline, store.head(path))
+        {
+            // The URL names one object.
+            listed.push(Listed { url: prefix.to_string(), key: meta.location.to_string(), size: meta.size });
+        }
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listed)
     }

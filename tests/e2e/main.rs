@@ -9,6 +9,7 @@ mod compile;
 mod faults;
 mod foundation;
 mod metrics;
+mod objects;
 mod operator;
 mod resilience;
 mod run;

@@ -61,6 +61,11 @@ impl Operator {
 
     /// An operator with `extra` arguments (e.g. `--broker URL`).
     pub(crate) fn start_with(config: &Path, data: &Path, extra: &[&str]) -> Operator {
+        Operator::start_env(config, data, extra, &[])
+    }
+
+    /// An operator with `extra` arguments and `env` added to its environment.
+    pub(crate) fn start_env(config: &Path, data: &Path, extra: &[&str], env: &[(&str, String)]) -> Operator {
         let mut child = wasmbatch()
             .args(["--log-format", "json", "operator", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
@@ -69,6 +74,7 @@ impl Operator {
             .arg("--cache-dir")
             .arg(shared_cache())
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

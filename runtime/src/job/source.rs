@@ -172,7 +172,7 @@ const CHUNK: usize = 1 << 20;
 /// One delimited file being read: a window of its bytes, parsed in place.
 struct OpenFile {
     path: PathBuf,
-    file: File,
+    file: Box<dyn std::io::Read + Send>,
     buf: Vec<u8>,
     /// Where the unparsed bytes start in `buf`.
     start: usize,
@@ -273,7 +273,7 @@ impl Delimited {
         loop {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { return Ok(None) };
-                let file = File::open(&path).map_err(|error| SourceError::Io { path: path.clone(), error })?;
+                let file = open_input(&path)?;
                 let buf = Vec::with_capacity(self.chunk);
                 self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1, reads: 0 });
             }
@@ -370,7 +370,33 @@ impl BatchSource for DeadLetter {
     }
 }
 
+/// A delimited file to read: a local file, or an object read in ranges (bounded memory).
+fn open_input(path: &Path) -> Result<Box<dyn std::io::Read + Send>, SourceError> {
+    let text = path.display().to_string();
+    if crate::objects::is_object_url(&text) {
+        let listed = crate::objects::objects()
+            .list(&text)
+            .map_err(|e| SourceError::Io { path: path.into(), error: std::io::Error::other(e) })?;
+        let size = listed.iter().find(|l| l.url == text).map(|l| l.size).unwrap_or(0);
+        return Ok(Box::new(crate::objects::ObjectReader::new(&text, size)));
+    }
+    let file = File::open(path).map_err(|error| SourceError::Io { path: path.into(), error })?;
+    Ok(Box::new(file))
+}
+
+/// The objects under an object URL (`s3://bucket/prefix`), as paths: those below it as
+/// a directory, or the one object it names.
+fn list_objects(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    let text = root.display().to_string();
+    let io = |e: String| SourceError::Io { path: root.into(), error: std::io::Error::other(e) };
+    let listed = crate::objects::objects().list(&text).map_err(io)?;
+    out.extend(listed.into_iter().map(|l| PathBuf::from(l.url)));
+    Ok(())
+}
+
 /// The files under `source.paths` that pass the globs, each path's files sorted.
+/// Object URLs are listed in their store; the globs apply to the whole URL
+/// (`s3://bucket/images/a.jpg`), as they apply to a local file's whole path.
 pub(crate) fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
     let compile =
         |globs: &[String]| globs.iter().map(|g| Glob::new(g).expect("validated with the job")).collect::<Vec<_>>();
@@ -378,7 +404,11 @@ pub(crate) fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceErro
     let mut out = Vec::new();
     for root in &source.paths {
         let mut found = Vec::new();
-        walk(root, &mut found)?;
+        if crate::objects::is_object_url(&root.display().to_string()) {
+            list_objects(root, &mut found)?;
+        } else {
+            walk(root, &mut found)?;
+        }
         found.sort();
         out.extend(found.into_iter().filter(|p| {
             let text = p.display().to_string();

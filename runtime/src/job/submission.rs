@@ -3,8 +3,9 @@
 //! `workers`, `config`, `timeout`, and exactly one of `item_list {items, batch_size}`,
 //! `delimited_files {s3_paths, includes, excludes, batch_size}` or `file_path_lister
 //! {same}`. Unknown keys are ignored, as Cortex's `json.Unmarshal` ignores them. Our
-//! one addition is `max_attempts` (retries of a failed batch). In `s3_paths`, local
-//! paths and `file://` URLs are accepted; `s3://` is refused with a clear message.
+//! one addition is `max_attempts` (retries of a failed batch). In `s3_paths`, object
+//! URLs (`s3://`, `gs://`, `az://`; read through [`crate::objects`]), local paths and
+//! `file://` URLs are accepted.
 
 use std::path::PathBuf;
 
@@ -294,11 +295,14 @@ fn local_path(entry: &str) -> Result<PathBuf, String> {
         }
         return Ok(PathBuf::from(rest));
     }
-    if entry.starts_with("s3://") {
-        return Err(format!("{entry:?}: s3:// paths are not supported yet; use a local path or a file:// URL"));
+    if crate::objects::is_object_url(entry) {
+        crate::objects::check_prefix(entry)?;
+        return Ok(PathBuf::from(entry));
     }
     if let Some((scheme, _)) = entry.split_once("://") {
-        return Err(format!("{entry:?}: unsupported scheme {scheme}://; use a local path or a file:// URL"));
+        return Err(format!(
+            "{entry:?}: unsupported scheme {scheme}://; use s3://, gs://, az://, a local path or a file:// URL"
+        ));
     }
     if entry.is_empty() {
         return Err("an empty path".into());
@@ -402,8 +406,12 @@ mod tests {
             "job.json: file_path_lister.s3_paths: must list at least one path"
         );
         assert!(
-            error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["s3://bucket/images"], "batch_size": 1}}"#)
-                .contains("s3:// paths are not supported yet")
+            error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["s3:///nobucket"], "batch_size": 1}}"#)
+                .contains("name the bucket")
+        );
+        assert!(
+            parse(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["s3://bucket/images"], "batch_size": 1}}"#)
+                .is_ok()
         );
         assert!(
             error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["gs://b"], "batch_size": 1}}"#)
