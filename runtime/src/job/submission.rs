@@ -414,8 +414,8 @@ mod tests {
                 .is_ok()
         );
         assert!(
-            error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["gs://b"], "batch_size": 1}}"#)
-                .contains("unsupported scheme gs://")
+            error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["ftp://b"], "batch_size": 1}}"#)
+                .contains("unsupported scheme ftp://")
         );
         assert!(
             error(r#"{"workers": 1, "file_path_lister": {"s3_paths": ["d"], "includes": ["[a"], "batch_size": 1}}"#)
