@@ -188,3 +188,27 @@ fn serve_answers_results_and_failed_items_in_its_200_body() {
     let plain = Server::with(plugin("noop")).start().batch("[1]");
     assert_eq!((plain.status, plain.body.as_str()), (200, ""), "no results: an empty 200, as before");
 }
+
+#[test]
+fn results_and_failed_items_travel_from_serve_to_run_endpoint() {
+    let server = Server::with(plugin("reach"))
+        .args([
+            "--allow-http",
+            "http://127.0.0.1:1",
+            "--allow-read",
+            "file:///nowhere/",
+            "--allow-write",
+            "file:///nowhere/",
+        ])
+        .start();
+    let job = Job::new(&json!({"workers": 1, "item_list": {"items": ["emit:1", "fail:x", "emit:2"], "batch_size": 3}}));
+    let results = job.path("results.jsonl").display().to_string();
+    let endpoint = server.url("");
+    let outcome = job.run(&["--endpoint", &endpoint, "--max-attempts", "2", "--results", &results]);
+    assert_eq!(outcome.status["status"], "completed_with_failures", "{}", outcome.stderr);
+    let kept: Vec<Value> = read_lines(Path::new(&results)).into_iter().map(|r| r["result"].clone()).collect();
+    assert_eq!(kept, vec![json!(1), json!(2)]);
+    let letters = job.dead_letters();
+    assert_eq!((letters[0]["items"].clone(), letters[0]["attempts"].as_u64()), (json!(["fail:x"]), Some(2)));
+    assert_eq!(letters[0]["error"]["message"], "item 1: x");
+}

@@ -140,6 +140,34 @@ pub fn failed_items(
     Some((Bytes::from(sub), original, AttemptError { kind: AttemptKind::ItemErrors, message }))
 }
 
+/// The results and failed items a wasmbatch server lists in its 200 answer
+/// (`{"results": [...], "item_errors": [{"index", "message"}]}`); nothing for an empty
+/// or other body (any server of the contract may answer anything).
+fn answered_output(body: &[u8]) -> BatchOutput {
+    #[derive(serde::Deserialize)]
+    struct ItemError {
+        index: u32,
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        results: Vec<Box<serde_json::value::RawValue>>,
+        #[serde(default)]
+        item_errors: Vec<ItemError>,
+    }
+    if body.is_empty() {
+        return BatchOutput::default();
+    }
+    let Ok(answer) = serde_json::from_slice::<Answer>(body) else { return BatchOutput::default() };
+    let mut results = Vec::new();
+    for value in &answer.results {
+        results.extend_from_slice(value.get().as_bytes());
+        results.push(b'\n');
+    }
+    BatchOutput { results, item_errors: answer.item_errors.into_iter().map(|e| (e.index, e.message)).collect() }
+}
+
 /// How the on-job-complete call went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
@@ -264,7 +292,7 @@ impl EndpointExecutor {
         path: &str,
         headers: &[(&str, &str)],
         body: &Bytes,
-    ) -> Option<Result<(), AttemptError>> {
+    ) -> Option<Result<Bytes, AttemptError>> {
         let deadline = tokio::time::Instant::now() + self.batch_timeout;
         let work = async {
             loop {
@@ -284,7 +312,7 @@ impl EndpointExecutor {
                     Err(e) => return Err(AttemptError { kind: AttemptKind::Connection, message: e.to_string() }),
                 };
                 match answer.status.as_u16() {
-                    200 => return Ok(()),
+                    200 => return Ok(answer.body),
                     503 if answer.retry_after.is_some() => {
                         let pause = answer
                             .retry_after
@@ -355,7 +383,7 @@ impl Executor for EndpointExecutor {
         let headers = [(JOB_ID_HEADER, job_id), (BATCH_ID_HEADER, id.as_str()), (ATTEMPT_HEADER, number.as_str())];
         let cancel = worker.cancel.clone();
         let result = self.runtime.block_on(self.send(&mut worker.connection, cancel, "/", &headers, attempt.body));
-        let result = result.map(|r| r.map(|()| BatchOutput::default()));
+        let result = result.map(|r| r.map(|body| answered_output(&body)));
         result.unwrap_or_else(|| {
             Err(AttemptError {
                 kind: AttemptKind::Guest(FailureKind::Cancelled),
@@ -370,7 +398,7 @@ impl Executor for EndpointExecutor {
         let cancel = self.cancel.subscribe();
         match self.runtime.block_on(self.send(&mut connection, cancel, "/on-job-complete", &headers, &body)) {
             None => Completion::Failed("abandoned because the job is stopping".into()),
-            Some(Ok(())) => Completion::Succeeded,
+            Some(Ok(_)) => Completion::Succeeded,
             Some(Err(AttemptError { kind: AttemptKind::Answer { status: 404, .. }, .. })) => Completion::NotFound,
             Some(Err(e)) => Completion::Failed(e.message),
         }
