@@ -864,6 +864,22 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
     };
     conclude(&journal, &mut status)?;
+    if let Some(prefix) = status.config.get("results_prefix").and_then(|p| p.as_str()).map(str::to_string)
+        && status.status.is_terminal()
+    {
+        let file =
+            meta.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{}.results.jsonl", status.job_id)));
+        let grants = args.guest.limits()?.grants;
+        match job::results::upload(&file, &prefix, &status.job_id, &grants) {
+            Ok(Some(url)) => tracing::info!(url, "results copied to object storage"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("cannot copy the results: {e}");
+                status.error =
+                    Some(status.error.take().map(|x| format!("{x}; ")).unwrap_or_default() + &format!("results: {e}"));
+            }
+        }
+    }
     if status.status == job::status::JobState::Stopped {
         status.resume_with = Some(state_dir.display().to_string());
     } else if !explicit_state && status.status.is_terminal() {

@@ -101,7 +101,7 @@ fn a_path_lister_job_over_s3_reads_each_object_and_writes_a_result_object() {
     }
     let job = Job::new(&json!({
         "workers": 2,
-        "config": {"out": "s3://bucket/results/"},
+        "config": {"out": "s3://bucket/results/", "results_prefix": "s3://bucket/results/jobs/"},
         "file_path_lister": {
             "s3_paths": ["s3://bucket/images"],
             "includes": ["**.jpg"],
@@ -139,6 +139,9 @@ fn a_path_lister_job_over_s3_reads_each_object_and_writes_a_result_object() {
     );
     let written: Value = serde_json::from_str(&s3.get("results/cat.jpg.json")).unwrap();
     assert_eq!(written, json!({"url": "s3://bucket/images/cat.jpg", "bytes": 8, "lines": 2}));
+    // The job's results, copied to the prefix its config gave (under the write grant).
+    let copied = s3.get(&format!("results/jobs/{}.jsonl", outcome.status["job_id"].as_str().unwrap()));
+    assert_eq!(copied, std::fs::read_to_string(&results).unwrap());
 
     // Outside the grants: refused by the host, the item fails with the reason.
     let job = Job::new(&json!({"workers": 1, "item_list": {"items": [

@@ -102,6 +102,27 @@ impl ResultsFile {
     }
 }
 
+/// Copies a finished job's results file to `<prefix><job_id>.jsonl` in object storage
+/// (the job's config asked for it with `results_prefix`), if `grants` allow writing
+/// there; returns the object's URL. No results file: nothing to copy, `Ok(None)`.
+pub fn upload(
+    file: &Path,
+    prefix: &str,
+    job_id: &str,
+    grants: &crate::capability::Grants,
+) -> Result<Option<String>, String> {
+    let url = format!("{prefix}{job_id}.jsonl");
+    grants.may_write(&url).map_err(|e| format!("results_prefix: {}", e.message()))?;
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", file.display())),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    crate::objects::objects().put(&url, bytes, deadline).map_err(|e| e.message().to_string())?;
+    Ok(Some(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -656,8 +656,23 @@ impl Service {
             }
             other => other,
         };
+        // Results asked for in object storage are there before the job shows as ended.
+        let mut error = error.map(str::to_string);
+        if let Some(prefix) = row.spec["config"].get("results_prefix").and_then(|p| p.as_str())
+            && let Some(api) = self.apis.get(&row.api_name)
+        {
+            let file = self.journal.results_path(&row.job_id);
+            match crate::job::results::upload(&file, prefix, &row.job_id, &api.config.grants) {
+                Ok(Some(url)) => tracing::info!(job_id = row.job_id, url, "results copied to object storage"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(job_id = row.job_id, "cannot copy the results: {e}");
+                    error = Some(error.map(|x| format!("{x}; ")).unwrap_or_default() + &format!("results: {e}"));
+                }
+            }
+        }
         self.journal.set_hook(&row.job_id, Hook::Done(hook))?;
-        self.journal.set_status(&row.job_id, state, Some(end_time), error)?;
+        self.journal.set_status(&row.job_id, state, Some(end_time), error.as_deref())?;
         tracing::info!(
             job_id = row.job_id,
             api_name = row.api_name,
