@@ -633,3 +633,43 @@ fn a_worker_in_front_of_a_contract_server_waits_for_it_then_delivers_every_batch
     assert!(line.ends_with(&format!(" {batches}")), "{line}");
     drop(server);
 }
+
+#[test]
+fn results_and_failed_items_come_back_through_the_broker() {
+    let rabbit = Rabbit::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"reach\"\nmax_attempts = 2\n").unwrap();
+    let operator =
+        Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
+    let handler: Vec<String> = [
+        "--plugin",
+        &plugin("reach").display().to_string(),
+        "--allow-http",
+        "http://127.0.0.1:1",
+        "--allow-read",
+        "file:///nowhere/",
+        "--allow-write",
+        "file:///nowhere/",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let worker = Worker::spawn_args(&rabbit.url(), "reach", 2, &handler);
+    worker.wait_for("consuming", |_| true);
+    let items = json!(["emit:1", "emit:2", "emit:3", "fail:no"]);
+    let job_id = operator.submit("reach", &json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}}));
+    let status = operator.wait_done("reach", &job_id);
+    assert_eq!(status["job_status"]["status"], "completed_with_failures", "{status}");
+    let (_, text) = operator.request("GET", &format!("/batch/reach/jobs/{job_id}/results"), None);
+    let mut results: Vec<Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect();
+    results.sort_by_key(|r| (r["batch"].as_u64(), r["result"].to_string()));
+    // Batch 1 ended with a failed item; its other item's result is kept all the same.
+    assert_eq!(
+        results,
+        vec![json!({"batch": 0, "result": 1}), json!({"batch": 0, "result": 2}), json!({"batch": 1, "result": 3})]
+    );
+    let (_, text) = operator.request("GET", &format!("/batch/reach/jobs/{job_id}/dead-letters"), None);
+    let letter: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!((letter["items"].clone(), letter["attempts"].as_u64()), (json!(["fail:no"]), Some(2)));
+    assert_eq!(letter["error"]["message"], "item 1: no");
+}

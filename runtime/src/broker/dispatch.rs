@@ -682,6 +682,7 @@ impl Dispatch {
             let mut failed: Vec<(u64, u32, AttemptError, &[u8])> = Vec::new();
             let mut hook = None;
             let mut results: Vec<(u64, &[u8])> = Vec::new();
+            let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
             for item in &items {
                 let headers = item.headers.as_ref();
                 let kind = get_str(headers, header::KIND).unwrap_or_default();
@@ -713,6 +714,9 @@ impl Dispatch {
                         }
                     }
                     (From::Results, _, Some(i)) => {
+                        if let Some(partial) = get_str(headers, header::RESULTS) {
+                            kept.push((i, partial.into_bytes()));
+                        }
                         let kind = get_str(headers, header::ERROR_KIND).unwrap_or_else(|| "failed".into());
                         let message = get_str(headers, header::ERROR).unwrap_or_default();
                         failed.push((
@@ -734,6 +738,7 @@ impl Dispatch {
                 }
             }
             let ledger = self.journal.ledger(&job_id);
+            results.extend(kept.iter().map(|(i, r)| (*i, r.as_slice())));
             if !results.is_empty() {
                 ledger.results(&results)?;
             }

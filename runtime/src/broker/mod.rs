@@ -68,6 +68,8 @@ pub mod header {
     pub const ERROR_KIND: &str = "wb-error-kind";
     /// Results: the failure's message.
     pub const ERROR: &str = "wb-error";
+    /// Results of a batch that failed for good in part: the other items' results.
+    pub const RESULTS: &str = "wb-results";
     /// Results: the worker that sent it (host and process).
     pub const WORKER: &str = "wb-worker";
     /// Set by RabbitMQ on quorum queues: earlier deliveries of this message.

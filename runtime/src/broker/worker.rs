@@ -103,7 +103,7 @@ enum Outcome {
     Succeeded(Duration, Vec<u8>),
     Failed(AttemptError),
     /// Some items failed: them, as a batch, and their errors.
-    ItemsFailed(Bytes, AttemptError),
+    ItemsFailed(Bytes, AttemptError, Vec<u8>),
     Hook(Completion),
 }
 
@@ -202,7 +202,9 @@ fn attempt<E: Executor>(executor: &E, worker: &mut E::Worker, index: u64, work: 
             let all: Vec<usize> =
                 (0..serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&work.body).map_or(0, |v| v.len())).collect();
             match failed_items(&work.body, &output.item_errors, &all) {
-                Some((items, original, error)) if !original.is_empty() => Outcome::ItemsFailed(items, error),
+                Some((items, original, error)) if !original.is_empty() => {
+                    Outcome::ItemsFailed(items, error, output.results)
+                }
                 _ => Outcome::Succeeded(started.elapsed(), output.results),
             }
         }
@@ -526,21 +528,32 @@ impl Worker {
                 }
                 // Failed items: the whole batch again while attempts are left (its
                 // other items' results are not kept), else only they are dead-lettered.
-                Some(Outcome::ItemsFailed(_, e)) if attempt < max_attempts => {
+                Some(Outcome::ItemsFailed(_, e, _)) if attempt < max_attempts => {
                     self.metrics.attempt_failed(&e.kind.to_string());
                     tracing::warn!(job_id, batch = index, attempt, error = %e.message, "items failed; the batch is handed back for another attempt");
                     None
                 }
-                Some(Outcome::ItemsFailed(items, e)) => {
+                Some(Outcome::ItemsFailed(items, e, results)) => {
                     self.metrics.batch_failed(&job_id);
                     tracing::error!(job_id, batch = index, attempt, error = %e.message, "items failed for good");
-                    Some((
-                        base.str(header::KIND, header::FAILED)
-                            .int(header::ATTEMPTS, attempt.into())
-                            .str(header::ERROR_KIND, &e.kind.to_string())
-                            .str(header::ERROR, &e.message),
-                        items.to_vec(),
-                    ))
+                    let mut headers = base
+                        .str(header::KIND, header::FAILED)
+                        .int(header::ATTEMPTS, attempt.into())
+                        .str(header::ERROR_KIND, &e.kind.to_string())
+                        .str(header::ERROR, &e.message);
+                    // The other items' results ride in a header (a message's headers
+                    // must fit one frame: up to 64 KiB of them).
+                    if !results.is_empty() && results.len() <= 64 << 10 {
+                        headers = headers.str(header::RESULTS, &String::from_utf8_lossy(&results));
+                    } else if !results.is_empty() {
+                        tracing::warn!(
+                            job_id,
+                            batch = index,
+                            bytes = results.len(),
+                            "the results of a batch with failed items are over 64 KiB and are not kept"
+                        );
+                    }
+                    Some((headers, items.to_vec()))
                 }
                 Some(Outcome::Failed(e)) if e.interrupted() => {
                     tracing::info!(job_id, batch = index, "interrupted; handed back to the broker");
