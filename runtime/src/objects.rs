@@ -141,7 +141,15 @@ impl Objects {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(object_store::Error::NotFound { .. })) => Err(CallError::NotFound(format!("{url}: no such object"))),
-            Ok(Err(e)) => Err(CallError::Failed(format!("{url}: {e}"))),
+            Ok(Err(e)) => {
+                let hint = if url.starts_with("s3://") && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                    " (no AWS_ACCESS_KEY_ID in the environment: give AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and \
+                     AWS_REGION, and AWS_ENDPOINT for an S3-compatible server, or run where an instance role is)"
+                } else {
+                    ""
+                };
+                Err(CallError::Failed(format!("{url}: {e}{hint}")))
+            }
             Err(_) => Err(CallError::Failed(format!("{url}: no answer within {left:?}"))),
         }
     }

@@ -86,7 +86,7 @@ fn guest_error_and_invalid_input_keep_their_messages() {
     // Items that do not deserialize into the handler's type never reach it.
     let reply = server.batch("[1, 2]");
     assert_eq!((reply.status, reply.kind().as_str()), (400, "invalid_input"));
-    assert!(reply.message().starts_with("batch does not match the handler's item type"), "{}", reply.message());
+    assert!(reply.message().starts_with("item 0 does not match the handler's item type"), "{}", reply.message());
 }
 
 #[test]

@@ -198,8 +198,8 @@ fn invalid_jobs_exit_2_with_the_field_named() {
             "item_list.items: must contain at least one item",
         ),
         (
-            json!({"workers": 1, "file_path_lister": {"s3_paths": ["s3://b/k"], "batch_size": 1}}),
-            "s3:// paths are not supported yet",
+            json!({"workers": 1, "file_path_lister": {"s3_paths": ["ftp://b/k"], "batch_size": 1}}),
+            "unsupported scheme ftp://",
         ),
         (
             json!({"workers": 1, "delimited_files": {"s3_paths": ["/no/such/path"], "batch_size": 1}}),

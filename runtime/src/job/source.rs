@@ -388,7 +388,10 @@ fn open_input(path: &Path) -> Result<Box<dyn std::io::Read + Send>, SourceError>
 /// a directory, or the one object it names.
 fn list_objects(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
     let text = root.display().to_string();
-    let io = |e: String| SourceError::Io { path: root.into(), error: std::io::Error::other(e) };
+    let io = |e: String| {
+        let e = e.strip_prefix(&format!("{text}: ")).map(str::to_string).unwrap_or(e);
+        SourceError::Io { path: root.into(), error: std::io::Error::other(e) }
+    };
     let listed = crate::objects::objects().list(&text).map_err(io)?;
     out.extend(listed.into_iter().map(|l| PathBuf::from(l.url)));
     Ok(())
