@@ -347,9 +347,11 @@ pub struct GuestArgs {
     /// Mount nothing at /mnt, even when /mnt exists.
     #[arg(long)]
     pub no_mount: bool,
-    /// Linear memory one instance may use (e.g. 512MiB); past it, out_of_memory.
-    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
-    pub max_memory: u64,
+    /// Linear memory one instance may use (e.g. 512MiB); past it, out_of_memory
+    /// [default: 512MiB, or less in a memory-limited container: its limit, less 64 MiB
+    /// for the host, shared by the instances].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
     /// Wall-clock limit of one batch (and of on-job-complete); past it, timeout. With
     /// --endpoint, the limit of one request, waiting for a busy server included.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -471,6 +473,29 @@ impl GuestArgs {
         self.mount.clone().or_else(|| Path::new("/mnt").is_dir().then(|| PathBuf::from("/mnt")))
     }
 
+    /// Linear memory per instance: as given, else 512 MiB, or what fits `instances`
+    /// instances in the container's memory limit (cgroup v2 or v1) with 64 MiB left for
+    /// the host, so that a guest hits its own limit (`out_of_memory`) before the
+    /// container is killed.
+    fn max_memory(&self, instances: usize) -> u64 {
+        const DEFAULT: u64 = 512 << 20;
+        if let Some(explicit) = self.max_memory {
+            return explicit;
+        }
+        let Some(limit) = crate::engine::container_memory_limit() else { return DEFAULT };
+        let share = limit.saturating_sub(64 << 20) / instances.max(1) as u64;
+        let chosen = share.clamp(16 << 20, DEFAULT);
+        if chosen < DEFAULT {
+            tracing::info!(
+                container_limit_mib = limit >> 20,
+                instances,
+                max_memory_mib = chosen >> 20,
+                "memory per instance fitted to the container's limit"
+            );
+        }
+        chosen
+    }
+
     fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache { None } else { self.cache_dir.clone().or_else(compile::default_cache_dir) }
     }
@@ -504,7 +529,7 @@ fn load_plugin(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Arc<Plugin>> {
     let engine = Arc::new(Engine::new(EngineConfig {
-        max_memory: guest.max_memory,
+        max_memory: guest.max_memory(instances),
         // The workers' instances, plus the version probe and one being replaced.
         max_instances: u32::try_from(instances + 2).context("too many instances")?,
     })?);
@@ -980,7 +1005,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         Some(path) => {
             // Each thread's warm instance, one being replaced, the probe, on-job-complete.
             let engine = Arc::new(Engine::new(EngineConfig {
-                max_memory: args.guest.max_memory,
+                max_memory: args.guest.max_memory(concurrency),
                 max_instances: u32::try_from(concurrency * 2 + 4).context("too many instances")?,
             })?);
             let (module, origin) = compile::load(&engine, path, args.guest.cache_dir().as_deref())?;
