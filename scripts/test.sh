@@ -9,4 +9,10 @@ ensure_c_toolchain
 ensure_rabbitmq
 ensure_moto
 scripts/build-plugins.sh
+# The container tests use the image; without a Docker engine they say they are skipped.
+if docker info >/dev/null 2>&1; then
+  scripts/image.sh wasmbatch:latest
+else
+  echo "no Docker engine is reachable: the container tests will be skipped" >&2
+fi
 cargo test --workspace "$@"

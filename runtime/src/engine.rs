@@ -126,4 +126,3 @@ pub fn container_memory_limit() -> Option<u64> {
         // v1 reports "no limit" as a huge number.
         .filter(|&limit| limit < 1 << 50)
 }
-

@@ -38,7 +38,10 @@ pub enum SandboxError {
         reason: String,
     },
     /// The private spec directory could not be written.
-    #[error("cannot prepare the guest's job spec directory: {0}")]
+    #[error(
+        "cannot prepare the guest's job spec directory: {0} (it is made under $TMPDIR, else /tmp: on a \
+         read-only root file system give /tmp a tmpfs or a volume)"
+    )]
     SpecDir(io::Error),
 }
 

@@ -6,6 +6,7 @@ mod harness;
 mod broker;
 mod capabilities;
 mod compile;
+mod container;
 mod faults;
 mod foundation;
 mod metrics;

@@ -1,0 +1,318 @@
+//! The container image (`scripts/image.sh`, which `scripts/test.sh` runs when a Docker
+//! engine is reachable): `serve` in a real container, as a non-root user on a
+//! read-only root file system, with the contract's mounts; `docker stop` with batches
+//! in flight; a memory limit. Skipped, saying so, only when no Docker engine answers.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{free_port, plugin, workspace_root};
+
+const IMAGE: &str = "wasmbatch:latest";
+
+/// Whether the tests can run: a Docker engine answers. The image must exist then.
+fn docker() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: no Docker engine is reachable (docker info failed); the container tests need one");
+        return false;
+    }
+    let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().unwrap();
+    assert!(image.status.success(), "the image {IMAGE} is missing: build it with scripts/image.sh");
+    true
+}
+
+/// A container, removed (forcibly) on drop.
+struct Container {
+    id: String,
+}
+
+impl Container {
+    fn run(args: &[&str]) -> Container {
+        let out = Command::new("docker").args(["run", "-d"]).args(args).output().unwrap();
+        assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
+        Container { id: String::from_utf8_lossy(&out.stdout).trim().to_string() }
+    }
+
+    fn logs(&self) -> String {
+        let out = Command::new("docker").args(["logs", &self.id]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let out = Command::new("docker").args(["inspect", "--format", format, &self.id]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits (bounded) until GET /healthz on `port` answers 200.
+    fn wait_healthy(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+                .timeout(Duration::from_secs(2))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the container never got ready:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+    }
+}
+
+/// A directory the container's user (10001) can write.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    dir
+}
+
+fn plugins_dir() -> String {
+    plugin("sum").parent().unwrap().display().to_string()
+}
+
+fn post(port: u16, path: &str, job_id: &str, body: &str) -> (u16, String) {
+    let request = ureq::post(&format!("http://127.0.0.1:{port}{path}"))
+        .set("X-Cortex-Job-ID", job_id)
+        .timeout(Duration::from_secs(60));
+    match request.send_string(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
+
+#[test]
+fn serve_in_the_image_keeps_the_contract_as_a_non_root_user_on_a_read_only_root() {
+    if !docker() {
+        return;
+    }
+    let mnt = shared_dir();
+    let spec_dir = tempfile::tempdir().unwrap();
+    let spec = json!({"job_id": "job-in-a-box", "api_name": "sum", "kind": "BatchAPI", "config": {"x": 1}});
+    std::fs::write(spec_dir.path().join("job.json"), spec.to_string()).unwrap();
+    let port = free_port();
+    let container = Container::run(&[
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=10001",
+        "--tmpfs",
+        "/home/wasmbatch/.cache:uid=10001",
+        "-e",
+        "CORTEX_PORT=8080",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-v",
+        &format!("{}:/plugins:ro", plugins_dir()),
+        "-v",
+        &format!("{}:/cortex/spec:ro", spec_dir.path().display()),
+        "-v",
+        &format!("{}:/mnt", mnt.path().display()),
+        IMAGE,
+        "serve",
+        "--plugin",
+        "/plugins/sum.wasm",
+    ]);
+    container.wait_healthy(port);
+    assert_eq!(container.inspect("{{.Config.User}}"), "10001:10001");
+    assert_eq!(container.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    // Ready only after the plugin's first instance started: the log says so in order.
+    let logs = container.logs();
+    let (ready, listening) = (logs.find("first instance ready"), logs.find("listening"));
+    assert!(ready.is_some() && ready < listening, "{logs}");
+
+    // A batch without a job ID header takes the spec's; results land in /mnt.
+    assert_eq!(post(port, "/", "job-in-a-box", "[[1,2],[3,4]]").0, 200);
+    // Both of Cortex's on-job-complete bodies.
+    assert_eq!(post(port, "/on-job-complete", "job-in-a-box", r#"{"message":"job_complete"}"#).0, 200);
+    assert_eq!(post(port, "/on-job-complete", "job-in-a-box", "job_complete").0, 200);
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(mnt.path().join("job-in-a-box/result.json")).unwrap()).unwrap();
+    assert_eq!(result["total"], 10.0, "{result}");
+    // Written by the container's user, not root.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(mnt.path().join("job-in-a-box")).unwrap());
+    assert_eq!(owner, 10001);
+    // The image is small.
+    let size: u64 = String::from_utf8_lossy(
+        &Command::new("docker").args(["image", "inspect", IMAGE, "--format", "{{.Size}}"]).output().unwrap().stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(size < 40_000_000, "the image is {size} bytes");
+}
+
+#[test]
+fn docker_stop_lets_batches_in_flight_finish_and_the_container_exits_0() {
+    if !docker() {
+        return;
+    }
+    let port = free_port();
+    let container = Container::run(&[
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=10001",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-v",
+        &format!("{}:/plugins:ro", plugins_dir()),
+        IMAGE,
+        "serve",
+        "--plugin",
+        "/plugins/misbehave.wasm",
+        "--no-cache",
+        "--concurrency",
+        "2",
+    ]);
+    container.wait_healthy(port);
+    let in_flight: Vec<_> =
+        (0..2).map(|_| std::thread::spawn(move || post(port, "/", "j", r#"["sleep:2000"]"#))).collect();
+    // Both are being handled: two instances busy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
+        if metrics.lines().any(|l| l.starts_with("wasmbatch_instances_busy") && l.ends_with(" 2")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the batches never started:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let stop = Command::new("docker").args(["stop", "-t", "10", &container.id]).output().unwrap();
+    assert!(stop.status.success());
+    let took = started.elapsed();
+    for request in in_flight {
+        assert_eq!(request.join().unwrap().0, 200, "a batch in flight finished: {}", container.logs());
+    }
+    assert_eq!(container.inspect("{{.State.ExitCode}}"), "0", "{}", container.logs());
+    assert!(took < Duration::from_secs(8), "stopped in {took:?}, well within the 10 s grace period");
+}
+
+#[test]
+fn a_guest_that_eats_memory_fails_its_batch_and_the_memory_limited_container_survives() {
+    if !docker() {
+        return;
+    }
+    let port = free_port();
+    let container = Container::run(&[
+        "--memory",
+        "256m",
+        "--memory-swap",
+        "256m",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-v",
+        &format!("{}:/plugins:ro", plugins_dir()),
+        IMAGE,
+        "serve",
+        "--plugin",
+        "/plugins/misbehave.wasm",
+        "--no-cache",
+        "--concurrency",
+        "2",
+    ]);
+    container.wait_healthy(port);
+    // The memory per instance was fitted to the container's limit.
+    assert!(container.logs().contains("memory per instance fitted to the container's limit"), "{}", container.logs());
+    let (code, body) = post(port, "/", "j", r#"["oom"]"#);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("out_of_memory"), "{body}");
+    // Still serving, and not restarted.
+    assert_eq!(post(port, "/", "j", r#"["ok"]"#).0, 200);
+    assert_eq!(container.inspect("{{.State.Running}} {{.State.OOMKilled}} {{.RestartCount}}"), "true false 0");
+}
+
+#[test]
+fn the_deploy_examples_parse_and_name_what_the_image_provides() {
+    // YAML parsed by Python's yaml (installed with moto); each file's images and ports
+    // checked against the image: entry point /wasmbatch, serve on 8080, operator 8888.
+    let root = workspace_root();
+    let script = r#"
+import json, sys, yaml
+out = {}
+for path in sys.argv[1:]:
+    with open(path) as f:
+        out[path] = list(yaml.safe_load_all(f))
+print(json.dumps(out))
+"#;
+    let files = [
+        "deploy/compose.yaml",
+        "deploy/kubernetes/operator.yaml",
+        "deploy/kubernetes/workers.yaml",
+        "deploy/cortex/batch-api.yaml",
+    ];
+    let out = Command::new("python3").arg("-c").arg(script).args(files.iter().map(|f| root.join(f))).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = |name: &str| parsed[root.join(name).display().to_string()].clone();
+    let compose = &doc("deploy/compose.yaml")[0];
+    assert_eq!(compose["services"]["operator"]["image"], "wasmbatch:latest");
+    assert_eq!(compose["services"]["operator"]["command"][0], "operator");
+    assert_eq!(compose["services"]["operator"]["ports"][0], "127.0.0.1:8888:8888");
+    assert_eq!(compose["services"]["worker"]["command"][0], "worker");
+    assert_eq!(compose["services"]["worker"]["deploy"]["replicas"], 3);
+    assert!(Path::new(&root.join("deploy/config/apis.toml")).exists());
+    let operator = doc("deploy/kubernetes/operator.yaml");
+    let deployment = operator.as_array().unwrap().iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (container["image"].as_str(), container["args"][0].as_str()),
+        (Some("wasmbatch:latest"), Some("operator"))
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8888);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
+    let workers = &doc("deploy/kubernetes/workers.yaml")[0];
+    assert_eq!(workers["spec"]["template"]["spec"]["containers"][0]["args"][0], "worker");
+    let cortex = &doc("deploy/cortex/batch-api.yaml")[0][0];
+    assert_eq!(cortex["kind"], "BatchAPI");
+    assert_eq!(cortex["pod"]["port"], 8080);
+    assert_eq!(cortex["pod"]["containers"][0]["readiness_probe"]["http_get"]["path"], "/healthz");
+    assert_eq!(cortex["pod"]["containers"][0]["command"][0], "/wasmbatch");
+    // The plugin image example builds FROM the image and precompiles its plugin.
+    let dockerfile = std::fs::read_to_string(root.join("examples/textstats-image/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("FROM wasmbatch") && dockerfile.contains("\"compile\""), "{dockerfile}");
+}
+
+#[test]
+fn a_plugin_image_is_from_wasmbatch_plus_the_precompiled_plugin_and_is_ready_at_once() {
+    if !docker() {
+        return;
+    }
+    let context = tempfile::tempdir().unwrap();
+    let root = workspace_root();
+    std::fs::copy(root.join("examples/textstats-image/Dockerfile"), context.path().join("Dockerfile")).unwrap();
+    std::fs::copy(plugin("textstats"), context.path().join("textstats.wasm")).unwrap();
+    let tag = format!("wasmbatch-textstats:test{}", std::process::id());
+    let build = Command::new("docker").args(["build", "-q", "-t", &tag]).arg(context.path()).output().unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let port = free_port();
+    let container = Container::run(&[
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=10001",
+        "--tmpfs",
+        "/mnt:uid=10001",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        &tag,
+    ]);
+    container.wait_healthy(port);
+    // Loaded from the artifact made at build time: nothing compiled at start.
+    assert!(container.logs().contains("precompiled"), "{}", container.logs());
+    assert_eq!(post(port, "/", "j", r#"[{"id": "a", "text": "One sentence here."}]"#).0, 200, "{}", container.logs());
+    drop(container);
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}
