@@ -105,6 +105,16 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
     c
 }
 
+/// The memory limit of the container this process runs in (cgroup v2 `memory.max`, or
+/// v1 `memory.limit_in_bytes`), when there is one.
+pub fn container_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        // v1 reports "no limit" as a huge number.
+        .filter(|&limit| limit < 1 << 50)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,14 +125,4 @@ mod tests {
         let b = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
         assert_eq!(a.compatibility_key(), b.compatibility_key());
     }
-}
-
-/// The memory limit of the container this process runs in (cgroup v2 `memory.max`, or
-/// v1 `memory.limit_in_bytes`), when there is one.
-pub fn container_memory_limit() -> Option<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        // v1 reports "no limit" as a huge number.
-        .filter(|&limit| limit < 1 << 50)
 }
