@@ -12,6 +12,7 @@ scripts/build-plugins.sh
 # The container tests use the image; without a Docker engine they say they are skipped.
 if docker info >/dev/null 2>&1; then
   scripts/image.sh wasmbatch:latest
+  docker image inspect wasmbatch-rabbitmq:latest >/dev/null 2>&1 || scripts/rabbitmq-image.sh
 else
   echo "no Docker engine is reachable: the container tests will be skipped" >&2
 fi

@@ -244,7 +244,7 @@ impl Place {
 }
 
 /// A `sum` job of `batches` batches of two items, `[i, 1]` each: item i sums to i + 1.
-fn sum_job(batches: usize) -> Value {
+pub(crate) fn sum_job(batches: usize) -> Value {
     let items: Vec<Value> = (0..batches * 2).map(|i| json!([i, 1])).collect();
     json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}})
 }
@@ -252,7 +252,7 @@ fn sum_job(batches: usize) -> Value {
 /// The sums the `sum` plugin wrote under each mount, by batch: checks that every batch
 /// of a [`sum_job`] is there exactly with its sums, and returns how many batches were
 /// written under more than one mount (ran twice).
-fn check_sums(mounts: &[PathBuf], job_id: &str, batches: usize) -> usize {
+pub(crate) fn check_sums(mounts: &[PathBuf], job_id: &str, batches: usize) -> usize {
     let mut found: HashMap<u64, Vec<f64>> = HashMap::new();
     let mut twice = 0;
     for mount in mounts {
@@ -303,7 +303,7 @@ fn wait_lines(path: &Path, n: usize) -> Vec<Value> {
     }
 }
 
-fn succeeded(status: &Value) -> u64 {
+pub(crate) fn succeeded(status: &Value) -> u64 {
     status["metrics"]["succeeded"].as_u64().unwrap_or(0)
 }
 
