@@ -261,7 +261,7 @@ print(json.dumps(out))
     let compose = &doc("deploy/compose.yaml")[0];
     assert_eq!(compose["services"]["operator"]["image"], "wasmbatch:latest");
     assert_eq!(compose["services"]["operator"]["command"][0], "operator");
-    assert_eq!(compose["services"]["operator"]["ports"][0], "127.0.0.1:8888:8888");
+    assert_eq!(compose["services"]["operator"]["ports"][0], "127.0.0.1:${WASMBATCH_OPERATOR_PORT:-8888}:8888");
     assert_eq!(compose["services"]["worker"]["command"][0], "worker");
     assert_eq!(compose["services"]["worker"]["deploy"]["replicas"], 3);
     assert!(Path::new(&root.join("deploy/config/apis.toml")).exists());
@@ -317,23 +317,36 @@ fn a_plugin_image_is_from_wasmbatch_plus_the_precompiled_plugin_and_is_ready_at_
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
 
-/// A private Docker network, removed (with what is left on it) on drop.
-struct Network {
-    name: String,
+/// A Compose project of `deploy/compose.yaml`, taken down (volumes too) on drop.
+struct Compose {
+    project: String,
+    env: Vec<(String, String)>,
 }
 
-impl Network {
-    fn new() -> Network {
-        let name = format!("wasmbatch-test-{}", std::process::id());
-        let out = Command::new("docker").args(["network", "create", &name]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Network { name }
+impl Compose {
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker-compose")
+            .args(["--compatibility", "-p", &self.project, "-f"])
+            .arg(workspace_root().join("deploy/compose.yaml"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    fn container(&self, service: &str, n: usize) -> String {
+        format!("{}_{service}_{n}", self.project)
+    }
+
+    fn logs(&self, name: &str) -> String {
+        let out = Command::new("docker").args(["logs", name]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 }
 
-impl Drop for Network {
+impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["network", "rm", &self.name]).output();
+        let _ = self.command(&["down", "-v", "-t", "1"]);
     }
 }
 
@@ -359,90 +372,35 @@ fn the_distributed_setup_in_containers_loses_nothing_when_workers_are_killed_or_
     const RABBIT: &str = "wasmbatch-rabbitmq:latest";
     let have = Command::new("docker").args(["image", "inspect", RABBIT]).output().unwrap();
     assert!(have.status.success(), "the image {RABBIT} is missing: build it with scripts/rabbitmq-image.sh");
-    let net = Network::new();
-    let broker_port = free_port();
-    let rabbit = Container::run(&[
-        "--network",
-        &net.name,
-        "--network-alias",
-        "rabbitmq",
-        "-p",
-        &format!("127.0.0.1:{broker_port}:5672"),
-        RABBIT,
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", broker_port))
-        .map(|s| {
-            // docker's proxy accepts before the broker does: wait for the AMQP greeting.
-            use std::io::{Read, Write};
-            let mut s = s;
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"AMQP\x00\x00\x09\x01");
-            let mut buf = [0u8; 8];
-            s.read(&mut buf).unwrap_or(0) == 0
-        })
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "RabbitMQ did not start:\n{}", rabbit.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // deploy/compose.yaml itself, with its variables pointing at this test's files.
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("apis.toml"), "[[api]]\nname = \"sum\"\nmax_attempts = 3\n").unwrap();
     let mnt = shared_dir();
-    let broker = "amqp://guest:guest@rabbitmq:5672/%2f";
     let operator_port = free_port();
-    let operator = Container::run(&[
-        "--network",
-        &net.name,
-        "--read-only",
-        "--tmpfs",
-        "/data:uid=10001",
-        "-p",
-        &format!("127.0.0.1:{operator_port}:8888"),
-        "-v",
-        &format!("{}:/config:ro", config.path().display()),
-        "-e",
-        &format!("WASMBATCH_BROKER={broker}"),
-        IMAGE,
-        "operator",
-        "--config",
-        "/config/apis.toml",
-        "--data-dir",
-        "/data",
-        "--port",
-        "8888",
-    ]);
-    let workers: Vec<Container> = (0..3)
-        .map(|_| {
-            Container::run(&[
-                "--network",
-                &net.name,
-                "--read-only",
-                "--tmpfs",
-                "/tmp:uid=10001",
-                "-v",
-                &format!("{}:/plugins:ro", plugins_dir()),
-                "-v",
-                &format!("{}:/mnt", mnt.path().display()),
-                "-e",
-                &format!("WASMBATCH_BROKER={broker}"),
-                IMAGE,
-                "worker",
-                "--api",
-                "sum",
-                "--plugin",
-                "/plugins/sum.wasm",
-                "--no-cache",
-                "--concurrency",
-                "2",
-            ])
-        })
-        .collect();
+    let compose = Compose {
+        project: format!("wbtest{}", std::process::id()),
+        env: vec![
+            ("WASMBATCH_OPERATOR_PORT".into(), operator_port.to_string()),
+            ("WASMBATCH_CONFIG".into(), config.path().display().to_string()),
+            ("WASMBATCH_PLUGINS".into(), plugins_dir()),
+            ("WASMBATCH_RESULTS".into(), mnt.path().display().to_string()),
+        ],
+    };
+    let up = compose.command(&["up", "-d"]);
+    assert!(up.status.success(), "docker-compose up: {}", String::from_utf8_lossy(&up.stderr));
+    let workers: Vec<String> = (1..=3).map(|n| compose.container("worker", n)).collect();
+    let operator = compose.container("operator", 1);
+    // Operator and workers wait for the broker (logged backoff), then consume.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !workers.iter().all(|w| w.logs().contains("consuming"))
-        || operator_request(operator_port, "GET", "/healthz", None).0 != 200
+    while !workers.iter().all(|w| compose.logs(w).contains("consuming"))
+        || !compose.logs(&operator).contains("consuming outcomes")
     {
-        assert!(Instant::now() < deadline, "the set-up did not start:\n{}\n{}", operator.logs(), workers[0].logs());
+        assert!(
+            Instant::now() < deadline,
+            "the set-up did not start:\n{}\n{}",
+            compose.logs(&operator),
+            compose.logs(&workers[0])
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let batches = 3000;
@@ -450,37 +408,33 @@ fn the_distributed_setup_in_containers_loses_nothing_when_workers_are_killed_or_
         operator_request(operator_port, "POST", "/batch/sum", Some(&crate::broker::sum_job(batches).to_string()));
     assert_eq!(code, 200, "{body}");
     let job_id = serde_json::from_str::<Value>(&body).unwrap()["job_id"].as_str().unwrap().to_string();
-    let status = |port: u16| -> Value {
-        let (_, text) = operator_request(port, "GET", &format!("/batch/sum?jobID={job_id}"), None);
+    let status = || -> Value {
+        let (_, text) = operator_request(operator_port, "GET", &format!("/batch/sum?jobID={job_id}"), None);
         serde_json::from_str(&text).unwrap_or(Value::Null)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while crate::broker::succeeded(&status(operator_port)) < 300 {
-        assert!(Instant::now() < deadline, "the job did not start:\n{}", operator.logs());
+    while crate::broker::succeeded(&status()) < 300 {
+        assert!(Instant::now() < deadline, "the job did not start:\n{}", compose.logs(&operator));
         std::thread::sleep(Duration::from_millis(20));
     }
     // One worker killed, another cut off from the network, mid-job.
-    assert!(Command::new("docker").args(["kill", &workers[0].id]).status().unwrap().success());
-    assert!(
-        Command::new("docker").args(["network", "disconnect", &net.name, &workers[1].id]).status().unwrap().success()
-    );
-    let at_faults = crate::broker::succeeded(&status(operator_port));
+    assert!(Command::new("docker").args(["kill", &workers[0]]).status().unwrap().success());
+    let network = format!("{}_default", compose.project);
+    assert!(Command::new("docker").args(["network", "disconnect", &network, &workers[1]]).status().unwrap().success());
+    let at_faults = crate::broker::succeeded(&status());
     assert!(at_faults < batches as u64, "the faults came mid-job");
 
     let deadline = Instant::now() + Duration::from_secs(180);
     let last = loop {
-        let now = status(operator_port);
+        let now = status();
         if !["pending", "running"].contains(&now["job_status"]["status"].as_str().unwrap_or("running")) {
             break now;
         }
-        assert!(Instant::now() < deadline, "the job did not end: {now}\n{}", operator.logs());
+        assert!(Instant::now() < deadline, "the job did not end: {now}\n{}", compose.logs(&operator));
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(last["job_status"]["status"], "succeeded", "{last}");
     assert_eq!(crate::broker::succeeded(&last), batches as u64);
     crate::broker::check_sums(&[mnt.path().to_path_buf()], &job_id, batches);
     assert!(mnt.path().join(&job_id).join("result.json").exists(), "on-job-complete ran");
-    drop(workers);
-    drop(operator);
-    drop(rabbit);
 }
