@@ -220,11 +220,6 @@ impl Dispatch {
         self.stop.set(StopReason::Shutdown);
     }
 
-    /// Whether a connection is up.
-    pub fn connected(&self) -> bool {
-        self.channel.borrow().is_some()
-    }
-
     /// Starts tracking a job: the outcomes recorded so far are read from the journal.
     pub fn track(&self, job_id: &str, api_name: &str) -> std::io::Result<()> {
         let ended = self.journal.ended(job_id)?;

@@ -111,7 +111,6 @@ enum Outcome {
 struct Executors {
     handler: Handler,
     metrics: Arc<Metrics>,
-    runtime: tokio::runtime::Handle,
     endpoint: Option<Arc<EndpointExecutor>>,
     plugins: Mutex<VecDeque<(String, Arc<InProcess>)>>,
 }
@@ -247,11 +246,9 @@ pub fn run(
     let executors = Arc::new(Executors {
         handler: config.handler,
         metrics: config.metrics.clone(),
-        runtime: runtime.handle().clone(),
         endpoint,
         plugins: Mutex::new(VecDeque::new()),
     });
-    let _ = &executors.runtime;
     let (tx, rx) = crossbeam_channel::unbounded::<Work>();
     let threads: Vec<_> = (0..config.concurrency)
         .map(|index| {
