@@ -641,19 +641,8 @@ fn results_and_failed_items_come_back_through_the_broker() {
     std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"reach\"\nmax_attempts = 2\n").unwrap();
     let operator =
         Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
-    let handler: Vec<String> = [
-        "--plugin",
-        &plugin("reach").display().to_string(),
-        "--allow-http",
-        "http://127.0.0.1:1",
-        "--allow-read",
-        "file:///nowhere/",
-        "--allow-write",
-        "file:///nowhere/",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut handler = vec!["--plugin".to_string(), plugin("reach").display().to_string()];
+    handler.extend(crate::capabilities::REACH_LOADS.map(String::from));
     let worker = Worker::spawn_args(&rabbit.url(), "reach", 2, &handler);
     worker.wait_for("consuming", |_| true);
     let items = json!(["emit:1", "emit:2", "emit:3", "fail:no"]);

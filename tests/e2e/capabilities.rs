@@ -46,6 +46,10 @@ impl Drop for Peer {
     }
 }
 
+/// Grants that let the reach plugin load and reach nothing that exists.
+pub(crate) const REACH_LOADS: [&str; 6] =
+    ["--allow-http", "http://127.0.0.1:1", "--allow-read", "file:///nowhere/", "--allow-write", "file:///nowhere/"];
+
 /// The reach plugin's grants for `peer` and the job's directory.
 fn grants(job: &Job, peer: &Peer) -> Vec<String> {
     let dir = format!("file://{}/", job.path("").display().to_string().trim_end_matches('/'));
@@ -171,16 +175,7 @@ fn results_are_kept_once_per_batch_and_failed_items_alone_are_retried_then_dead_
 
 #[test]
 fn serve_answers_results_and_failed_items_in_its_200_body() {
-    let server = Server::with(plugin("reach"))
-        .args([
-            "--allow-http",
-            "http://127.0.0.1:1",
-            "--allow-read",
-            "file:///nowhere/",
-            "--allow-write",
-            "file:///nowhere/",
-        ])
-        .start();
+    let server = Server::with(plugin("reach")).args(REACH_LOADS).start();
     let reply = server.batch(r#"["emit:{\"x\":1}","fail:no","emit:[2]"]"#);
     assert_eq!(reply.status, 200);
     let body: Value = serde_json::from_str(&reply.body).unwrap();
@@ -191,16 +186,7 @@ fn serve_answers_results_and_failed_items_in_its_200_body() {
 
 #[test]
 fn results_and_failed_items_travel_from_serve_to_run_endpoint() {
-    let server = Server::with(plugin("reach"))
-        .args([
-            "--allow-http",
-            "http://127.0.0.1:1",
-            "--allow-read",
-            "file:///nowhere/",
-            "--allow-write",
-            "file:///nowhere/",
-        ])
-        .start();
+    let server = Server::with(plugin("reach")).args(REACH_LOADS).start();
     let job = Job::new(&json!({"workers": 1, "item_list": {"items": ["emit:1", "fail:x", "emit:2"], "batch_size": 3}}));
     let results = job.path("results.jsonl").display().to_string();
     let endpoint = server.url("");

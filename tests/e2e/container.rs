@@ -84,6 +84,19 @@ fn plugins_dir() -> String {
     plugin("sum").parent().unwrap().display().to_string()
 }
 
+/// `serve` of the misbehave plugin (2 workers, no compile cache) with `docker_options`,
+/// ready; and its published port.
+fn serve_misbehave(docker_options: &[&str]) -> (Container, u16) {
+    let port = free_port();
+    let (publish, plugins) = (format!("127.0.0.1:{port}:8080"), format!("{}:/plugins:ro", plugins_dir()));
+    let mut args: Vec<&str> = docker_options.to_vec();
+    args.extend(["-p", &publish, "-v", &plugins, IMAGE, "serve", "--plugin", "/plugins/misbehave.wasm"]);
+    args.extend(["--no-cache", "--concurrency", "2"]);
+    let container = Container::run(&args);
+    container.wait_healthy(port);
+    (container, port)
+}
+
 fn post(port: u16, path: &str, job_id: &str, body: &str) -> (u16, String) {
     let request = ureq::post(&format!("http://127.0.0.1:{port}{path}"))
         .set("X-Cortex-Job-ID", job_id)
@@ -160,24 +173,7 @@ fn docker_stop_lets_batches_in_flight_finish_and_the_container_exits_0() {
     if !docker() {
         return;
     }
-    let port = free_port();
-    let container = Container::run(&[
-        "--read-only",
-        "--tmpfs",
-        "/tmp:uid=10001",
-        "-p",
-        &format!("127.0.0.1:{port}:8080"),
-        "-v",
-        &format!("{}:/plugins:ro", plugins_dir()),
-        IMAGE,
-        "serve",
-        "--plugin",
-        "/plugins/misbehave.wasm",
-        "--no-cache",
-        "--concurrency",
-        "2",
-    ]);
-    container.wait_healthy(port);
+    let (container, port) = serve_misbehave(&["--read-only", "--tmpfs", "/tmp:uid=10001"]);
     let in_flight: Vec<_> =
         (0..2).map(|_| std::thread::spawn(move || post(port, "/", "j", r#"["sleep:2000"]"#))).collect();
     // Both are being handled: two instances busy.
@@ -206,25 +202,7 @@ fn a_guest_that_eats_memory_fails_its_batch_and_the_memory_limited_container_sur
     if !docker() {
         return;
     }
-    let port = free_port();
-    let container = Container::run(&[
-        "--memory",
-        "256m",
-        "--memory-swap",
-        "256m",
-        "-p",
-        &format!("127.0.0.1:{port}:8080"),
-        "-v",
-        &format!("{}:/plugins:ro", plugins_dir()),
-        IMAGE,
-        "serve",
-        "--plugin",
-        "/plugins/misbehave.wasm",
-        "--no-cache",
-        "--concurrency",
-        "2",
-    ]);
-    container.wait_healthy(port);
+    let (container, port) = serve_misbehave(&["--memory", "256m", "--memory-swap", "256m"]);
     // The memory per instance was fitted to the container's limit.
     assert!(container.logs().contains("memory per instance fitted to the container's limit"), "{}", container.logs());
     let (code, body) = post(port, "/", "j", r#"["oom"]"#);

@@ -78,6 +78,15 @@ impl Drop for S3 {
     }
 }
 
+/// The reach plugin granted reads of `s3://bucket/images/` and writes of
+/// `s3://bucket/results/`, then `extra`.
+fn reach_on_s3<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--plugin", plugin_path("reach"), "--allow-read", "s3://bucket/images/"];
+    args.extend(["--allow-write", "s3://bucket/results/", "--allow-http", "https://unused.example"]);
+    args.extend_from_slice(extra);
+    args
+}
+
 fn run_with(job: &Job, s3: &S3, args: &[&str]) -> crate::run::Outcome {
     let mut command = job.command(args);
     for (key, value) in s3.env() {
@@ -110,22 +119,7 @@ fn a_path_lister_job_over_s3_reads_each_object_and_writes_a_result_object() {
         }
     }));
     let results = job.path("results.jsonl").display().to_string();
-    let outcome = run_with(
-        &job,
-        &s3,
-        &[
-            "--plugin",
-            plugin_path("reach"),
-            "--allow-read",
-            "s3://bucket/images/",
-            "--allow-write",
-            "s3://bucket/results/",
-            "--allow-http",
-            "https://unused.example",
-            "--results",
-            &results,
-        ],
-    );
+    let outcome = run_with(&job, &s3, &reach_on_s3(&["--results", &results]));
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert_eq!(outcome.status["total_batch_count"], 2, "cat and dog only: {}", outcome.status);
     let mut seen: Vec<Value> = read_lines(Path::new(&results)).into_iter().map(|r| r["result"].clone()).collect();
@@ -147,22 +141,7 @@ fn a_path_lister_job_over_s3_reads_each_object_and_writes_a_result_object() {
     let job = Job::new(&json!({"workers": 1, "item_list": {"items": [
         "get:s3://bucket/secret/key.jpg", "put:s3://bucket/images/x:nope", "get:s3://bucket/images/../secret/key.jpg"
     ], "batch_size": 3}}));
-    let outcome = run_with(
-        &job,
-        &s3,
-        &[
-            "--plugin",
-            plugin_path("reach"),
-            "--max-attempts",
-            "1",
-            "--allow-read",
-            "s3://bucket/images/",
-            "--allow-write",
-            "s3://bucket/results/",
-            "--allow-http",
-            "https://unused.example",
-        ],
-    );
+    let outcome = run_with(&job, &s3, &reach_on_s3(&["--max-attempts", "1"]));
     assert_eq!(outcome.status["status"], "completed_with_failures", "{}", outcome.stderr);
     let message = job.dead_letters()[0]["error"]["message"].as_str().unwrap().to_string();
     assert!(
