@@ -148,6 +148,19 @@ pub enum Ended {
     },
 }
 
+/// A message the operator publishes to an API's queue.
+enum Outgoing<'a> {
+    /// A batch: its index and bytes.
+    Batch(u64, &'a [u8]),
+    /// A job's on-job-complete call: its body.
+    Hook(&'a [u8]),
+}
+
+/// `group` as messages.
+fn batches(group: &[Batch]) -> Vec<Outgoing<'_>> {
+    group.iter().map(|b| Outgoing::Batch(b.index, &b.body)).collect()
+}
+
 /// One message taken from a queue, as the journal writer needs it.
 struct Incoming {
     headers: Option<FieldTable>,
@@ -304,7 +317,7 @@ impl Dispatch {
             drop(state);
             group.push(batch);
             if group.len() >= GROUP {
-                if !self.publish(&queue, &job, &spec, &group, stop) {
+                if !self.publish(&queue, &job, &spec, &batches(&group), stop) {
                     break;
                 }
                 mark = group.last().expect("a group").index + 1;
@@ -312,7 +325,7 @@ impl Dispatch {
                 group.clear();
             }
         }
-        if !group.is_empty() && !stop.is_set() && self.publish(&queue, &job, &spec, &group, stop) {
+        if !group.is_empty() && !stop.is_set() && self.publish(&queue, &job, &spec, &batches(&group), stop) {
             mark = group.last().expect("a group").index + 1;
             self.journal.set_published(job.job_id, mark)?;
         }
@@ -360,8 +373,8 @@ impl Dispatch {
                 "failed": counts.failed + counts.unhandled,
                 "total": counts.succeeded + counts.failed + counts.unhandled,
             });
-            let hook = Batch { index: u64::MAX, items: 0, body: body.to_string().into_bytes() };
-            if !self.publish(&queue, &job, &spec, std::slice::from_ref(&hook), stop) {
+            let hook = body.to_string();
+            if !self.publish(&queue, &job, &spec, &[Outgoing::Hook(hook.as_bytes())], stop) {
                 return Ok(match stop.reason() {
                     Some(StopReason::Shutdown) | None => Ended::Shutdown,
                     Some(reason) => self.ended_in_hook(reason),
@@ -481,10 +494,9 @@ impl Dispatch {
         }
     }
 
-    /// Publishes `group` (batches, or the on-job-complete message when its index is
-    /// `u64::MAX`) until the broker confirms all of it: on a lost connection, again on
-    /// the next. `false` when stopped first.
-    fn publish(&self, queue: &str, job: &BrokerJob<'_>, spec: &str, group: &[Batch], stop: &StopFlag) -> bool {
+    /// Publishes `group` until the broker confirms all of it: on a lost connection,
+    /// again on the next. `false` when stopped first.
+    fn publish(&self, queue: &str, job: &BrokerJob<'_>, spec: &str, group: &[Outgoing<'_>], stop: &StopFlag) -> bool {
         let mut channels = self.channel.subscribe();
         self.runtime.block_on(async {
             loop {
@@ -502,28 +514,23 @@ impl Dispatch {
                 };
                 let attempt = async {
                     let mut confirms = Vec::with_capacity(group.len());
-                    for batch in group {
-                        let hook = batch.index == u64::MAX;
-                        let mut headers = Headers::default()
-                            .str(header::KIND, if hook { header::HOOK } else { header::BATCH })
+                    for message in group {
+                        let headers = Headers::default()
                             .str(header::JOB, job.job_id)
                             .int(header::MAX_ATTEMPTS, i64::from(job.max_attempts))
                             .str(header::SPEC, spec);
-                        if !hook {
-                            headers = headers.int(header::INDEX, batch.index as i64);
-                        }
+                        let (headers, body) = match message {
+                            Outgoing::Batch(index, body) => {
+                                (headers.str(header::KIND, header::BATCH).int(header::INDEX, *index as i64), *body)
+                            }
+                            Outgoing::Hook(body) => (headers.str(header::KIND, header::HOOK), *body),
+                        };
                         let properties = BasicProperties::default()
                             .with_delivery_mode(2)
                             .with_content_type("application/json".into())
                             .with_headers(headers.table());
                         let confirm = channel
-                            .basic_publish(
-                                "".into(),
-                                queue.into(),
-                                BasicPublishOptions::default(),
-                                &batch.body,
-                                properties,
-                            )
+                            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
                             .await?;
                         confirms.push(confirm);
                     }
