@@ -45,7 +45,9 @@ fn run_serves_metrics_while_the_job_runs() {
     let items: Vec<&str> = std::iter::repeat_n("sleep:100", 30).collect();
     std::fs::write(&job, json!({"workers": 1, "item_list": {"items": items, "batch_size": 1}}).to_string()).unwrap();
     let port = free_port();
+    // Its state and dead-letter file go to the scratch directory, not the repository.
     let mut child = wasmbatch()
+        .current_dir(dir.path())
         .arg("run")
         .arg(&job)
         .args(["--progress", "off", "--no-mount", "--plugin"])
