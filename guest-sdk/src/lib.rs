@@ -46,7 +46,10 @@
 //!
 //! - **Typed items.** The batch (a JSON array) is deserialized into `Vec<T>` for the `T`
 //!   your handler takes. A batch that does not fit is reported to the host as
-//!   `invalid_input` with serde's message; your function is not called.
+//!   `invalid_input` with serde's message; your function is not called. `T` may borrow
+//!   from the batch: `struct Doc<'a> { #[serde(borrow)] text: Cow<'a, str> }` with a
+//!   handler taking `Vec<Doc<'_>>` copies a string only when it holds escapes (a
+//!   `&'a str` field cannot hold those: such an item is `invalid_input`).
 //! - **Errors.** [`Error`] takes any error with `?` — `std::io::Error`, `serde_json`'s,
 //!   `anyhow::Error`, your own — and keeps its chain of causes. [`ErrorContext`] adds
 //!   context (`.context("reading the model")?`) to a `Result` or an `Option`, or marks an
@@ -512,10 +515,11 @@ fn with_state<S: 'static, R>(f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
 /// A batch handler: `fn(&Context, Vec<T>) -> Result<O>` or
 /// `fn(&Context, &mut S, Vec<T>) -> Result<O>`, where `O` is `()` or `Vec<R>` of
 /// results ([`Output`]). Implemented for such functions; the marker type tells the
-/// two apart.
-pub trait Handler<Marker> {
+/// two apart. `'b` is the batch's lifetime: items may borrow from it (`&'b str`,
+/// `Cow<'b, str>` with `#[serde(borrow)]`) instead of copying their strings.
+pub trait Handler<'b, Marker> {
     /// Deserializes the batch and calls the function.
-    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()>;
+    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()>;
 }
 
 /// Marks a handler without state.
@@ -524,10 +528,10 @@ pub struct Stateless<T>(PhantomData<T>);
 pub struct Stateful<S, T>(PhantomData<(S, T)>);
 
 /// The batch's items as `T`; an item that does not fit is named by its index.
-fn items<T: DeserializeOwned>(batch: &[u8]) -> Result<Vec<T>> {
+fn items<'b, T: Deserialize<'b>>(batch: &'b [u8]) -> Result<Vec<T>> {
     serde_json::from_slice(batch).map_err(|whole| {
         // The slow path, only for a batch that does not fit: which item is wrong?
-        let raw: std::result::Result<Vec<Box<serde_json::value::RawValue>>, _> = serde_json::from_slice(batch);
+        let raw: std::result::Result<Vec<&'b serde_json::value::RawValue>, _> = serde_json::from_slice(batch);
         let message = match raw {
             Err(_) => format!("batch is not a JSON array: {whole}"),
             Ok(raw) => {
@@ -542,26 +546,26 @@ fn items<T: DeserializeOwned>(batch: &[u8]) -> Result<Vec<T>> {
     })
 }
 
-impl<F, T, O> Handler<Stateless<(T, O)>> for F
+impl<'b, F, T, O> Handler<'b, Stateless<(T, O)>> for F
 where
     F: FnOnce(&Context<'_>, Vec<T>) -> Result<O>,
-    T: DeserializeOwned,
+    T: Deserialize<'b>,
     O: Output,
 {
-    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
+    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()> {
         let items = items(batch)?;
         self(ctx, items)?.emit(ctx)
     }
 }
 
-impl<F, S, T, O> Handler<Stateful<S, (T, O)>> for F
+impl<'b, F, S, T, O> Handler<'b, Stateful<S, (T, O)>> for F
 where
     F: FnOnce(&Context<'_>, &mut S, Vec<T>) -> Result<O>,
     S: 'static,
-    T: DeserializeOwned,
+    T: Deserialize<'b>,
     O: Output,
 {
-    fn call(self, ctx: &Context<'_>, batch: &[u8]) -> Result<()> {
+    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()> {
         let items = items(batch)?;
         with_state(|state: &mut S| self(ctx, state, items))?.emit(ctx)
     }
@@ -651,7 +655,8 @@ macro_rules! __plugin {
 
         /// # Safety
         /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
-        #[unsafe(no_mangle)]
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         pub unsafe extern "C" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {
             $(
                 // SAFETY: forwarded from the caller.
@@ -664,7 +669,8 @@ macro_rules! __plugin {
 
         /// # Safety
         /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-        #[unsafe(no_mangle)]
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         pub unsafe extern "C" fn wasmbatch_handle(
             job_ptr: *mut u8,
             job_len: usize,
@@ -672,13 +678,18 @@ macro_rules! __plugin {
             batch_len: usize,
         ) -> i32 {
             // SAFETY: forwarded from the caller.
-            unsafe { $crate::__private::handle(job_ptr, job_len, batch_ptr, batch_len, $h) }
+            unsafe {
+                $crate::__private::handle(job_ptr, job_len, batch_ptr, batch_len, |ctx, batch| {
+                    $crate::Handler::call($h, ctx, batch)
+                })
+            }
         }
 
         $(
             /// # Safety
             /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-            #[unsafe(no_mangle)]
+            #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+            #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
             pub unsafe extern "C" fn wasmbatch_on_job_complete(
                 job_ptr: *mut u8,
                 job_len: usize,
@@ -693,23 +704,28 @@ macro_rules! __plugin {
 }
 
 /// The exports every plugin has, whichever hooks it defines; emitted by
-/// `#[handler]` and [`plugin!`].
+/// `#[handler]` and [`plugin!`]. Every export is exported on wasm only: natively (a
+/// plugin's own tests, a native build of its code) they are plain functions, so that
+/// several plugins can link into one program.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __core_exports {
     () => {
         #[cfg(target_arch = "wasm32")]
-        #[unsafe(no_mangle)]
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         pub extern "C" fn _initialize() {
             $crate::__private::initialize();
         }
 
-        #[unsafe(no_mangle)]
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         pub extern "C" fn wasmbatch_abi_version() -> i32 {
             $crate::ABI_VERSION
         }
 
-        #[unsafe(no_mangle)]
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         pub extern "C" fn wasmbatch_alloc(len: usize) -> *mut u8 {
             $crate::__private::alloc(len)
         }
@@ -802,17 +818,20 @@ pub mod __private {
     ///
     /// # Safety
     /// Both pointer pairs must come from `alloc` with the same lengths (or be empty).
-    pub unsafe fn handle<M>(
+    ///
+    /// `call` is `|ctx, batch| Handler::call(function, ctx, batch)`: a closure for
+    /// any lifetime of the batch, so that items may borrow from it.
+    pub unsafe fn handle(
         job_ptr: *mut u8,
         job_len: usize,
         batch_ptr: *mut u8,
         batch_len: usize,
-        handler: impl Handler<M>,
+        call: impl for<'b> FnOnce(&Context<'_>, &'b [u8]) -> Result<()>,
     ) -> i32 {
         // SAFETY: forwarded.
         let (job_id, batch) = unsafe { (take(job_ptr, job_len), take(batch_ptr, batch_len)) };
         let job_id = String::from_utf8_lossy(&job_id);
-        report(handler.call(&Context::from_host(&job_id, true), &batch))
+        report(call(&Context::from_host(&job_id, true), &batch))
     }
 
     /// `wasmbatch_on_job_complete`.

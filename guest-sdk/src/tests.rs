@@ -21,10 +21,10 @@ fn put(text: &str) -> (*mut u8, usize) {
     (ptr, text.len())
 }
 
-fn call<M>(job: &str, batch: &str, handler: impl Handler<M>) -> i32 {
+fn call<M>(job: &str, batch: &str, handler: impl for<'b> Handler<'b, M>) -> i32 {
     let ((jp, jl), (bp, bl)) = (put(job), put(batch));
     // SAFETY: both buffers come from `alloc` with these lengths.
-    unsafe { __private::handle(jp, jl, bp, bl, handler) }
+    unsafe { __private::handle(jp, jl, bp, bl, |ctx, batch| handler.call(ctx, batch)) }
 }
 
 fn init<S: 'static>(spec: &str, hook: impl FnOnce(&Context<'_>) -> Result<S>) -> i32 {
@@ -192,4 +192,32 @@ fn config_comes_from_the_spec() {
     assert_eq!(ctx.config_as::<Config>().unwrap().limit, 5);
     let empty = serde_json::json!({});
     assert!(Context::new("j", &empty).config().is_null());
+}
+
+#[derive(Deserialize)]
+struct Doc<'a> {
+    id: &'a str,
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
+fn lengths(_ctx: &Context, docs: Vec<Doc<'_>>) -> Result<Vec<usize>> {
+    Ok(docs.iter().map(|d| d.id.len() + d.text.len()).collect())
+}
+
+/// As the exports call a handler whose items borrow from the batch.
+fn call_borrowing(batch: &str) -> i32 {
+    let ((jp, jl), (bp, bl)) = (put("job-1"), put(batch));
+    // SAFETY: both buffers come from `alloc` with these lengths.
+    unsafe { __private::handle(jp, jl, bp, bl, |ctx, batch| Handler::call(lengths, ctx, batch)) }
+}
+
+#[test]
+fn items_may_borrow_their_strings_from_the_batch() {
+    assert_eq!(call_borrowing(r#"[{"id":"a","text":"xyz"},{"id":"bc","text":"q\"uote"}]"#), status::OK);
+    assert_eq!(crate::take_emitted(), vec![b"4".to_vec(), b"8".to_vec()]);
+    // A `&str` cannot hold a string with escapes; the item is named.
+    assert_eq!(call_borrowing(r#"[{"id":"a","text":""},{"id":"b\n","text":""}]"#), status::INVALID_INPUT);
+    let error = take_error().unwrap();
+    assert!(error.starts_with("item 1 does not match the handler's item type"), "{error}");
 }

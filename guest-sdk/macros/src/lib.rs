@@ -51,12 +51,17 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 ::wasmbatch_guest::__core_exports!();
                 /// # Safety
                 /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-                #[unsafe(no_mangle)]
+                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
+                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
                 pub unsafe extern \"C\" fn wasmbatch_handle(
                     job_ptr: *mut u8, job_len: usize, batch_ptr: *mut u8, batch_len: usize,
                 ) -> i32 {{
                     // SAFETY: forwarded from the caller.
-                    unsafe {{ ::wasmbatch_guest::__private::handle(job_ptr, job_len, batch_ptr, batch_len, {name}) }}
+                    unsafe {{
+                        ::wasmbatch_guest::__private::handle(job_ptr, job_len, batch_ptr, batch_len, |ctx, batch| {{
+                            ::wasmbatch_guest::Handler::call({name}, ctx, batch)
+                        }})
+                    }}
                 }}
             }};"
         )
@@ -72,7 +77,8 @@ pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
             "const _: () = {{
                 /// # Safety
                 /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
-                #[unsafe(no_mangle)]
+                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
+                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
                 pub unsafe extern \"C\" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {{
                     // SAFETY: forwarded from the caller.
                     unsafe {{ ::wasmbatch_guest::__private::init(ptr, len, {name}) }}
@@ -92,7 +98,8 @@ pub fn on_job_complete(attr: TokenStream, item: TokenStream) -> TokenStream {
             "const _: () = {{
                 /// # Safety
                 /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-                #[unsafe(no_mangle)]
+                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
+                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
                 pub unsafe extern \"C\" fn wasmbatch_on_job_complete(
                     job_ptr: *mut u8, job_len: usize, body_ptr: *mut u8, body_len: usize,
                 ) -> i32 {{

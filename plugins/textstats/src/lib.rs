@@ -15,6 +15,7 @@
 //! Build: `cargo build --target wasm32-wasip1 --release -p textstats`
 //! Run:   `wasmbatch serve --plugin target/wasm32-wasip1/release/textstats.wasm --mount ./out`
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -23,13 +24,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wasmbatch_guest::{Context, ErrorContext, JobComplete, Result, info, invalid};
 
-/// One input document.
+/// One input document. Its strings borrow from the batch (copied only when they hold
+/// escapes).
 #[derive(Debug, Deserialize)]
-pub struct Document {
+pub struct Document<'a> {
     /// The document's name, carried into its result.
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     /// The text to analyze.
-    pub text: String,
+    #[serde(borrow)]
+    pub text: Cow<'a, str>,
 }
 
 /// What [`analyze`] finds in one document.
@@ -99,7 +103,7 @@ fn top_words(counts: &HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 }
 
 /// Analyzes one document.
-pub fn analyze(doc: &Document) -> Stats {
+pub fn analyze(doc: &Document<'_>) -> Stats {
     let sentences =
         doc.text.split(['.', '!', '?']).filter(|s| s.chars().any(char::is_alphanumeric)).count().max(1) as u64;
     let (counts, words, syllables) = word_counts(&doc.text);
@@ -109,7 +113,7 @@ pub fn analyze(doc: &Document) -> Stats {
         206.835 - 1.015 * (words as f64 / sentences as f64) - 84.6 * (syllables as f64 / words as f64)
     };
     Stats {
-        id: doc.id.clone(),
+        id: doc.id.to_string(),
         sentences,
         words,
         syllables,
@@ -132,7 +136,7 @@ fn output_dir(ctx: &Context) -> Result<Option<PathBuf>> {
 }
 
 #[wasmbatch_guest::handler]
-fn handle(ctx: &Context, docs: Vec<Document>) -> Result<()> {
+fn handle(ctx: &Context, docs: Vec<Document<'_>>) -> Result<()> {
     let stats: Vec<Stats> = docs.iter().map(analyze).collect();
     let Some(dir) = output_dir(ctx)? else { return Ok(()) };
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
