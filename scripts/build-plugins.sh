@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
 cargo build --release --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
-  -p noop -p sum -p textstats -p misbehave -p reach
+  -p noop -p sum -p textstats -p misbehave -p reach -p reshape
 echo "plugins: $PLUGIN_DIR" >&2
