@@ -119,7 +119,8 @@ impl ServeBuilder {
             .args(&defaults)
             .args(&self.args)
             .env_remove("CORTEX_PORT")
-            .env("RUST_LOG", "info")
+            // The per-batch line of a success is at DEBUG.
+            .env("RUST_LOG", "info,wasmbatch::http=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -115,8 +115,10 @@ struct GaugeGuard(Arc<Gauge>);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        // Only a waiter for zero listens; waking nobody costs a lock per request.
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
@@ -350,7 +352,10 @@ fn body_reservation(app: &App, request: &Request<Incoming>) -> Result<usize, Api
 
 /// Waits for admission, ending early with `draining` when the server drains.
 async fn admit(app: &App, bytes: usize) -> Result<crate::pool::Admission, ApiError> {
+    // Biased: admission is polled first, so that a request admitted at once never
+    // registers a drain waiter.
     tokio::select! {
+        biased;
         admitted = app.pool.admit(bytes) => admitted.map_err(|Busy| ApiError::Busy),
         () = app.drained() => Err(ApiError::Draining),
     }
@@ -361,7 +366,9 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiEr
     let limit = app.config.max_body;
     let read = Limited::new(request.into_body(), limit).collect();
     let timeout = app.config.body_timeout;
+    // Biased: a body already received is taken before the timer is ever armed.
     tokio::select! {
+        biased;
         collected = read => match collected {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
@@ -413,7 +420,7 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
             }
             Ok(_) => {
                 metrics.batch_succeeded(&job_id, elapsed);
-                tracing::info!(api_name, job_id, batch, items, duration_ms, queued_ms, outcome = "succeeded", "batch")
+                tracing::debug!(api_name, job_id, batch, items, duration_ms, queued_ms, outcome = "succeeded", "batch")
             }
             Err(f) => {
                 metrics.attempt_failed(f.kind.as_str());
