@@ -178,9 +178,15 @@ pub struct WorkerArgs {
     /// waits for it to be ready before taking batches.
     #[arg(long, value_name = "URL")]
     pub endpoint: Vec<String>,
-    /// Batches handled at once; also the prefetch [default: number of CPUs].
+    /// Batches handled at once [default: number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: Option<u32>,
+    /// Batches held at once, running or ready to run (at least --concurrency): those
+    /// beyond the running ones spare each batch a round trip to the broker. Equal to
+    /// --concurrency, the last batches of a job spread best over many workers
+    /// [default: 4 × --concurrency].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub prefetch: Option<u32>,
     /// How long to wait for --endpoint to be ready.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub ready_timeout: Duration,
@@ -1062,7 +1068,9 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "serving metrics");
         runtime.spawn(serve_metrics(listener, metrics.clone(), std::future::pending()));
     }
-    let config = WorkerConfig { url, api: args.api, concurrency, drain_timeout: args.drain_timeout, handler, metrics };
+    let prefetch = args.prefetch.map(|p| p as usize).unwrap_or(concurrency * 4).max(concurrency);
+    let config =
+        WorkerConfig { url, api: args.api, concurrency, prefetch, drain_timeout: args.drain_timeout, handler, metrics };
     let result = worker::run(config, &runtime, shutdown_signal());
     runtime.shutdown_timeout(Duration::from_secs(1));
     result

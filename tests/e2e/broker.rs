@@ -332,8 +332,10 @@ fn a_worker_killed_mid_job_loses_nothing_and_only_its_batches_in_flight_run_twic
     assert_eq!((succeeded(&status), status["metrics"]["failed"].as_u64()), (batches as u64, Some(0)));
     assert_eq!(status["job_status"]["total_batch_count"], batches);
     let twice = check_sums(&mounts, &job_id, batches);
-    // At-least-once: only what the killed worker held (its prefetch, 2) ran again.
-    assert!(twice <= 2, "{twice} batches ran twice");
+    // At-least-once: only what the killed worker held ran again — at most its prefetch
+    // (4 × its concurrency of 2): batches running, or finished with their outcomes not
+    // yet confirmed while its threads went on with the next ones.
+    assert!(twice <= 8, "{twice} batches ran twice");
     // on-job-complete ran once, on one of the survivors.
     let hooks: usize = workers.iter().map(|w| w.count("on-job-complete ran")).sum();
     assert_eq!(hooks, 1);

@@ -2,8 +2,10 @@
 //! a plugin in this process or by a server of the container contract beside it (as
 //! Cortex's dequeuer does).
 //!
-//! The prefetch equals the concurrency, so the worker holds only what it is running.
-//! A batch is acknowledged only after its outcome is in the results queue (publisher
+//! The prefetch (by default four times the concurrency) keeps the next batches at
+//! hand, so that a worker thread does not wait for the broker's round trip between two
+//! batches; what a killed worker held is delivered to another (those it had run, with
+//! outcomes not yet confirmed, run twice: at most the prefetch). A batch is acknowledged only after its outcome is in the results queue (publisher
 //! confirm): a worker killed at any point leaves its batches to the broker, which
 //! delivers them to another worker. A failure that another attempt may cure is
 //! rejected back to the queue (the broker counts the delivery, and past the limit
@@ -76,8 +78,10 @@ pub struct WorkerConfig {
     pub url: BrokerUrl,
     /// The API whose batches this worker takes.
     pub api: String,
-    /// Batches handled at once (and the prefetch).
+    /// Batches handled at once.
     pub concurrency: usize,
+    /// Batches held at once, running or ready (at least `concurrency`).
+    pub prefetch: usize,
     /// How long a SIGTERM waits for the batches held.
     pub drain_timeout: Duration,
     /// The handler.
@@ -289,6 +293,7 @@ pub fn run(
         url: config.url,
         api: config.api,
         concurrency: config.concurrency,
+        prefetch: config.prefetch,
         tx,
         executors: executors.clone(),
         stopped: Mutex::new(Stopped::default()),
@@ -308,6 +313,7 @@ struct Worker {
     url: BrokerUrl,
     api: String,
     concurrency: usize,
+    prefetch: usize,
     tx: crossbeam_channel::Sender<Work>,
     executors: Arc<Executors>,
     stopped: Mutex<Stopped>,
@@ -398,7 +404,7 @@ impl Worker {
             .map_err(text)?;
 
         let batches = connection.create_channel().await.map_err(text)?;
-        let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
+        let prefetch = u16::try_from(self.prefetch.max(self.concurrency)).unwrap_or(u16::MAX);
         batches.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(text)?;
         let mut consumer = batches
             .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
