@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Builds what the benchmarks need (release binaries, the plugins, a virtualenv with
-# FastAPI + uvicorn) and runs every benchmark, printing one table per comparison.
-# Usage: scripts/bench.sh [http] [jobs] [operator] [native] [startup]   (default: all)
-# Environment: BENCH_SECONDS (per load run, default 3), BENCH_ROUNDS (default 3),
-# BENCH_JOB_BATCHES, BENCH_DOCS.
+# FastAPI + uvicorn, RabbitMQ from Debian's package) and runs every benchmark, printing
+# one table per comparison and then every goal with its figure.
+# Usage: scripts/bench.sh [--quick] [http] [jobs] [operator] [native] [broker] [capabilities] [startup]
+#   (default: every section). --quick: small inputs, under two minutes once built; CI
+#   runs it so that the harness keeps working. It prints the figures and never fails on
+#   one (timings on a shared machine are not assertions).
+# Environment: BENCH_SECONDS (per load run, default 3), BENCH_ROUNDS (default 3), and
+# BENCH_<SIZE> for any entry of SIZES in bench/run.py (e.g. BENCH_JOB_BATCHES, BENCH_DOCS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
+ensure_rabbitmq
 scripts/build-plugins.sh >&2
 cargo build --release -p wasmbatch -p wasmbatch-bench >&2
 
 venv="$HOME/.cache/wasmbatch/bench-venv"
+python3 -c 'import ensurepip' 2>/dev/null || apt_install "venv, for the FastAPI baseline" python3-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import fastapi, uvicorn' 2>/dev/null; then
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet fastapi uvicorn >&2

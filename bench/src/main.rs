@@ -2,8 +2,13 @@
 //!
 //! - `load ADDR CONNECTIONS SECONDS BODY_FILE`
 //! - `native-server PORT` — the ceiling: parses the JSON array, answers 200
-//! - `textstats-native JSONL BATCH_SIZE THREADS` — the plugin's analysis, natively
+//! - `native WORKLOAD JSONL BATCH_SIZE THREADS [OUT]` — a plugin's work, compiled
+//!   natively: `textstats` (analyze each document) or `reshape` (summarize each order;
+//!   the summaries, serialized, are written to OUT as JSON Lines, as `run` writes the
+//!   plugin's results)
 //! - `startup URL -- COMMAND…` — milliseconds from spawning COMMAND to `URL/healthz` 200
+//! - `http-native URL N` — N GET requests, one after another, with the HTTP client the
+//!   host's `http_request` capability uses (ureq, one kept-alive connection)
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,9 +22,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("load") => cmd_load(&args[1..]),
         Some("native-server") => cmd_native_server(&args[1..]),
-        Some("textstats-native") => cmd_textstats(&args[1..]),
+        Some("native") => cmd_native(&args[1..]),
         Some("startup") => cmd_startup(&args[1..]),
-        _ => Err("usage: wasmbatch-bench load|native-server|textstats-native|startup …".into()),
+        Some("http-native") => cmd_http_native(&args[1..]),
+        _ => Err("usage: wasmbatch-bench load|native-server|native|startup|http-native …".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,21 +99,46 @@ fn cmd_native_server(args: &[String]) -> Result<(), String> {
     })
 }
 
-fn cmd_textstats(args: &[String]) -> Result<(), String> {
-    let path = args.first().ok_or("missing JSONL")?;
-    let batch_size: usize = arg(args, 1, "BATCH_SIZE")?;
-    let threads: usize = arg(args, 2, "THREADS")?;
+/// One batch of a workload, as its plugin does it: deserialize, work, keep the output
+/// (serialized into `out` when the plugin's output is results).
+fn native_batch(workload: &str, batch: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    match workload {
+        "textstats" => {
+            let docs: Vec<textstats::Document> = serde_json::from_str(batch).map_err(|e| e.to_string())?;
+            let stats: Vec<textstats::Stats> = docs.iter().map(textstats::analyze).collect();
+            std::hint::black_box(stats);
+            Ok(())
+        }
+        "reshape" => {
+            let orders: Vec<reshape::Order> = serde_json::from_str(batch).map_err(|e| e.to_string())?;
+            // The plugin's results are serialized one by one (ctx.emit).
+            for order in &orders {
+                serde_json::to_writer(&mut *out, &reshape::summarize(order)).map_err(|e| e.to_string())?;
+                out.push(b'\n');
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown workload {other:?} (textstats, reshape)")),
+    }
+}
+
+fn cmd_native(args: &[String]) -> Result<(), String> {
+    let workload = args.first().ok_or("missing WORKLOAD")?.clone();
+    let path = args.get(1).ok_or("missing JSONL")?;
+    let batch_size: usize = arg(args, 2, "BATCH_SIZE")?;
+    let threads: usize = arg(args, 3, "THREADS")?;
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let out = match args.get(4) {
+        Some(out) => Some(std::sync::Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?,
+        ))),
+        None => None,
+    };
     // The same shape of work as the plugin in wasmbatch: batches as JSON text, each
-    // deserialized and analyzed by one of `threads` workers.
-    let batches: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .chunks(batch_size)
-        .map(|chunk| format!("[{}]", chunk.join(",")))
-        .collect();
-    let items = text.lines().filter(|l| !l.trim().is_empty()).count();
+    // deserialized and handled by one of `threads` workers.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let batches: Vec<String> = lines.chunks(batch_size).map(|chunk| format!("[{}]", chunk.join(","))).collect();
+    native_batch(&workload, batches.first().map_or("[]", String::as_str), &mut Vec::new())?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -116,17 +147,23 @@ fn cmd_textstats(args: &[String]) -> Result<(), String> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(batch) = batches.get(i) else { break };
-                    let docs: Vec<textstats::Document> = serde_json::from_str(batch).expect("documents");
-                    let stats: Vec<textstats::Stats> = docs.iter().map(textstats::analyze).collect();
-                    std::hint::black_box(stats);
+                    let mut bytes = Vec::new();
+                    native_batch(&workload, batch, &mut bytes).expect("checked on the first batch");
+                    if let Some(out) = &out {
+                        std::io::Write::write_all(&mut *out.lock().expect("not poisoned"), &bytes)
+                            .expect("writing OUT");
+                    }
                 }
             });
         }
     });
+    if let Some(out) = out {
+        std::io::Write::flush(&mut out.into_inner().expect("not poisoned")).map_err(|e| e.to_string())?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"items": items, "batches": batches.len(), "threads": threads, "seconds": seconds, "items_per_second": items as f64 / seconds})
+        json!({"items": lines.len(), "batches": batches.len(), "threads": threads, "seconds": seconds, "items_per_second": lines.len() as f64 / seconds})
     );
     Ok(())
 }
@@ -171,5 +208,22 @@ fn cmd_startup(args: &[String]) -> Result<(), String> {
     let _ = child.kill();
     let _ = child.wait();
     println!("{}", json!({"ready_ms": ready.as_secs_f64() * 1e3, "idle_rss_kib": rss_kib}));
+    Ok(())
+}
+
+fn cmd_http_native(args: &[String]) -> Result<(), String> {
+    let url = args.first().ok_or("missing URL")?;
+    let n: usize = arg(args, 1, "N")?;
+    // Built as the host builds its client for guests: no redirects, a timeout per call.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let started = Instant::now();
+    for _ in 0..n {
+        let answer = agent.get(url).timeout(Duration::from_secs(30)).call().map_err(|e| e.to_string())?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut answer.into_reader(), &mut body).map_err(|e| e.to_string())?;
+        std::hint::black_box(body);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{}", json!({"requests": n, "seconds": seconds, "requests_per_second": n as f64 / seconds}));
     Ok(())
 }
