@@ -1,7 +1,8 @@
 //! `noop` — accepts any batch and does nothing: the baseline for measuring the host.
 //!
-//! Every cost of a batch through this plugin is the host's: copying the batch into the
-//! guest, the call, and (under `serve`) HTTP. Items are not even parsed.
+//! Every cost of a batch through this plugin is the host's — copying the batch into the
+//! guest, the call, and (under `serve`) HTTP — plus the SDK's one pass over the batch:
+//! items are skimmed as `IgnoredAny`, never built into values.
 //!
 //! Build: `cargo build --target wasm32-wasip1 --release -p noop`
 //! Run:   `wasmbatch serve --plugin target/wasm32-wasip1/release/noop.wasm`
