@@ -149,10 +149,6 @@ def timed(cmd):
     return elapsed, out.stdout
 
 
-def median_of(runs):
-    return statistics.median(runs)
-
-
 def batch_body():
     items = [
         {"id": f"item-{i:04d}", "user": f"u-{1234567 + i}", "score": round(0.123456 * (i + 1), 6), "tags": ["alpha", "beta"], "ok": True}
@@ -312,7 +308,7 @@ def operator(results):
         ops.append(time.perf_counter() - started)
         assert status["job_status"]["status"] == "succeeded", status
         stop(proc)
-    run_s, op_s = median_of(runs), median_of(ops)
+    run_s, op_s = statistics.median(runs), statistics.median(ops)
     print("| path | wall s (median) | batches/s | ratio to run |")
     print("|---|---|---|---|")
     print(f"| run --plugin (in-process, journaled) | {run_s:.2f} | {batches / run_s:,.0f} | 1.00 |")
@@ -334,7 +330,7 @@ def operator(results):
             time.sleep(0.0005)
         latencies.append(time.perf_counter() - started)
     stop(proc)
-    latency_ms = median_of(latencies) * 1e3
+    latency_ms = statistics.median(latencies) * 1e3
     print(f"\nsubmit → first batch handled (output written), median of {len(latencies)}: {latency_ms:.1f} ms (goal < 20 ms)")
     goal("operator: submit → first batch handled", f"{latency_ms:.1f} ms", "< 20 ms", latency_ms < 20)
 
@@ -440,8 +436,8 @@ def wasm_vs_native(results):
                 native_runs.append(timed([BENCH, "native", name, str(data), "20", str(workers), str(native_out)])[0])
                 wasm_out.unlink(missing_ok=True)
                 wasm_runs.append(timed(run_cmd(job, f"{name}.wasm", "--results", str(wasm_out)))[0])
-            row = {"workload": name, "workers": workers, "native_items_s": items / median_of(native_runs),
-                   "wasm_items_s": items / median_of(wasm_runs)}
+            row = {"workload": name, "workers": workers, "native_items_s": items / statistics.median(native_runs),
+                   "wasm_items_s": items / statistics.median(wasm_runs)}
             rows.append(row)
             ratio = row["wasm_items_s"] / row["native_items_s"]
             print(f"| {name} | {workers} | {row['native_items_s']:,.0f} | {row['wasm_items_s']:,.0f} | {ratio:.2f} |")
@@ -547,7 +543,7 @@ def broker(results):
                 stop(worker)
                 stop(proc)
             total = status["job_status"]["total_batch_count"]
-            emb, brk = median_of(times["embedded"]), median_of(times["broker"])
+            emb, brk = statistics.median(times["embedded"]), statistics.median(times["broker"])
             rows.append({"workload": label, "batches": total, "embedded_s": emb, "broker_s": brk,
                          "worker_concurrency": concurrency, "cpu_s": cpu})
         print("| workload | embedded operator batches/s | through the broker batches/s | broker / embedded | worker concurrency |")
@@ -589,7 +585,7 @@ def broker(results):
             first.wait()
             stop(second)
         stop(proc)
-        delay_ms = median_of(delays) * 1e3
+        delay_ms = statistics.median(delays) * 1e3
         print(f"\nredelivery: a worker holding a batch is SIGKILLed; another worker finishes it and the operator records it "
               f"after {delay_ms:.0f} ms (median of {len(delays)}; goal < 1 s)")
         goal("broker: worker killed → its batch done by another worker", f"{delay_ms:.0f} ms", "< 1 s", delay_ms < 1000)
@@ -624,7 +620,7 @@ def capabilities(results):
         native_us.append((native(2 * calls) - native(calls)) / calls * 1e6)
         guest_us.append((guest(2 * calls) - guest(calls)) / calls * 1e6)
     stop(server)
-    n_us, g_us = median_of(native_us), median_of(guest_us)
+    n_us, g_us = statistics.median(native_us), statistics.median(guest_us)
     print("| caller | µs per request | requests/s | ratio |")
     print("|---|---|---|---|")
     print(f"| native: the same client (ureq) in a plain loop | {n_us:.1f} | {1e6 / n_us:,.0f} | 1.00 |")
@@ -657,8 +653,8 @@ def startup(results):
     print("|---|---|---|---|---|")
     for name, runs in rows.items():
         ms = [r["ready_ms"] for r in runs]
-        print(f"| {name} | {median_of(ms):.1f} | {min(ms):.1f} | {max(ms):.1f} | {runs[-1]['idle_rss_kib'] / 1024:.1f} |")
-    warm_ms = median_of([r["ready_ms"] for r in warm])
+        print(f"| {name} | {statistics.median(ms):.1f} | {min(ms):.1f} | {max(ms):.1f} | {runs[-1]['idle_rss_kib'] / 1024:.1f} |")
+    warm_ms = statistics.median([r["ready_ms"] for r in warm])
     goal("start-up, warm compile cache", f"{warm_ms:.1f} ms", "< 50 ms", warm_ms < 50)
     http = results.get("http", {}).get("wasmbatch serve")
     if http:

@@ -1068,7 +1068,8 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "serving metrics");
         runtime.spawn(serve_metrics(listener, metrics.clone(), std::future::pending()));
     }
-    let prefetch = args.prefetch.map(|p| p as usize).unwrap_or(concurrency * 4).max(concurrency);
+    // The worker raises a prefetch below the concurrency to it.
+    let prefetch = args.prefetch.map_or(concurrency * 4, |p| p as usize);
     let config =
         WorkerConfig { url, api: args.api, concurrency, prefetch, drain_timeout: args.drain_timeout, handler, metrics };
     let result = worker::run(config, &runtime, shutdown_signal());
