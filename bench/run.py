@@ -259,7 +259,7 @@ def operator_config(path, mount, broker=False):
         "max_workers = 2\n"
         + api("noop", "noop.wasm", "max_workers = 2\n")
         + api("sum", "sum.wasm", f"mount = \"{mount}\"\nmax_workers = 2\n")
-        + api("textstats", "textstats.wasm", "max_workers = 2\n")
+        + api("textstats", "textstats.wasm", f"max_workers = 2\nallow_inputs = [\"file://{WORK}/\"]\n")
         + api("sleepy", "misbehave.wasm")
     )
     return path

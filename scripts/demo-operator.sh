@@ -19,6 +19,7 @@ name = "textstats"
 plugin = "$PLUGIN_DIR/textstats.wasm"
 mount = "out"
 max_workers = 2
+allow_inputs = ["file://$PWD/samples/"]
 TOML
 # The sample job's input path made absolute: the operator reads it, not this shell.
 python3 - "$PWD" > "$work/job.json" <<'PY'

@@ -19,7 +19,10 @@ BIN="$CARGO_TARGET_DIR/$TARGET/release/wasmbatch"
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/etc/ssl/certs" "$ctx/writable/home/wasmbatch/.cache/wasmbatch" "$ctx/writable/data" \
-  "$ctx/writable/tmp" "$ctx/writable/mnt" "$ctx/writable/plugins" "$ctx/rootfs/cortex/spec"
+  "$ctx/writable/mnt" "$ctx/writable/plugins" "$ctx/rootfs/cortex/spec" "$ctx/rootfs/tmp"
+# /tmp as on any system (root's, 1777): Docker gives a `--tmpfs /tmp` the mode of the
+# image's directory, so a plain tmpfs is writable by the non-root user on a read-only root.
+chmod 1777 "$ctx/rootfs/tmp"
 cp "$BIN" "$ctx/rootfs/wasmbatch"
 strip "$ctx/rootfs/wasmbatch" 2>/dev/null || true
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/rootfs/etc/ssl/certs/"

@@ -82,34 +82,8 @@ impl HostGrant {
     }
 }
 
-/// A capability call that did not happen or did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// Not granted, or not a valid request: nothing was sent.
-    Refused(String),
-    /// Sent, and failed: no connection, a timeout, an answer over the limit.
-    Failed(String),
-    /// Objects: there is no such object.
-    NotFound(String),
-}
-
-impl CallError {
-    /// The code the host function returns for it.
-    pub fn code(&self) -> i32 {
-        match self {
-            CallError::Refused(_) => -1,
-            CallError::Failed(_) => -2,
-            CallError::NotFound(_) => -3,
-        }
-    }
-
-    /// Its message.
-    pub fn message(&self) -> &str {
-        match self {
-            CallError::Refused(m) | CallError::Failed(m) | CallError::NotFound(m) => m,
-        }
-    }
-}
+pub use crate::confine::CallError;
+use crate::confine::{Prefixes, Target};
 
 /// What the guests of one API may reach.
 #[derive(Debug)]
@@ -117,9 +91,9 @@ pub struct Grants {
     /// Hosts of outbound HTTP.
     pub http: Vec<HostGrant>,
     /// URL prefixes objects may be read under.
-    pub read: Vec<String>,
+    pub read: Prefixes,
     /// URL prefixes objects may be written under.
-    pub write: Vec<String>,
+    pub write: Prefixes,
     /// Limit of one HTTP call (the batch's deadline may cut it shorter).
     pub http_timeout: Duration,
     /// Largest response body (and largest object read whole) kept, in bytes.
@@ -163,8 +137,8 @@ impl Grants {
     pub fn none() -> Grants {
         Grants {
             http: Vec::new(),
-            read: Vec::new(),
-            write: Vec::new(),
+            read: Prefixes::default(),
+            write: Prefixes::default(),
             http_timeout: Duration::from_secs(30),
             max_response: 16 << 20,
             agent: OnceLock::new(),
@@ -181,19 +155,14 @@ impl Grants {
     ) -> Result<Grants, Vec<String>> {
         let mut problems = Vec::new();
         let http = http.iter().filter_map(|h| HostGrant::parse(h).map_err(|e| problems.push(e)).ok()).collect();
-        let prefixes = |list: &[String], problems: &mut Vec<String>| {
-            list.iter()
-                .filter_map(|p| match crate::objects::check_prefix(p) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        problems.push(e);
-                        None
-                    }
-                })
-                .collect()
-        };
-        let read = prefixes(read, &mut problems);
-        let write = prefixes(write, &mut problems);
+        let read = Prefixes::parse(read).unwrap_or_else(|e| {
+            problems.extend(e);
+            Prefixes::default()
+        });
+        let write = Prefixes::parse(write).unwrap_or_else(|e| {
+            problems.extend(e);
+            Prefixes::default()
+        });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -225,7 +194,12 @@ impl Grants {
     /// The grants as a human reads them (for logs).
     pub fn describe(&self) -> String {
         let hosts: Vec<&str> = self.http.iter().map(|h| h.text.as_str()).collect();
-        format!("http: [{}], read: [{}], write: [{}]", hosts.join(", "), self.read.join(", "), self.write.join(", "))
+        format!(
+            "http: [{}], read: [{}], write: [{}]",
+            hosts.join(", "),
+            self.read.texts().join(", "),
+            self.write.texts().join(", ")
+        )
     }
 
     /// Sends a guest's HTTP request, if granted, before `deadline`.
@@ -251,7 +225,9 @@ impl Grants {
             return Err(CallError::Failed("the batch's deadline has passed".into()));
         }
         let timeout = left.min(self.http_timeout);
-        let agent = self.agent.get_or_init(|| ureq::AgentBuilder::new().redirects(0).build());
+        let agent = self
+            .agent
+            .get_or_init(|| ureq::AgentBuilder::new().redirects(0).tls_config(crate::tls::client_config()).build());
         let mut call = agent.request_url(&method, &url).timeout(timeout);
         for (name, value) in &request.headers {
             call = call.set(name, value);
@@ -287,27 +263,14 @@ impl Grants {
         Ok(HttpResponse { status, headers, body })
     }
 
-    /// Whether objects may be read at `url`.
-    pub fn may_read(&self, url: &str) -> Result<(), CallError> {
-        Self::under(&self.read, url, "read")
+    /// What `url` names, if objects may be read there.
+    pub fn may_read(&self, url: &str) -> Result<Target, CallError> {
+        self.read.check(url, "read")
     }
 
-    /// Whether objects may be written at `url`.
-    pub fn may_write(&self, url: &str) -> Result<(), CallError> {
-        Self::under(&self.write, url, "write")
-    }
-
-    fn under(prefixes: &[String], url: &str, what: &str) -> Result<(), CallError> {
-        if url.split('/').any(|segment| segment == ".." || segment == ".") {
-            return Err(CallError::Refused(format!("{url}: `.` and `..` are not allowed in object URLs")));
-        }
-        if prefixes.iter().any(|p| url.starts_with(p.as_str())) {
-            return Ok(());
-        }
-        Err(CallError::Refused(format!(
-            "{url} is not under a prefix the API may {what} (allowed: {})",
-            if prefixes.is_empty() { "none".to_string() } else { prefixes.join(", ") }
-        )))
+    /// What `url` names, if objects may be written there.
+    pub fn may_write(&self, url: &str) -> Result<Target, CallError> {
+        self.write.check(url, "write")
     }
 }
 
@@ -361,6 +324,7 @@ mod tests {
     fn object_urls_must_be_under_a_prefix_without_dot_segments() {
         let grants = Grants::parse(&[], &["s3://bucket/in/".into()], &[], Duration::from_secs(1), 1 << 20).unwrap();
         assert!(grants.may_read("s3://bucket/in/a.jpg").is_ok());
+        assert!(grants.may_read("s3://bucket/in/%2e%2e/secret").is_err());
         assert_eq!(grants.may_read("s3://bucket/other").unwrap_err().code(), -1);
         assert!(grants.may_read("s3://bucket/in/../secret").is_err());
         assert!(grants.may_write("s3://bucket/in/a").unwrap_err().message().contains("allowed: none"));

@@ -48,6 +48,11 @@ pub struct Cli {
     /// set (a full filter such as `info,guest=debug`), else info].
     #[arg(long, global = true, value_enum)]
     pub log_level: Option<logging::LogLevel>,
+    /// PEM certificates to trust beside the system's roots (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`), for every TLS connection: an operator over https://, object
+    /// storage, guests' outbound HTTP, amqps:// brokers.
+    #[arg(long, global = true, value_name = "FILE", env = "WASMBATCH_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -85,6 +90,17 @@ pub struct OperatorUrl {
     /// The operator's URL.
     #[arg(long = "operator", env = "WASMBATCH_OPERATOR", default_value = "http://localhost:8888")]
     pub url: String,
+    /// The token the operator wants (its --token-file), sent as `Authorization: Bearer`.
+    #[command(flatten)]
+    pub token: TokenArg,
+}
+
+/// The job service's token, for the commands that call it.
+#[derive(Debug, Args)]
+pub struct TokenArg {
+    /// A token of the operator's --token-file, sent as `Authorization: Bearer …`.
+    #[arg(long = "token", value_name = "TOKEN", env = "WASMBATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Options of `submit`.
@@ -159,6 +175,20 @@ pub struct OperatorArgs {
     /// (amqp://user:password@host:5672/vhost); without it, the operator runs them.
     #[arg(long, value_name = "URL", env = "WASMBATCH_BROKER")]
     pub broker: Option<String>,
+    /// Tokens that open the job API, one a line (`#` comments): every route but
+    /// /healthz then needs `Authorization: Bearer <token>`. Without it the API is open
+    /// to whoever reaches the port (a warning says so at start).
+    #[arg(long, value_name = "FILE", env = "WASMBATCH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// /metrics needs a token too (by default it is open, for Prometheus).
+    #[arg(long, requires = "token_file")]
+    pub metrics_auth: bool,
+    /// Serve https:// with this certificate chain (PEM); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Options of `worker`.
@@ -197,6 +227,9 @@ pub struct WorkerArgs {
     /// The job service that guests submit jobs to (chaining).
     #[arg(long, value_name = "URL", env = "WASMBATCH_OPERATOR_URL", default_value = "http://localhost:8888")]
     pub operator_url: String,
+    /// The token of the job service guests submit to.
+    #[command(flatten)]
+    pub token: TokenArg,
     /// An API guests may submit jobs to (repeatable; `*` for any).
     #[arg(long, value_name = "API")]
     pub may_submit_to: Vec<String>,
@@ -335,6 +368,9 @@ pub struct ServeArgs {
         default_value = "http://ingressgateway-operator.istio-system.svc.cluster.local"
     )]
     pub operator_url: String,
+    /// The token of the job service guests submit to.
+    #[command(flatten)]
+    pub token: TokenArg,
     /// An API guests may submit jobs to (repeatable; `*` for any). Without it, the
     /// guests' submissions are refused.
     #[arg(long, value_name = "API")]
@@ -449,6 +485,10 @@ const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.log_level);
+    if let Err(e) = crate::tls::init(cli.ca_file.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Serve(args) => run_serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run_job(*args),
@@ -582,6 +622,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new(spec.api_name().unwrap_or("wasmbatch"));
     let submitter = crate::operator::client::RemoteSubmitter::new(
         &args.operator_url,
+        args.token.token.as_deref(),
         spec.api_name().unwrap_or("wasmbatch"),
         args.may_submit_to.clone(),
     )
@@ -791,7 +832,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
     let input = match &meta.retry_from {
         Some(path) => source::open_dead_letter(path).map_err(invalid)?,
-        None => source::open(submission.source, rewrite).map_err(invalid)?,
+        None => source::open(submission.source, rewrite, None).map_err(invalid)?,
     };
     let total = input.total_batches();
     if let Some(total) = total {
@@ -976,14 +1017,27 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the I/O runtime")?;
     let broker = args.broker.as_deref().map(crate::broker::BrokerUrl::parse).transpose().map_err(invalid)?;
+    let tokens = args.token_file.as_deref().map(crate::operator::auth::Tokens::load).transpose().map_err(invalid)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key).map_err(invalid)?),
+        _ => None,
+    };
+    if tokens.is_none() {
+        tracing::warn!(
+            host = args.host,
+            "the job API is open: no --token-file, so whoever reaches this port may submit, stop and read jobs"
+        );
+    }
+    let front = crate::operator::routes::Front { tokens, metrics_auth: args.metrics_auth, tls };
     let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, journal = %service.journal().path().display(), "listening");
-        crate::operator::routes::serve(listener, service.clone(), shutdown_signal()).await;
+        let scheme = if front.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, journal = %service.journal().path().display(), "listening");
+        crate::operator::routes::serve(listener, service.clone(), Arc::new(front), shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     tracing::info!("shutting down: batches in flight finish or are left for the next start");
@@ -1022,6 +1076,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.about(path)))?;
             let submitter = crate::operator::client::RemoteSubmitter::new(
                 &args.operator_url,
+                args.token.token.as_deref(),
                 &args.api,
                 args.may_submit_to.clone(),
             )
@@ -1095,7 +1150,7 @@ fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read(&args.job).map_err(|e| invalid(format!("cannot read job file {}: {e}", args.job.display())))?
     };
-    let mut client = Client::new(&args.operator.url).map_err(client_error)?;
+    let mut client = Client::new(&args.operator.url, args.operator.token.token.as_deref()).map_err(client_error)?;
     let spec = client.submit(&args.api, job).map_err(client_error)?;
     let job_id = spec["job_id"].as_str().unwrap_or_default().to_string();
     if !args.watch {
@@ -1135,7 +1190,7 @@ fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
 fn run_get(args: GetArgs) -> anyhow::Result<ExitCode> {
     use crate::operator::client::{Client, describe_job, describe_jobs};
-    let mut client = Client::new(&args.operator.url).map_err(client_error)?;
+    let mut client = Client::new(&args.operator.url, args.operator.token.token.as_deref()).map_err(client_error)?;
     let answer = match &args.job_id {
         Some(job_id) => client.job(&args.api, job_id),
         None => client.jobs(&args.api),
@@ -1150,7 +1205,8 @@ fn run_get(args: GetArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let mut client = crate::operator::client::Client::new(&args.operator.url).map_err(client_error)?;
+    let mut client = crate::operator::client::Client::new(&args.operator.url, args.operator.token.token.as_deref())
+        .map_err(client_error)?;
     println!("{}", client.stop(&args.api, &args.job_id).map_err(client_error)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -10,37 +10,42 @@
 //! call them (guests' host functions, the input reader) may block on them.
 
 use std::collections::HashMap;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use cap_std::fs::Dir;
 use futures_lite::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use url::Url;
 
-use crate::capability::CallError;
-
-/// The URL schemes of object storage.
-pub const SCHEMES: &[&str] = &["s3", "gs", "az", "file"];
+use crate::confine::{CallError, ObjectUrl, SCHEMES, Target};
 
 /// Checks a grant's URL prefix (`s3://bucket/prefix/`, `file:///dir/`).
 pub fn check_prefix(prefix: &str) -> Result<String, String> {
-    let url = Url::parse(prefix).map_err(|e| format!("object prefix {prefix:?}: {e}"))?;
-    if !SCHEMES.contains(&url.scheme()) {
-        return Err(format!("object prefix {prefix:?}: the scheme must be one of {}", SCHEMES.join(", ")));
-    }
-    if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("object prefix {prefix:?}: name the bucket (s3://bucket/…)"));
-    }
-    if prefix.split('/').any(|s| s == ".." || s == ".") {
-        return Err(format!("object prefix {prefix:?}: `.` and `..` are not allowed"));
-    }
-    Ok(prefix.to_string())
+    ObjectUrl::parse(prefix).map(|_| prefix.to_string()).map_err(|e| format!("object prefix {e}"))
 }
 
 /// Whether `text` is an object URL (as opposed to a local path).
 pub fn is_object_url(text: &str) -> bool {
     text.split_once("://").is_some_and(|(scheme, _)| SCHEMES.contains(&scheme) && scheme != "file")
+}
+
+/// `file://` URL of an absolute local path, each segment percent-encoded where a URL
+/// needs it. Segments are kept as written (`.`, `..`, empty ones), so that a check of
+/// the URL refuses them rather than a normalization hiding them.
+pub fn file_url(path: &Path) -> String {
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'\\');
+    let text = path.to_string_lossy();
+    let mut url = String::from("file://");
+    let segments: Vec<&str> = text.strip_prefix('/').unwrap_or(&text).split('/').collect();
+    for segment in &segments {
+        url.push('/');
+        url.extend(percent_encoding::utf8_percent_encode(segment, SET));
+    }
+    url
 }
 
 /// An object found by a listing.
@@ -75,38 +80,38 @@ pub fn objects() -> &'static Objects {
 }
 
 impl Objects {
-    /// The store of `url`'s bucket, and the object's path in it.
-    fn locate(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), CallError> {
-        let refused = |why: String| CallError::Refused(format!("{url}: {why}"));
-        let parsed = Url::parse(url).map_err(|e| refused(e.to_string()))?;
-        let scheme = parsed.scheme();
-        let bucket = parsed.host_str().unwrap_or("").to_string();
-        let key = format!("{scheme}://{bucket}");
+    /// The store of an object URL's bucket, and the object's path in it.
+    fn locate(&self, url: &ObjectUrl) -> Result<(Arc<dyn ObjectStore>, ObjectPath), CallError> {
+        let refused = |why: String| CallError::Refused(format!("{}: {why}", url.as_str()));
+        let key = format!("{}://{}", url.scheme, url.bucket);
         let store = {
             let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
             match stores.get(&key) {
                 Some(store) => store.clone(),
                 None => {
-                    let store: Arc<dyn ObjectStore> = match scheme {
+                    let options = crate::tls::object_store_options(&url.scheme);
+                    let store: Arc<dyn ObjectStore> = match url.scheme.as_str() {
                         "s3" => Arc::new(
                             object_store::aws::AmazonS3Builder::from_env()
                                 .with_url(&key)
+                                .with_client_options(options)
                                 .build()
                                 .map_err(|e| refused(e.to_string()))?,
                         ),
                         "gs" => Arc::new(
                             object_store::gcp::GoogleCloudStorageBuilder::from_env()
                                 .with_url(&key)
+                                .with_client_options(options)
                                 .build()
                                 .map_err(|e| refused(e.to_string()))?,
                         ),
                         "az" => Arc::new(
                             object_store::azure::MicrosoftAzureBuilder::from_env()
                                 .with_url(&key)
+                                .with_client_options(options)
                                 .build()
                                 .map_err(|e| refused(e.to_string()))?,
                         ),
-                        "file" => Arc::new(object_store::local::LocalFileSystem::new()),
                         other => {
                             return Err(refused(format!(
                                 "the scheme {other} is not one of object storage ({})",
@@ -119,7 +124,7 @@ impl Objects {
                 }
             }
         };
-        let path = ObjectPath::from_url_path(parsed.path()).map_err(|e| refused(e.to_string()))?;
+        let path = ObjectPath::from_iter(url.segments.iter().map(String::as_str));
         Ok((store, path))
     }
 
@@ -154,53 +159,89 @@ impl Objects {
         }
     }
 
-    /// The whole object at `url`, if it is at most `max` bytes.
-    pub fn get(&self, url: &str, max: usize, deadline: Instant) -> Result<Vec<u8>, CallError> {
+    /// The whole object `target` names, if it is at most `max` bytes.
+    pub fn get(&self, target: &Target, max: usize, deadline: Instant) -> Result<Vec<u8>, CallError> {
+        let url = match target {
+            Target::Local { root, path, url } => {
+                let file = local::open(root, path, url)?;
+                let size = file.metadata().map_err(|e| local::error(url, root, e))?.len();
+                if size > max as u64 {
+                    return Err(over_limit(url, size, max));
+                }
+                let mut bytes = Vec::with_capacity(size as usize);
+                file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| local::error(url, root, e))?;
+                if bytes.len() > max {
+                    return Err(over_limit(url, bytes.len() as u64, max));
+                }
+                return Ok(bytes);
+            }
+            Target::Store(url) => url,
+        };
         let (store, path) = self.locate(url)?;
-        let meta = self.run(url, deadline, store.head(&path))?;
+        let meta = self.run(url.as_str(), deadline, store.head(&path))?;
         if meta.size > max as u64 {
-            return Err(CallError::Failed(format!(
-                "{url}: {} bytes, over the limit of {max} bytes read at once (read it in ranges)",
-                meta.size
-            )));
+            return Err(over_limit(url.as_str(), meta.size, max));
         }
-        let bytes = self.run(url, deadline, async { store.get(&path).await?.bytes().await })?;
+        let bytes = self.run(url.as_str(), deadline, async { store.get(&path).await?.bytes().await })?;
         Ok(bytes.to_vec())
     }
 
-    /// Bytes `offset..offset + len` of the object at `url` (fewer at its end; none past it).
-    pub fn read(&self, url: &str, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, CallError> {
+    /// Bytes `offset..offset + len` of the object (fewer at its end; none past it).
+    pub fn read(&self, target: &Target, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, CallError> {
+        let url = match target {
+            Target::Local { root, path, url } => {
+                let mut file = local::open(root, path, url)?;
+                let mut bytes = Vec::new();
+                file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| local::error(url, root, e))?;
+                file.take(len).read_to_end(&mut bytes).map_err(|e| local::error(url, root, e))?;
+                return Ok(bytes);
+            }
+            Target::Store(url) => url,
+        };
         let (store, path) = self.locate(url)?;
-        let meta = self.run(url, deadline, store.head(&path))?;
+        let meta = self.run(url.as_str(), deadline, store.head(&path))?;
         let end = offset.saturating_add(len).min(meta.size);
         if offset >= end {
             return Ok(Vec::new());
         }
-        let bytes = self.run(url, deadline, store.get_range(&path, offset..end))?;
+        let bytes = self.run(url.as_str(), deadline, store.get_range(&path, offset..end))?;
         Ok(bytes.to_vec())
     }
 
-    /// Writes `data` as the object at `url` (whole, atomically).
-    pub fn put(&self, url: &str, data: Vec<u8>, deadline: Instant) -> Result<(), CallError> {
-        let (store, path) = self.locate(url)?;
-        self.run(url, deadline, store.put(&path, PutPayload::from(data))).map(drop)
+    /// Writes `data` as the object (whole, atomically: a reader sees the old object or
+    /// the new one, and a failed write leaves nothing behind).
+    pub fn put(&self, target: &Target, data: Vec<u8>, deadline: Instant) -> Result<(), CallError> {
+        match target {
+            Target::Local { root, path, url } => local::put(root, path, url, &data),
+            Target::Store(url) => {
+                let (store, path) = self.locate(url)?;
+                self.run(url.as_str(), deadline, store.put(&path, PutPayload::from(data))).map(drop)
+            }
+        }
     }
 
-    /// Every object under `prefix` (`s3://bucket/dir/`), in key order.
-    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>, String> {
-        let (store, path) = self.locate(prefix).map_err(|e| e.message().to_string())?;
-        let base =
-            prefix.split_once("://").map(|(s, rest)| (s, rest.split('/').next().unwrap_or(""))).unwrap_or_default();
+    /// Every object under `target` (a folder), or the one object it names, in key order.
+    pub fn list(&self, target: &Target) -> Result<Vec<Listed>, String> {
+        let url = match target {
+            Target::Local { root, path, url } => {
+                let mut listed = local::list(root, path, url).map_err(|e| e.message().to_string())?;
+                listed.sort_by(|a, b| a.key.cmp(&b.key));
+                return Ok(listed);
+            }
+            Target::Store(url) => url,
+        };
+        let (store, path) = self.locate(url).map_err(|e| e.message().to_string())?;
         let deadline = Instant::now() + Duration::from_secs(300);
         let path = (!path.as_ref().is_empty()).then_some(path);
+        let base = format!("{}://{}", url.scheme, url.bucket);
         let mut listed: Vec<Listed> = self
-            .run(prefix, deadline, async {
+            .run(url.as_str(), deadline, async {
                 let mut stream = store.list(path.as_ref());
                 let mut out = Vec::new();
                 while let Some(meta) = stream.next().await {
                     let meta = meta?;
                     out.push(Listed {
-                        url: format!("{}://{}/{}", base.0, base.1, meta.location),
+                        url: format!("{base}/{}", meta.location),
                         key: meta.location.to_string(),
                         size: meta.size,
                     });
@@ -210,19 +251,140 @@ impl Objects {
             .map_err(|e| e.message().to_string())?;
         if listed.is_empty()
             && let Some(path) = &path
-            && let Ok(meta) = self.run(prefix, deadline, store.head(path))
+            && let Ok(meta) = self.run(url.as_str(), deadline, store.head(path))
         {
             // The URL names one object.
-            listed.push(Listed { url: prefix.to_string(), key: meta.location.to_string(), size: meta.size });
+            listed.push(Listed { url: url.as_str().to_string(), key: meta.location.to_string(), size: meta.size });
         }
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listed)
     }
 }
 
+fn over_limit(url: &str, size: u64, max: usize) -> CallError {
+    CallError::Failed(format!("{url}: {size} bytes, over the limit of {max} bytes read at once (read it in ranges)"))
+}
+
+/// Local objects, always opened beneath the granted directory's handle.
+mod local {
+    use super::*;
+
+    /// An I/O error as a call's error: a way out of the granted folder is refused.
+    pub(super) fn error(url: &str, root: &Path, e: std::io::Error) -> CallError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => CallError::NotFound(format!("{url}: no such object")),
+            std::io::ErrorKind::PermissionDenied if e.to_string().contains("outside") => CallError::Refused(format!(
+                "{url}: leads outside the granted folder {} (a `..` or a symbolic link out of it is not followed)",
+                root.display()
+            )),
+            _ => CallError::Failed(format!("{url}: {e}")),
+        }
+    }
+
+    fn root_dir(root: &Path, url: &str) -> Result<Dir, CallError> {
+        Dir::open_ambient_dir(root, cap_std::ambient_authority())
+            .map_err(|e| CallError::Failed(format!("{url}: the granted folder {}: {e}", root.display())))
+    }
+
+    /// The regular file at `path` below `root`.
+    pub(super) fn open(root: &Path, path: &Path, url: &str) -> Result<cap_std::fs::File, CallError> {
+        if path.as_os_str().is_empty() {
+            return Err(CallError::Refused(format!("{url}: names the granted folder, not an object")));
+        }
+        let file = root_dir(root, url)?.open(path).map_err(|e| error(url, root, e))?;
+        let meta = file.metadata().map_err(|e| error(url, root, e))?;
+        if !meta.is_file() {
+            return Err(CallError::NotFound(format!("{url}: not a file")));
+        }
+        Ok(file)
+    }
+
+    /// Writes to a temporary name beside the object, then renames it into place; a
+    /// link at the object's name is replaced, never written through.
+    pub(super) fn put(root: &Path, path: &Path, url: &str, data: &[u8]) -> Result<(), CallError> {
+        let name =
+            path.file_name().ok_or_else(|| CallError::Refused(format!("{url}: names a folder, not an object")))?;
+        let dir = root_dir(root, url)?;
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let dir = if parent.as_os_str().is_empty() {
+            dir
+        } else {
+            // Opened first: a link on the way that leads out is refused as such, not
+            // reported as a folder that exists.
+            match dir.open_dir(parent) {
+                Ok(opened) => opened,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    dir.create_dir_all(parent).map_err(|e| error(url, root, e))?;
+                    dir.open_dir(parent).map_err(|e| error(url, root, e))?
+                }
+                Err(e) => return Err(error(url, root, e)),
+            }
+        };
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = PathBuf::from(format!(".{}.{}-{n}.wasmbatch-tmp", name.to_string_lossy(), std::process::id()));
+        let written = (|| {
+            let mut options = cap_std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            let mut file = dir.open_with(&temp, &options)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            dir.rename(&temp, &dir, name)
+        })();
+        written.map_err(|e| {
+            let _ = dir.remove_file(&temp);
+            error(url, root, e)
+        })
+    }
+
+    /// The files under `path` (a folder: recursively; a file: itself). Symbolic links to
+    /// files that stay inside the granted folder count; links to folders are not
+    /// followed (no loops), links that lead out are left out.
+    pub(super) fn list(root: &Path, path: &Path, url: &str) -> Result<Vec<Listed>, CallError> {
+        let top = root_dir(root, url)?;
+        let meta = if path.as_os_str().is_empty() {
+            top.dir_metadata().map_err(|e| error(url, root, e))?
+        } else {
+            top.metadata(path).map_err(|e| error(url, root, e))?
+        };
+        let mut out = Vec::new();
+        if meta.is_file() {
+            out.push(listed(root, path, meta.len()));
+            return Ok(out);
+        }
+        let dir =
+            if path.as_os_str().is_empty() { top } else { top.open_dir(path).map_err(|e| error(url, root, e))? };
+        let mut stack = vec![(dir, path.to_path_buf())];
+        while let Some((dir, at)) = stack.pop() {
+            for entry in dir.entries().map_err(|e| error(url, root, e))? {
+                let entry = entry.map_err(|e| error(url, root, e))?;
+                let name = entry.file_name();
+                let kind = entry.file_type().map_err(|e| error(url, root, e))?;
+                if kind.is_dir() {
+                    stack.push((entry.open_dir().map_err(|e| error(url, root, e))?, at.join(&name)));
+                } else if kind.is_file() {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push(listed(root, &at.join(&name), size));
+                } else if kind.is_symlink()
+                    && let Ok(meta) = dir.metadata(&name)
+                    && meta.is_file()
+                {
+                    out.push(listed(root, &at.join(&name), meta.len()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn listed(root: &Path, path: &Path, size: u64) -> Listed {
+        let full = root.join(path);
+        Listed { url: file_url(&full), key: full.display().to_string(), size }
+    }
+}
+
 /// Reads an object in ranges of `chunk` bytes: an input of any size in bounded memory.
 pub struct ObjectReader {
-    url: String,
+    target: Target,
     size: u64,
     offset: u64,
     chunk: u64,
@@ -231,9 +393,9 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    /// A reader of the object at `url`, of `size` bytes.
-    pub fn new(url: &str, size: u64) -> ObjectReader {
-        ObjectReader { url: url.to_string(), size, offset: 0, chunk: 4 << 20, buffer: Vec::new(), at: 0 }
+    /// A reader of the object `target` names, of `size` bytes.
+    pub fn new(target: Target, size: u64) -> ObjectReader {
+        ObjectReader { target, size, offset: 0, chunk: 4 << 20, buffer: Vec::new(), at: 0 }
     }
 }
 
@@ -245,7 +407,7 @@ impl std::io::Read for ObjectReader {
             }
             let deadline = Instant::now() + Duration::from_secs(300);
             self.buffer = objects()
-                .read(&self.url, self.offset, self.chunk, deadline)
+                .read(&self.target, self.offset, self.chunk, deadline)
                 .map_err(|e| std::io::Error::other(e.message().to_string()))?;
             self.at = 0;
             self.offset += self.buffer.len() as u64;
@@ -275,24 +437,118 @@ mod tests {
         assert!(!is_object_url("file:///tmp/x"), "file:// inputs are local paths");
     }
 
+    fn granted(prefix: &Path) -> crate::confine::Prefixes {
+        crate::confine::Prefixes::parse(&[file_url(prefix)]).unwrap()
+    }
+
     #[test]
     fn local_objects_are_written_listed_read_whole_and_in_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let base = format!("file://{}", dir.path().display());
+        let grants = granted(dir.path());
+        let base = file_url(dir.path());
+        let at = |key: &str| grants.check(&format!("{base}/{key}"), "read").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let objects = objects();
-        objects.put(&format!("{base}/a/one.txt"), b"hello world".to_vec(), deadline).unwrap();
-        objects.put(&format!("{base}/a/two.txt"), b"2".to_vec(), deadline).unwrap();
-        assert_eq!(objects.get(&format!("{base}/a/one.txt"), 100, deadline).unwrap(), b"hello world");
-        assert_eq!(objects.read(&format!("{base}/a/one.txt"), 6, 100, deadline).unwrap(), b"world");
-        assert!(objects.read(&format!("{base}/a/one.txt"), 99, 1, deadline).unwrap().is_empty());
-        let e = objects.get(&format!("{base}/a/one.txt"), 5, deadline).unwrap_err();
+        objects.put(&at("a/one.txt"), b"hello world".to_vec(), deadline).unwrap();
+        objects.put(&at("a/two.txt"), b"2".to_vec(), deadline).unwrap();
+        assert_eq!(objects.get(&at("a/one.txt"), 100, deadline).unwrap(), b"hello world");
+        assert_eq!(objects.read(&at("a/one.txt"), 6, 100, deadline).unwrap(), b"world");
+        assert!(objects.read(&at("a/one.txt"), 99, 1, deadline).unwrap().is_empty());
+        let e = objects.get(&at("a/one.txt"), 5, deadline).unwrap_err();
         assert!(e.message().contains("over the limit"), "{e:?}");
-        assert_eq!(objects.get(&format!("{base}/a/none"), 5, deadline).unwrap_err().code(), -3);
-        let mut reader = ObjectReader::new(&format!("{base}/a/one.txt"), 11);
+        assert_eq!(objects.get(&at("a/none"), 5, deadline).unwrap_err().code(), -3);
+        let keys: Vec<String> = objects.list(&at("a/")).unwrap().into_iter().map(|l| l.url).collect();
+        assert_eq!(keys, [format!("{base}/a/one.txt"), format!("{base}/a/two.txt")]);
+        assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 2, "no temporary file is left");
+        let mut reader = ObjectReader::new(at("a/one.txt"), 11);
         reader.chunk = 4;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
         assert_eq!(text, "hello world");
+    }
+
+    /// A guest that controls what lies under its granted folder (it may write there)
+    /// plants links and swaps folders; none of it reaches a file outside.
+    #[test]
+    fn links_never_lead_out_of_a_granted_folder() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (granted_dir, outside) = (dir.path().join("in"), dir.path().join("outside"));
+        std::fs::create_dir_all(&granted_dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        std::fs::write(outside.join("victim"), b"untouched").unwrap();
+        symlink(outside.join("secret"), granted_dir.join("abs-link")).unwrap();
+        symlink("../outside/secret", granted_dir.join("rel-link")).unwrap();
+        symlink(&outside, granted_dir.join("dir-link")).unwrap();
+        symlink(outside.join("victim"), granted_dir.join("victim-link")).unwrap();
+        std::fs::write(granted_dir.join("inside.txt"), b"ok").unwrap();
+        symlink("inside.txt", granted_dir.join("inner-link")).unwrap();
+        let grants = granted(&granted_dir);
+        let base = file_url(&granted_dir);
+        let at = |key: &str| grants.check(&format!("{base}/{key}"), "read").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let objects = objects();
+        for key in ["abs-link", "rel-link", "dir-link/secret"] {
+            let e = objects.get(&at(key), 100, deadline).unwrap_err();
+            assert_eq!(e.code(), -1, "{key}: {e:?}");
+            assert!(e.message().contains("outside the granted folder"), "{e:?}");
+            assert_eq!(objects.read(&at(key), 0, 100, deadline).unwrap_err().code(), -1, "{key}");
+        }
+        assert_eq!(objects.get(&at("inner-link"), 100, deadline).unwrap(), b"ok", "a link inside is followed");
+        // Writes: through a linked folder, refused; onto a link, the link is replaced.
+        let e = objects.put(&at("dir-link/new"), b"x".to_vec(), deadline).unwrap_err();
+        assert_eq!(e.code(), -1, "{e:?}");
+        assert!(!outside.join("new").exists());
+        objects.put(&at("victim-link"), b"replaced".to_vec(), deadline).unwrap();
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(granted_dir.join("victim-link")).unwrap(), b"replaced");
+        let listed: Vec<String> = objects.list(&at("")).unwrap().into_iter().map(|l| l.key).collect();
+        let names: Vec<&str> = listed.iter().map(|k| k.rsplit('/').next().unwrap()).collect();
+        assert_eq!(names, ["inner-link", "inside.txt", "victim-link"], "links out are not listed");
+    }
+
+    /// The race between a check and a use: a folder swapped for a link out of the
+    /// grant while reads go on. Not one read sees the outside file.
+    #[test]
+    fn a_folder_swapped_for_a_link_mid_read_never_leaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (granted_dir, outside) = (dir.path().join("in"), dir.path().join("outside"));
+        std::fs::create_dir_all(granted_dir.join("flip")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(granted_dir.join("flip/file"), b"inside").unwrap();
+        std::fs::write(outside.join("file"), b"SECRET").unwrap();
+        let grants = granted(&granted_dir);
+        let target = grants.check(&format!("{}/flip/file", file_url(&granted_dir)), "read").unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (granted_dir, outside, done) = (granted_dir.clone(), outside.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (real, parked) = (granted_dir.join("flip"), granted_dir.join("parked"));
+                for _ in 0..20_000 {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::fs::rename(&real, &parked).unwrap();
+                    std::os::unix::fs::symlink(&outside, &real).unwrap();
+                    std::fs::remove_file(&real).unwrap();
+                    std::fs::rename(&parked, &real).unwrap();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen_inside = 0;
+        for _ in 0..5_000 {
+            match objects().get(&target, 100, deadline) {
+                Ok(bytes) => {
+                    assert_eq!(bytes, b"inside", "a read escaped the grant");
+                    seen_inside += 1;
+                }
+                Err(e) => assert!(matches!(e.code(), -1 | -3), "{e:?}"),
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert!(seen_inside > 0, "the folder was in place for some reads");
     }
 }

@@ -419,7 +419,7 @@ fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
             let outcome = grants
                 .may_read(&url)
-                .and_then(|()| crate::objects::objects().get(&url, grants.max_response, deadline))
+                .and_then(|target| crate::objects::objects().get(&target, grants.max_response, deadline))
                 .map(|bytes| (0, bytes));
             answer(&mut caller, out, outcome)
         },
@@ -436,9 +436,9 @@ fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
             let outcome = grants
                 .may_read(&url)
-                .and_then(|()| {
+                .and_then(|target| {
                     let len = len.min(grants.max_response as u64);
-                    crate::objects::objects().read(&url, offset, len, deadline)
+                    crate::objects::objects().read(&target, offset, len, deadline)
                 })
                 .map(|bytes| (0, bytes));
             answer(&mut caller, out, outcome)
@@ -456,7 +456,7 @@ fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 None => Err(CapabilityError::Refused(format!("the object is over {MAX_BODY} bytes"))),
                 Some(data) => grants
                     .may_write(&url)
-                    .and_then(|()| crate::objects::objects().put(&url, data, deadline))
+                    .and_then(|target| crate::objects::objects().put(&target, data, deadline))
                     .map(|()| (0, Vec::new())),
             };
             answer(&mut caller, out, outcome)

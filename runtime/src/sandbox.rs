@@ -39,8 +39,8 @@ pub enum SandboxError {
     },
     /// The private spec directory could not be written.
     #[error(
-        "cannot prepare the guest's job spec directory: {0} (it is made under $TMPDIR, else /tmp: on a \
-         read-only root file system give /tmp a tmpfs or a volume)"
+        "cannot prepare the guest's job spec directory: {0} (it is made under $TMPDIR, else /tmp, which this \
+         user must be able to write: on a read-only root file system mount a tmpfs or an emptyDir there)"
     )]
     SpecDir(io::Error),
 }

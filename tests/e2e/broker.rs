@@ -37,6 +37,35 @@ impl Rabbit {
 
     /// A node whose AMQP listener is on `port`; returns once it accepts connections.
     fn start_on(port: u16) -> Rabbit {
+        Rabbit::start_configured(port, None)
+    }
+
+    /// A node with a TLS listener (`amqps://`) on `tls_port` too, serving `pki`'s
+    /// server certificate; returns once both listeners accept connections.
+    fn start_tls(pki: &crate::tls::Pki, tls_port: u16) -> Rabbit {
+        let config = format!(
+            "listeners.ssl.default = {tls_port}
+             ssl_options.cacertfile = {}
+             ssl_options.certfile = {}
+             ssl_options.keyfile = {}
+             ssl_options.verify = verify_none
+             ssl_options.fail_if_no_peer_cert = false
+",
+            pki.ca().display(),
+            pki.cert().display(),
+            pki.key().display()
+        );
+        let rabbit = Rabbit::start_configured(free_port(), Some(&config));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(Instant::now() < deadline, "RabbitMQ's TLS listener did not start:\n{}", rabbit.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rabbit
+    }
+
+    /// A node on `port`, with `config` as its `rabbitmq.conf` when given.
+    fn start_configured(port: u16, config: Option<&str>) -> Rabbit {
         assert!(
             Path::new(SERVER).exists(),
             "RabbitMQ is not installed: scripts/test.sh installs it (apt-get install rabbitmq-server)"
@@ -44,6 +73,9 @@ impl Rabbit {
         static NODES: AtomicUsize = AtomicUsize::new(0);
         let node = format!("wbtest{}n{}@localhost", std::process::id(), NODES.fetch_add(1, Ordering::SeqCst));
         let dir = tempfile::tempdir().unwrap();
+        if let Some(config) = config {
+            std::fs::write(dir.path().join("rabbitmq.conf"), config).unwrap();
+        }
         // epmd outlives the nodes; started apart, with no pipe of ours to hold.
         let _ = Command::new("epmd").arg("-daemon").stdout(Stdio::null()).stderr(Stdio::null()).status();
         let log = std::fs::File::create(dir.path().join("rabbit.log")).unwrap();
@@ -663,4 +695,37 @@ fn results_and_failed_items_come_back_through_the_broker() {
     let letter: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!((letter["items"].clone(), letter["attempts"].as_u64()), (json!(["fail:no"]), Some(2)));
     assert_eq!(letter["error"]["message"], "item 1: no");
+}
+
+#[test]
+fn the_operator_and_workers_speak_amqps_trusting_the_ca_file() {
+    let pki = crate::tls::Pki::new();
+    let tls_port = free_port();
+    let _rabbit = Rabbit::start_tls(&pki, tls_port);
+    let url = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
+    let ca = pki.ca().display().to_string();
+    let place = Place::new(3);
+    let operator =
+        Operator::start_with(&place.path("apis.toml"), &place.path("data"), &["--broker", &url, "--ca-file", &ca]);
+    let mount = place.path("out");
+    let sum = plugin("sum").display().to_string();
+    let handler = |ca: Option<&str>| {
+        let mut args = vec!["--plugin".to_string(), sum.clone(), "--mount".into(), mount.display().to_string()];
+        if let Some(ca) = ca {
+            args.extend(["--ca-file".to_string(), ca.to_string()]);
+        }
+        args
+    };
+    let worker = Worker::spawn_args(&url, "sum", 2, &handler(Some(&ca)));
+    worker.wait_for("consuming", |_| true);
+    let job_id = operator.submit("sum", &sum_job(40));
+    let status = wait_status(&operator, "sum", &job_id, |s| {
+        s["job_status"]["status"] != "running" && s["job_status"]["status"] != "pending"
+    });
+    assert_eq!((status["job_status"]["status"].as_str(), succeeded(&status)), (Some("succeeded"), 40), "{status}");
+    check_sums(&[mount.clone()], &job_id, 40);
+    // A worker that does not trust the CA does not connect, and says why.
+    let untrusting = Worker::spawn_args(&url, "sum", 1, &handler(None));
+    untrusting.wait_for("certificate", |_| true);
+    assert_eq!(untrusting.count("consuming"), 0);
 }

@@ -198,3 +198,34 @@ fn results_and_failed_items_travel_from_serve_to_run_endpoint() {
     assert_eq!((letters[0]["items"].clone(), letters[0]["attempts"].as_u64()), (json!(["fail:x"]), Some(2)));
     assert_eq!(letters[0]["error"]["message"], "item 1: x");
 }
+
+#[test]
+fn a_guest_calls_a_granted_https_host_trusting_the_ca_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let peer = Peer::start(&scratch.path().join("peer.jsonl"));
+    let pki = crate::tls::Pki::new();
+    let front = crate::tls::TlsFront::start(&pki, ([127, 0, 0, 1], peer.port).into());
+    let url = format!("https://localhost:{}/ok", front.addr.port());
+    let grant = format!("localhost:{}", front.addr.port());
+    let run = |extra: &[&str]| {
+        let job = Job::new(&json!({"workers": 1, "item_list": {"items": [format!("http:{url}")], "batch_size": 1}}));
+        let results = job.path("results.jsonl").display().to_string();
+        let mut args = vec!["--plugin", plugin_path("reach"), "--max-attempts", "1", "--results", &results];
+        args.extend(["--allow-http", &grant]);
+        args.extend(["--allow-read", "file:///nowhere/", "--allow-write", "file:///nowhere/"]);
+        args.extend_from_slice(extra);
+        let mut command = job.command(&args);
+        command.env_remove("WASMBATCH_CA_FILE").env_remove("SSL_CERT_FILE");
+        let outcome = crate::run::finish(command.spawn().unwrap());
+        (job, outcome)
+    };
+    let ca = pki.ca().display().to_string();
+    let (job, outcome) = run(&["--ca-file", &ca]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(read_lines(&job.path("results.jsonl"))[0]["result"], json!({"item": 0, "status": 200, "bytes": 5}));
+    // Without the CA: refused by the certificate check, and said so.
+    let (job, outcome) = run(&[]);
+    assert_eq!(outcome.status["status"], "completed_with_failures", "{}", outcome.stderr);
+    let message = job.dead_letters()[0]["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains(&format!("GET {url}")) && message.to_lowercase().contains("certificate"), "{message}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The plugin crates built for the tests.
-const PLUGINS: &[&str] = &["noop", "sum", "textstats", "misbehave"];
+const PLUGINS: &[&str] = &["noop", "sum", "textstats", "misbehave", "reach", "reshape"];
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runtime/ has a parent").to_path_buf()

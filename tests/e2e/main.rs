@@ -15,4 +15,6 @@ mod operator;
 mod resilience;
 mod run;
 mod sandbox;
+mod security;
 mod serve;
+mod tls;

@@ -188,7 +188,7 @@ fn the_operator_dry_run_lists_s3_objects_and_serves_the_results() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "[[api]]\nname = \"reach\"\nplugin = \"{}\"\nallow_read = [\"s3://bucket/in/\"]\n\
-         allow_write = [\"s3://bucket/out/\"]\nallow_http = [\"https://unused.example\"]\n",
+         allow_inputs = [\"s3://bucket/in/\"]\nallow_write = [\"s3://bucket/out/\"]\nallow_http = [\"https://unused.example\"]\n",
         plugin("reach").display()
     );
     std::fs::write(dir.path().join("apis.toml"), config).unwrap();
@@ -209,4 +209,58 @@ fn the_operator_dry_run_lists_s3_objects_and_serves_the_results() {
     urls.sort();
     assert_eq!(urls, vec!["s3://bucket/in/a.jpg", "s3://bucket/in/b.jpg"]);
     assert_eq!(serde_json::from_str::<Value>(&s3.get("out/b.jpg.json")).unwrap()["bytes"], 3);
+}
+
+/// Runs `job` with `args`, the S3 credentials, and `env` on top.
+fn run_env(job: &Job, args: &[&str], env: &[(&str, String)]) -> crate::run::Outcome {
+    let mut command = job.command(args);
+    command.envs([("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")]);
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command.env_remove("AWS_ALLOW_HTTP").env_remove("WASMBATCH_CA_FILE");
+    crate::run::finish(command.spawn().unwrap())
+}
+
+#[test]
+fn object_storage_over_https_trusts_the_ca_file_and_plain_http_stays_opt_in() {
+    let s3 = S3::start();
+    s3.boto("s3.create_bucket(Bucket='bucket')");
+    s3.put("images/cat.jpg", b"one\ntwo\n");
+    let pki = crate::tls::Pki::new();
+    let front = crate::tls::TlsFront::start(&pki, ([127, 0, 0, 1], s3.port).into());
+    let https = vec![("AWS_ENDPOINT", format!("https://localhost:{}", front.addr.port()))];
+    let ca = pki.ca().display().to_string();
+    let get = || {
+        Job::new(&json!({"workers": 1, "item_list": {"items": ["get:s3://bucket/images/cat.jpg"], "batch_size": 1}}))
+    };
+
+    // Guests' reads and the job's input listing, over TLS, trusting the test's CA.
+    let job = get();
+    let results = job.path("results.jsonl").display().to_string();
+    let outcome = run_env(&job, &reach_on_s3(&["--ca-file", &ca, "--results", &results]), &https);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(read_lines(Path::new(&results))[0]["result"], json!({"item": 0, "bytes": 8}));
+    let lister =
+        Job::new(&json!({"workers": 1, "file_path_lister": {"s3_paths": ["s3://bucket/images/"], "batch_size": 1}}));
+    let outcome = run_env(&lister, &reach_on_s3(&["--ca-file", &ca]), &https);
+    assert_eq!((outcome.code, outcome.status["total_batch_count"].as_u64()), (0, Some(1)), "{}", outcome.stderr);
+    // The same through the standard variable instead of the flag.
+    let job = get();
+    let mut env = https.clone();
+    env.push(("SSL_CERT_FILE", ca.clone()));
+    let outcome = run_env(&job, &reach_on_s3(&[]), &env);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+
+    // Without the CA, the server's certificate is refused: the item fails, nothing read.
+    let job = get();
+    let outcome = run_env(&job, &reach_on_s3(&["--max-attempts", "1"]), &https);
+    assert_eq!(outcome.status["status"], "completed_with_failures", "{}", outcome.stderr);
+    let message = job.dead_letters()[0]["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    // Plain HTTP only when AWS_ALLOW_HTTP says so.
+    let job = get();
+    let plain = vec![("AWS_ENDPOINT", format!("http://127.0.0.1:{}", s3.port))];
+    let outcome = run_env(&job, &reach_on_s3(&["--max-attempts", "1"]), &plain);
+    assert_eq!(outcome.status["status"], "completed_with_failures", "{}", outcome.stderr);
+    let message = job.dead_letters()[0]["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("item 0: reading an object: s3://bucket/images/cat.jpg"), "{message}");
 }

@@ -50,12 +50,14 @@ impl Place {
 /// A running operator, killed on drop.
 pub(crate) struct Operator {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     pub(crate) logs: Arc<Mutex<Vec<String>>>,
+    /// Sent as `Authorization: Bearer` by `request`, when set.
+    token: Option<String>,
 }
 
 impl Operator {
-    fn start(config: &Path, data: &Path) -> Operator {
+    pub(crate) fn start(config: &Path, data: &Path) -> Operator {
         Operator::start_with(config, data, &[])
     }
 
@@ -98,12 +100,21 @@ impl Operator {
             let _ = child.kill();
             panic!("the operator did not start:\n{}", logs.lock().unwrap().join("\n"))
         });
-        Operator { child, url: format!("http://{addr}"), logs }
+        Operator { child, url: format!("http://{addr}"), logs, token: None }
+    }
+
+    /// The same operator, called with `token` from now on.
+    pub(crate) fn with_token(mut self, token: &str) -> Operator {
+        self.token = Some(token.to_string());
+        self
     }
 
     pub(crate) fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
-        let request = agent.request(method, &format!("{}{path}", self.url));
+        let mut request = agent.request(method, &format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
         let result = match body {
             Some(body) => request.send_string(body),
             None => request.call(),

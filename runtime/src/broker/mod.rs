@@ -142,7 +142,9 @@ pub enum ConnectError {
 /// list_connections client_properties`).
 pub async fn connect(url: &BrokerUrl, name: &str) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    match Connection::connect_uri(url.uri.clone(), properties).await {
+    let runtime = lapin::runtime::default_runtime()
+        .map_err(|e| ConnectError::Fatal(format!("cannot connect to the broker at {url}: {e}")))?;
+    match Connection::connect_uri_with_config(url.uri.clone(), properties, crate::tls::amqp_config(), runtime).await {
         Ok(connection) => Ok(connection),
         Err(e) => {
             let message = format!("{e}");

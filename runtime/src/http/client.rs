@@ -14,26 +14,31 @@ use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Where batches go: `http://host:port[/prefix]`.
+/// Where requests go: `http://host:port[/prefix]`, or `https://…` (TLS, trusting the
+/// roots of [`crate::tls`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     authority: String,
+    host: String,
     prefix: String,
+    tls: bool,
 }
 
 impl Endpoint {
-    /// Parses an `http://` URL.
+    /// Parses an `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => return Err(format!("{url:?}: only http:// endpoints are supported, not {other}://")),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => return Err(format!("{url:?}: only http:// and https:// are supported, not {other}://")),
             None => return Err(format!("{url:?}: give a full URL such as http://127.0.0.1:8080")),
-        }
+        };
         let authority = uri.authority().ok_or_else(|| format!("{url:?} has no host"))?;
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(Endpoint { authority: format!("{}:{port}", authority.host()), prefix })
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(Endpoint { authority: format!("{}:{port}", authority.host()), host, prefix, tls })
     }
 
     /// `host:port`.
@@ -48,7 +53,7 @@ impl Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.prefix)
+        write!(f, "{}://{}{}", if self.tls { "https" } else { "http" }, self.authority, self.prefix)
     }
 }
 
@@ -102,12 +107,29 @@ impl Connection {
             .await
             .map_err(|e| ConnectionError(format!("cannot connect to {}: {e}", self.endpoint)))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectionError(format!("HTTP handshake with {} failed: {e}", self.endpoint)))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let handshake_failed =
+            |e: hyper::Error| ConnectionError(format!("HTTP handshake with {} failed: {e}", self.endpoint));
+        let sender = if self.endpoint.tls {
+            let name = rustls::pki_types::ServerName::try_from(self.endpoint.host.clone())
+                .map_err(|e| ConnectionError(format!("{}: {e}", self.endpoint)))?;
+            let stream = tokio_rustls::TlsConnector::from(crate::tls::client_config())
+                .connect(name, stream)
+                .await
+                .map_err(|e| ConnectionError(format!("TLS with {} failed: {e}", self.endpoint)))?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        } else {
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        };
         Ok(self.sender.insert(sender))
     }
 
@@ -215,7 +237,13 @@ mod tests {
         assert_eq!((e.authority(), e.uri("/")), ("127.0.0.1:9000", "/".to_string()));
         let e = Endpoint::parse("http://localhost/api/").unwrap();
         assert_eq!((e.authority(), e.uri("/on-job-complete")), ("localhost:80", "/api/on-job-complete".to_string()));
-        assert!(Endpoint::parse("https://x").unwrap_err().contains("only http://"));
+        let e = Endpoint::parse("https://operator.example:8443/").unwrap();
+        assert_eq!(
+            (e.authority(), e.to_string()),
+            ("operator.example:8443", "https://operator.example:8443".to_string())
+        );
+        assert_eq!(Endpoint::parse("https://x").unwrap().authority(), "x:443");
+        assert!(Endpoint::parse("ftp://x").unwrap_err().contains("only http:// and https://"));
         assert!(Endpoint::parse("127.0.0.1:80").is_err());
     }
 

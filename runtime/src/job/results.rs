@@ -112,14 +112,14 @@ pub fn upload(
     grants: &crate::capability::Grants,
 ) -> Result<Option<String>, String> {
     let url = format!("{prefix}{job_id}.jsonl");
-    grants.may_write(&url).map_err(|e| format!("results_prefix: {}", e.message()))?;
+    let target = grants.may_write(&url).map_err(|e| format!("results_prefix: {}", e.message()))?;
     let bytes = match std::fs::read(file) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("reading {}: {e}", file.display())),
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    crate::objects::objects().put(&url, bytes, deadline).map_err(|e| e.message().to_string())?;
+    crate::objects::objects().put(&target, bytes, deadline).map_err(|e| e.message().to_string())?;
     Ok(Some(url))
 }
 

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 
 use super::glob::Glob;
 use super::submission::{FileSource, SourceSpec};
+use crate::confine::{Prefixes, Target};
 
 /// One batch: its position in the job, its item count, and its JSON array.
 #[derive(Debug, Clone)]
@@ -92,22 +93,33 @@ impl PathRewrite {
     }
 }
 
-/// Opens the source a job file describes.
-pub fn open(spec: SourceSpec, rewrite: Option<PathRewrite>) -> Result<Box<dyn BatchSource>, SourceError> {
+/// Opens the source a job file describes. With `confine` (a job submitted to the
+/// operator), every file or object must lie under one of its prefixes, and is opened
+/// beneath it.
+pub fn open(
+    spec: SourceSpec,
+    rewrite: Option<PathRewrite>,
+    confine: Option<&Prefixes>,
+) -> Result<Box<dyn BatchSource>, SourceError> {
     Ok(match spec {
         SourceSpec::ItemList { items, batch_size } => Box::new(ItemList { items, batch_size, next: 0 }),
         SourceSpec::FilePathLister(files) => {
-            let items = list_files(&files)?
+            let items = list_files(&files, confine)?
                 .iter()
-                .map(|p| {
-                    let path = rewrite.as_ref().map(|r| r.apply(p)).unwrap_or_else(|| p.display().to_string());
+                .map(|input| {
+                    let path = match (&rewrite, &input.open) {
+                        (Some(r), Opener::Path(_) | Opener::Object(Target::Local { .. }, _)) => {
+                            r.apply(Path::new(&input.name))
+                        }
+                        _ => input.name.clone(),
+                    };
                     serde_json::value::to_raw_value(&path).expect("a string serializes")
                 })
                 .collect();
             Box::new(ItemList { items, batch_size: files.batch_size, next: 0 })
         }
         SourceSpec::DelimitedFiles(files) => {
-            let paths = list_files(&files)?;
+            let paths = list_files(&files, confine)?;
             Box::new(Delimited {
                 files: paths.into_iter(),
                 current: None,
@@ -258,7 +270,7 @@ impl OpenFile {
 }
 
 struct Delimited {
-    files: std::vec::IntoIter<PathBuf>,
+    files: std::vec::IntoIter<Input>,
     current: Option<OpenFile>,
     batch_size: usize,
     index: u64,
@@ -272,8 +284,9 @@ impl Delimited {
     fn next_value(&mut self) -> Result<Option<Box<RawValue>>, SourceError> {
         loop {
             if self.current.is_none() {
-                let Some(path) = self.files.next() else { return Ok(None) };
-                let file = open_input(&path)?;
+                let Some(input) = self.files.next() else { return Ok(None) };
+                let file = open_input(&input)?;
+                let path = PathBuf::from(input.name);
                 let buf = Vec::with_capacity(self.chunk);
                 self.current = Some(OpenFile { path, file, buf, start: 0, eof: false, line: 1, column: 1, reads: 0 });
             }
@@ -370,53 +383,119 @@ impl BatchSource for DeadLetter {
     }
 }
 
-/// A delimited file to read: a local file, or an object read in ranges (bounded memory).
-fn open_input(path: &Path) -> Result<Box<dyn std::io::Read + Send>, SourceError> {
-    let text = path.display().to_string();
-    if crate::objects::is_object_url(&text) {
-        let listed = crate::objects::objects()
-            .list(&text)
-            .map_err(|e| SourceError::Io { path: path.into(), error: std::io::Error::other(e) })?;
-        let size = listed.iter().find(|l| l.url == text).map(|l| l.size).unwrap_or(0);
-        return Ok(Box::new(crate::objects::ObjectReader::new(&text, size)));
-    }
-    let file = File::open(path).map_err(|error| SourceError::Io { path: path.into(), error })?;
-    Ok(Box::new(file))
+/// One input file or object found by a listing.
+#[derive(Debug, Clone)]
+pub(crate) struct Input {
+    /// Its path or URL: what globs match, items show and errors name.
+    pub name: String,
+    open: Opener,
 }
 
-/// The objects under an object URL (`s3://bucket/prefix`), as paths: those below it as
-/// a directory, or the one object it names.
-fn list_objects(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let text = root.display().to_string();
+/// How an input is read.
+#[derive(Debug, Clone)]
+enum Opener {
+    /// A local path of the user's own process (`run`): opened as it is.
+    Path(PathBuf),
+    /// An object, or a confined local file, of the size listed.
+    Object(Target, u64),
+}
+
+/// A delimited file to read: a local file, or an object read in ranges (bounded memory).
+fn open_input(input: &Input) -> Result<Box<dyn std::io::Read + Send>, SourceError> {
+    match &input.open {
+        Opener::Path(path) => {
+            let file = File::open(path).map_err(|error| SourceError::Io { path: path.into(), error })?;
+            Ok(Box::new(file))
+        }
+        Opener::Object(target, size) => Ok(Box::new(crate::objects::ObjectReader::new(target.clone(), *size))),
+    }
+}
+
+/// The objects under `target` (a folder, or the one object it names); with `confine`,
+/// each is checked again, and a local one is read beneath its granted folder.
+fn list_objects(
+    root: &str,
+    target: &Target,
+    confine: Option<&Prefixes>,
+    out: &mut Vec<Input>,
+) -> Result<(), SourceError> {
     let io = |e: String| {
-        let e = e.strip_prefix(&format!("{text}: ")).map(str::to_string).unwrap_or(e);
+        let e = e.strip_prefix(&format!("{root}: ")).map(str::to_string).unwrap_or(e);
         SourceError::Io { path: root.into(), error: std::io::Error::other(e) }
     };
-    let listed = crate::objects::objects().list(&text).map_err(io)?;
-    out.extend(listed.into_iter().map(|l| PathBuf::from(l.url)));
+    for listed in crate::objects::objects().list(target).map_err(io)? {
+        let target = match confine {
+            Some(prefixes) => prefixes.check(&listed.url, "read").map_err(|e| io(e.message().to_string()))?,
+            None => Target::unconfined(&listed.url).map_err(|e| io(e.message().to_string()))?,
+        };
+        let name = match &target {
+            Target::Local { .. } => listed.key,
+            Target::Store(_) => listed.url,
+        };
+        out.push(Input { name, open: Opener::Object(target, listed.size) });
+    }
     Ok(())
+}
+
+/// Checks a job's input paths against `confine` before anything is listed or read:
+/// each must be an object URL or an absolute local path under one of its prefixes.
+pub(crate) fn check_inputs(source: &FileSource, confine: &Prefixes) -> Result<(), String> {
+    for path in &source.paths {
+        input_target(path, confine)?;
+    }
+    Ok(())
+}
+
+fn input_target(path: &Path, confine: &Prefixes) -> Result<Target, String> {
+    let text = path.display().to_string();
+    let url = if crate::objects::is_object_url(&text) {
+        text.clone()
+    } else if path.is_absolute() {
+        crate::objects::file_url(path)
+    } else {
+        return Err(format!("{text}: a job's local input is an absolute path (or a file:// URL)"));
+    };
+    confine.check(&url, "take job inputs from").map_err(|e| {
+        let message = e.message().replacen(&url, &text, 1);
+        if message.contains("not under a prefix") { message + "; see its allow_inputs" } else { message }
+    })
 }
 
 /// The files under `source.paths` that pass the globs, each path's files sorted.
 /// Object URLs are listed in their store; the globs apply to the whole URL
-/// (`s3://bucket/images/a.jpg`), as they apply to a local file's whole path.
-pub(crate) fn list_files(source: &FileSource) -> Result<Vec<PathBuf>, SourceError> {
+/// (`s3://bucket/images/a.jpg`), as they apply to a local file's whole path. With
+/// `confine`, every path must lie under one of its prefixes ([`check_inputs`]).
+pub(crate) fn list_files(source: &FileSource, confine: Option<&Prefixes>) -> Result<Vec<Input>, SourceError> {
     let compile =
         |globs: &[String]| globs.iter().map(|g| Glob::new(g).expect("validated with the job")).collect::<Vec<_>>();
     let (includes, excludes) = (compile(&source.includes), compile(&source.excludes));
     let mut out = Vec::new();
     for root in &source.paths {
+        let text = root.display().to_string();
         let mut found = Vec::new();
-        if crate::objects::is_object_url(&root.display().to_string()) {
-            list_objects(root, &mut found)?;
-        } else {
-            walk(root, &mut found)?;
+        match confine {
+            Some(prefixes) => {
+                let target = input_target(root, prefixes)
+                    .map_err(|e| SourceError::Io { path: root.clone(), error: std::io::Error::other(e) })?;
+                list_objects(&text, &target, confine, &mut found)?;
+            }
+            None if crate::objects::is_object_url(&text) => {
+                let target = Target::unconfined(&text).map_err(|e| SourceError::Io {
+                    path: root.clone(),
+                    error: std::io::Error::other(e.message().to_string()),
+                })?;
+                list_objects(&text, &target, None, &mut found)?;
+            }
+            None => {
+                let mut paths = Vec::new();
+                walk(root, &mut paths)?;
+                found.extend(paths.into_iter().map(|p| Input { name: p.display().to_string(), open: Opener::Path(p) }));
+            }
         }
-        found.sort();
-        out.extend(found.into_iter().filter(|p| {
-            let text = p.display().to_string();
-            (includes.is_empty() || includes.iter().any(|g| g.matches(&text)))
-                && !excludes.iter().any(|g| g.matches(&text))
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(found.into_iter().filter(|input| {
+            (includes.is_empty() || includes.iter().any(|g| g.matches(&input.name)))
+                && !excludes.iter().any(|g| g.matches(&input.name))
         }));
     }
     if out.is_empty() {
@@ -464,7 +543,7 @@ mod tests {
 
     fn items(json: &str, batch_size: usize) -> Box<dyn BatchSource> {
         let items: Vec<Box<RawValue>> = serde_json::from_str(json).unwrap();
-        open(SourceSpec::ItemList { items, batch_size }, None).unwrap()
+        open(SourceSpec::ItemList { items, batch_size }, None, None).unwrap()
     }
 
     fn files(paths: Vec<PathBuf>, includes: &[&str], excludes: &[&str], batch_size: usize) -> FileSource {
@@ -492,7 +571,8 @@ mod tests {
         std::fs::write(dir.path().join("b.jsonl"), "  4 [5,6]\n\"seven\"\n{\"pretty\":\n  true}\n").unwrap();
         std::fs::write(dir.path().join("skip.txt"), "not json").unwrap();
         let source =
-            open(SourceSpec::DelimitedFiles(files(vec![dir.path().into()], &["**.jsonl"], &[], 4)), None).unwrap();
+            open(SourceSpec::DelimitedFiles(files(vec![dir.path().into()], &["**.jsonl"], &[], 4)), None, None)
+                .unwrap();
         assert_eq!(source.total_batches(), None);
         assert_eq!(
             drain(source),
@@ -504,7 +584,12 @@ mod tests {
     }
 
     fn delimited(paths: Vec<PathBuf>, batch_size: usize, chunk: usize) -> Box<dyn BatchSource> {
-        Box::new(Delimited { files: paths.into_iter(), current: None, batch_size, index: 0, chunk, pending: None })
+        let files: Vec<Input> = paths.into_iter().map(local).collect();
+        Box::new(Delimited { files: files.into_iter(), current: None, batch_size, index: 0, chunk, pending: None })
+    }
+
+    fn local(path: PathBuf) -> Input {
+        Input { name: path.display().to_string(), open: Opener::Path(path) }
     }
 
     #[test]
@@ -514,7 +599,7 @@ mod tests {
         let big = format!("[\"{}\"]", "x".repeat(1 << 20));
         std::fs::write(&path, format!("1\n{big}\n2\n")).unwrap();
         let mut source = Delimited {
-            files: vec![path].into_iter(),
+            files: vec![local(path)].into_iter(),
             current: None,
             batch_size: 10,
             index: 0,
@@ -578,7 +663,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.jsonl");
         std::fs::write(&path, "{\"ok\":1}\n{\"ok\":2}\n{\"broken\": }\n").unwrap();
-        let mut source = open(SourceSpec::DelimitedFiles(files(vec![path.clone()], &[], &[], 10)), None).unwrap();
+        let mut source = open(SourceSpec::DelimitedFiles(files(vec![path.clone()], &[], &[], 10)), None, None).unwrap();
         let first = source.next_batch().unwrap().unwrap();
         assert_eq!((first.items, first.body.as_slice()), (2, &br#"[{"ok":1},{"ok":2}]"#[..]));
         match source.next_batch().unwrap_err() {
@@ -598,9 +683,12 @@ mod tests {
             std::fs::write(p, b"x").unwrap();
         }
         let root = dir.path().to_path_buf();
-        let source =
-            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["**.jpg", "**.png"], &["**/skip-*"], 2)), None)
-                .unwrap();
+        let source = open(
+            SourceSpec::FilePathLister(files(vec![root.clone()], &["**.jpg", "**.png"], &["**/skip-*"], 2)),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(source.total_batches(), Some(2));
         let p = |f: &str| serde_json::to_string(&root.join(f).display().to_string()).unwrap();
         assert_eq!(
@@ -608,19 +696,22 @@ mod tests {
             vec![(0, 2, format!("[{},{}]", p("a.jpg"), p("b.png"))), (1, 1, format!("[{}]", p("sub/c.jpg")))]
         );
         // `*.jpg` never matches a full path, as in Cortex.
-        let err = open(SourceSpec::FilePathLister(files(vec![root.clone()], &["*.jpg"], &[], 2)), None).err().unwrap();
+        let err =
+            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["*.jpg"], &[], 2)), None, None).err().unwrap();
         assert!(matches!(err, SourceError::NoFiles { .. }), "{err}");
         // Paths under the mount become /mnt paths.
         let rewrite = PathRewrite { host: root.canonicalize().unwrap() };
         let source =
-            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["**.txt"], &[], 5)), Some(rewrite)).unwrap();
+            open(SourceSpec::FilePathLister(files(vec![root.clone()], &["**.txt"], &[], 5)), Some(rewrite), None)
+                .unwrap();
         assert_eq!(drain(source), vec![(0, 1, r#"["/mnt/e.txt"]"#.into())]);
     }
 
     #[test]
     fn missing_paths_are_named() {
-        let err =
-            open(SourceSpec::DelimitedFiles(files(vec!["/no/such/dir".into()], &[], &[], 1)), None).err().unwrap();
+        let err = open(SourceSpec::DelimitedFiles(files(vec!["/no/such/dir".into()], &[], &[], 1)), None, None)
+            .err()
+            .unwrap();
         assert!(err.to_string().starts_with("/no/such/dir: "), "{err}");
     }
 
@@ -638,5 +729,39 @@ mod tests {
         let mut source = open_dead_letter(&path).unwrap();
         source.next_batch().unwrap();
         assert!(source.next_batch().unwrap_err().to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn confined_inputs_stay_under_their_grant() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let granted = dir.path().join("in");
+        std::fs::create_dir_all(granted.join("sub")).unwrap();
+        std::fs::write(granted.join("a.jsonl"), "1 2\n").unwrap();
+        std::fs::write(granted.join("sub/b.jsonl"), "3\n").unwrap();
+        std::fs::write(dir.path().join("secret.jsonl"), "666\n").unwrap();
+        symlink(dir.path().join("secret.jsonl"), granted.join("leak.jsonl")).unwrap();
+        symlink(dir.path(), granted.join("up")).unwrap();
+        let confine = Prefixes::parse(&[crate::objects::file_url(&granted)]).unwrap();
+        let job = |paths: Vec<PathBuf>| SourceSpec::DelimitedFiles(files(paths, &["**.jsonl"], &[], 10));
+        let source = open(job(vec![granted.clone()]), None, Some(&confine)).unwrap();
+        assert_eq!(drain(source), vec![(0, 3, "[1,2,3]".into())], "the link out is not read");
+        for outside in [
+            dir.path().to_path_buf(),
+            granted.join(".."),
+            granted.join("up/secret.jsonl"),
+            PathBuf::from("relative/in"),
+            PathBuf::from("/etc/"),
+        ] {
+            let e = open(job(vec![outside.clone()]), None, Some(&confine)).err().unwrap().to_string();
+            assert!(
+                e.contains("not under a prefix")
+                    || e.contains("not allowed")
+                    || e.contains("absolute")
+                    || e.contains("outside"),
+                "{outside:?}: {e}"
+            );
+            assert!(!e.contains("666"), "{e}");
+        }
     }
 }

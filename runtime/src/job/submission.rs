@@ -23,7 +23,12 @@ pub struct Submission {
     /// Seconds the job may run (`None`: no limit).
     pub timeout: Option<u64>,
     /// Attempts per batch before it is dead-lettered (`None`: the command line's).
+    /// Without `max_attempts`, Cortex's `sqs_dead_letter_queue.max_receive_count`.
     pub max_attempts: Option<u32>,
+    /// Cortex's `sqs_dead_letter_queue`, validated as Cortex does; kept in the spec.
+    /// Its `max_receive_count` is the job's attempts per batch, and its dead letters
+    /// are kept by wasmbatch whatever the ARN names.
+    pub dead_letter_queue: Option<Value>,
     /// Where the items come from.
     pub source: SourceSpec,
 }
@@ -113,6 +118,7 @@ struct Raw {
     config: Option<Value>,
     timeout: Option<Value>,
     max_attempts: Option<Value>,
+    sqs_dead_letter_queue: Option<Value>,
     item_list: Option<Box<RawValue>>,
     file_path_lister: Option<Box<RawValue>>,
     delimited_files: Option<Box<RawValue>>,
@@ -277,13 +283,51 @@ impl Submission {
         let timeout = integer(raw.timeout.as_ref(), 1, MAX_TIMEOUT)
             .map_err(|m| field("timeout", format!("{m} (seconds)")))?
             .map(|t| t as u64);
-        let max_attempts =
+        let mut max_attempts =
             integer(raw.max_attempts.as_ref(), 1, 1000).map_err(|m| field("max_attempts", m))?.map(|n| n as u32);
+        let dead_letter_queue = match raw.sqs_dead_letter_queue {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(dlq)) => {
+                const NAME: &str = "sqs_dead_letter_queue";
+                match dlq.get("arn") {
+                    Some(Value::String(arn)) if !arn.is_empty() => {}
+                    None | Some(Value::Null) | Some(Value::String(_)) => {
+                        return Err(field(&format!("{NAME}.arn"), "cannot be empty".into()));
+                    }
+                    Some(other) => {
+                        return Err(field(
+                            &format!("{NAME}.arn"),
+                            format!("must be a string, got {}", describe(other)),
+                        ));
+                    }
+                }
+                let count = integer(dlq.get("max_receive_count"), 1, 1000)
+                    .map_err(|m| field(&format!("{NAME}.max_receive_count"), m))?
+                    .ok_or_else(|| {
+                        field(&format!("{NAME}.max_receive_count"), "is required (an integer from 1 to 1000)".into())
+                    })?;
+                max_attempts = max_attempts.or(Some(count as u32));
+                Some(Value::Object(dlq))
+            }
+            Some(other) => {
+                return Err(field(
+                    "sqs_dead_letter_queue",
+                    format!("must be a JSON object, but it is {}", describe(&other)),
+                ));
+            }
+        };
         let config = raw.config.unwrap_or(Value::Null);
         if !(config.is_object() || config.is_null()) {
             return Err(field("config", "must be a JSON object".into()));
         }
-        Ok(Submission { workers: within("workers", raw.workers, MAX_WORKERS)?, config, timeout, max_attempts, source })
+        Ok(Submission {
+            workers: within("workers", raw.workers, MAX_WORKERS)?,
+            config,
+            timeout,
+            max_attempts,
+            dead_letter_queue,
+            source,
+        })
     }
 }
 

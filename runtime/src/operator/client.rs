@@ -27,24 +27,30 @@ pub struct ClientError {
 pub struct Client {
     runtime: tokio::runtime::Runtime,
     connection: Connection,
+    /// `Bearer <token>`, when the operator wants one.
+    authorization: Option<String>,
 }
 
 impl Client {
-    /// A client of the operator at `url`.
-    pub fn new(url: &str) -> Result<Client, ClientError> {
+    /// A client of the operator at `url` (`http://` or `https://`), sending `token`
+    /// with every request when given.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
         let endpoint = Endpoint::parse(url).map_err(|message| ClientError { message, exit_code: 2 })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
-        Ok(Client { runtime, connection: Connection::new(endpoint) })
+        let authorization = token.map(str::trim).filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
+        Ok(Client { runtime, connection: Connection::new(endpoint), authorization })
     }
 
     /// Sends a request; a non-200 answer becomes an error with the operator's message.
     fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
+        let headers: Vec<(&str, &str)> =
+            self.authorization.as_deref().map(|a| ("authorization", a)).into_iter().collect();
         let answer = self
             .runtime
-            .block_on(self.connection.send(method, path, &[], body, Duration::from_secs(60)))
+            .block_on(self.connection.send(method, path, &headers, body, Duration::from_secs(60)))
             .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
         if answer.status.is_success() {
             return Ok(answer.body);
@@ -97,9 +103,15 @@ pub struct RemoteSubmitter {
 }
 
 impl RemoteSubmitter {
-    /// Submits to the operator at `url` for API `from`, to the APIs in `allowed`.
-    pub fn new(url: &str, from: &str, allowed: Vec<String>) -> Result<RemoteSubmitter, ClientError> {
-        Ok(RemoteSubmitter { client: std::sync::Mutex::new(Client::new(url)?), from: from.into(), allowed })
+    /// Submits to the operator at `url` (with `token`) for API `from`, to the APIs in
+    /// `allowed`.
+    pub fn new(
+        url: &str,
+        token: Option<&str>,
+        from: &str,
+        allowed: Vec<String>,
+    ) -> Result<RemoteSubmitter, ClientError> {
+        Ok(RemoteSubmitter { client: std::sync::Mutex::new(Client::new(url, token)?), from: from.into(), allowed })
     }
 }
 

@@ -23,6 +23,8 @@
 //! allow_http = ["api.example.com"]   # hosts guests may call (see `capability`)
 //! allow_read = ["s3://bucket/in/"]   # object prefixes guests may read
 //! allow_write = ["s3://bucket/out/"] # … and write
+//! allow_inputs = ["file:///data/in/", "s3://bucket/jobs/"]  # where submitted jobs'
+//!                               # inputs may be; without it, only item_list jobs
 //! http_timeout = "30s"
 //! max_response = "16MiB"
 //! ```
@@ -88,6 +90,9 @@ pub struct ApiConfig {
     pub may_submit_to: Vec<String>,
     /// What its guests may reach: outbound HTTP, objects.
     pub grants: std::sync::Arc<crate::capability::Grants>,
+    /// Where a submitted job's inputs may be (`file:///data/in/`, `s3://bucket/in/`):
+    /// nothing else is listed or read.
+    pub allow_inputs: crate::confine::Prefixes,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +128,8 @@ struct RawApi {
     allow_read: Vec<String>,
     #[serde(default)]
     allow_write: Vec<String>,
+    #[serde(default)]
+    allow_inputs: Vec<String>,
     http_timeout: Option<String>,
     max_response: Option<String>,
 }
@@ -275,6 +282,12 @@ impl OperatorConfig {
                 }
                 crate::capability::Grants::none()
             });
+            let allow_inputs = crate::confine::Prefixes::parse(&api.allow_inputs).unwrap_or_else(|errors| {
+                for e in errors {
+                    problem("allow_inputs", e);
+                }
+                crate::confine::Prefixes::default()
+            });
             let mount = api.mount.map(|m| base.join(m));
             if let Some(mount) = &mount
                 && !mount.is_dir()
@@ -295,6 +308,7 @@ impl OperatorConfig {
                 max_attempts,
                 may_submit_to: api.may_submit_to,
                 grants: std::sync::Arc::new(grants),
+                allow_inputs,
             });
         }
         for api in &apis {

@@ -4,8 +4,10 @@
 //! - `service`: jobs — submission (Cortex's validation), scheduling under a worker
 //!   budget, the runner on the journal, stop, resume after a crash or a shutdown.
 //! - `routes`: Cortex's job API over HTTP, and ours (job lists, dead letters).
+//! - `auth`: bearer tokens of the job API (`--token-file`), checked in constant time.
 //! - `client`: `wasmbatch submit`, `get`, `stop` — the command-line side.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod routes;

@@ -12,7 +12,11 @@
 //! | `GET /healthz`, `GET /metrics` | readiness; Prometheus metrics |
 //!
 //! Errors are Cortex's: status 400 and `{"kind": …, "message": …}` with its kinds; ours
-//! are 503 `busy` (with `Retry-After`) and 404 for unknown routes.
+//! are 503 `busy` (with `Retry-After`), 404 for unknown routes, and 401 `unauthorized`
+//! (with `WWW-Authenticate: Bearer`) when the operator has tokens ([`super::auth`]) and
+//! a request has none that is valid: every route but `/healthz` (and `/metrics`, unless
+//! `--metrics-auth`) is checked before anything else is read. An API that is not
+//! configured is `resources.api_not_deployed` on every `/batch/<api>…` route.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::auth::{Denied, Tokens};
 use super::service::{Service, ServiceError, Submitted};
 use crate::journal::{Counts, JobRow};
 
@@ -62,6 +67,52 @@ fn error_response(kind: &str, message: &str) -> HttpResponse {
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
     response
+}
+
+/// 401 for a request without a valid token; the token itself is never echoed or logged.
+fn unauthorized(denied: &Denied) -> HttpResponse {
+    let challenge = match denied {
+        Denied::Missing => r#"Bearer realm="wasmbatch""#,
+        Denied::Malformed => r#"Bearer realm="wasmbatch", error="invalid_request""#,
+        Denied::Invalid => r#"Bearer realm="wasmbatch", error="invalid_token""#,
+    };
+    let mut response =
+        json_response(StatusCode::UNAUTHORIZED, &json!({ "kind": "unauthorized", "message": denied.to_string() }));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
+    response
+}
+
+/// What stands in front of the routes: who may call them, and TLS.
+pub struct Front {
+    /// The tokens that open the API; `None`: open to all.
+    pub tokens: Option<Tokens>,
+    /// Whether `/metrics` needs a token too.
+    pub metrics_auth: bool,
+    /// Serve TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Front {
+    /// No tokens, no TLS.
+    pub fn open() -> Front {
+        Front { tokens: None, metrics_auth: false, tls: None }
+    }
+
+    /// Whether `request` may go on to its route.
+    fn admit(&self, request: &Request<Incoming>) -> Result<(), Denied> {
+        let Some(tokens) = &self.tokens else { return Ok(()) };
+        match request.uri().path() {
+            "/healthz" => return Ok(()),
+            "/metrics" if !self.metrics_auth => return Ok(()),
+            _ => {}
+        }
+        let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Denied::Malformed);
+        }
+        tokens.check(first.map(|v| v.as_bytes()))
+    }
 }
 
 fn service_error(e: &ServiceError) -> HttpResponse {
@@ -123,10 +174,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("a blocking task does not panic")
 }
 
-async fn route(service: Arc<Service>, request: Request<Incoming>) -> HttpResponse {
+async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incoming>) -> HttpResponse {
+    if let Err(denied) = front.admit(&request) {
+        return unauthorized(&denied);
+    }
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["batch", api, ..] = parts.as_slice()
+        && !service.has_api(api)
+    {
+        return service_error(&ServiceError::ApiNotDeployed(api.to_string()));
+    }
     match (method.clone(), parts.as_slice()) {
         (Method::GET | Method::HEAD, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),
         (Method::GET, ["metrics"]) => {
@@ -168,9 +227,6 @@ async fn route(service: Arc<Service>, request: Request<Incoming>) -> HttpRespons
         }
         (Method::GET, ["batch", api, "jobs"]) => {
             let api = api.to_string();
-            if !service.has_api(&api) {
-                return service_error(&ServiceError::ApiNotDeployed(api));
-            }
             let limit = query_param(&request, "limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
             blocking(move || {
                 let listed = service.journal().jobs(&api, limit).and_then(|rows| {
@@ -254,26 +310,48 @@ async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) 
     }
 }
 
-/// Serves the operator's API on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
+/// Serves the operator's API on `listener` until `shutdown` resolves, behind `front`
+/// (tokens, TLS).
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    front: Arc<Front>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let acceptor = front.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _) = tokio::select! {
             accepted = crate::http::server::accept(&listener) => accepted,
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let service = service.clone();
-                    async move { Ok::<_, Infallible>(route(service, request).await) }
-                }),
-            );
-        tokio::spawn(connection);
+        let (service, front, acceptor) = (service.clone(), front.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let handler = service_fn(move |request| {
+                let (service, front) = (service.clone(), front.clone());
+                async move { Ok::<_, Infallible>(route(service, front, request).await) }
+            });
+            let builder = {
+                let mut builder = http1::Builder::new();
+                builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+                builder
+            };
+            match acceptor {
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), handler).await;
+                }
+                Some(acceptor) => {
+                    // The handshake has the header timeout's deadline too.
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = builder.serve_connection(TokioIo::new(tls), handler).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::config::{ApiConfig, Handler, OperatorConfig};
 use crate::broker::BrokerUrl;
 use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
+use crate::confine::Prefixes;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::client::{Endpoint, wait_ready};
 use crate::job::budget::Budget;
@@ -163,6 +164,9 @@ fn cortex_error(e: SubmissionError) -> ServiceError {
             "please specify either the item_list or file_path_lister field (but not more than one at the same time)"
                 .into(),
         ),
+        SubmissionError::Field { field, message, .. } if message == "cannot be empty" => {
+            ("configreader.cannot_be_empty", format!("{}: cannot be empty", field.replace('.', ": ")))
+        }
         SubmissionError::Field { field, message, .. } if message.starts_with("must contain at least") => {
             ("configreader.too_few_elements", format!("{}: must contain at least 1 elements", last(field)))
         }
@@ -393,12 +397,18 @@ impl Service {
                 ),
             });
         }
+        // Inputs only under the API's `allow_inputs`, refused before anything is listed.
+        if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
+            source::check_inputs(files, &api.config.allow_inputs)
+                .map_err(|message| ServiceError::Invalid { kind: "job.input_not_allowed", message })?;
+        }
         if dry_run {
-            return Ok(Submitted::DryRun(dry_run_text(&submission)?));
+            return Ok(Submitted::DryRun(dry_run_text(&submission, &api.config.allow_inputs)?));
         }
         // The input must be readable now, not found broken when the job starts.
         if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
-            source::list_files(files).map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
+            source::list_files(files, Some(&api.config.allow_inputs))
+                .map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
         }
         let queued = self.journal.unfinished_count()?;
         if queued >= self.config.max_queued_jobs {
@@ -407,8 +417,11 @@ impl Service {
         let now = SystemTime::now();
         let job_id = new_job_id(now);
         let workers = submission.workers.min(api.config.max_workers);
-        let spec =
+        let mut spec =
             crate::job::status::job_spec(&job_id, api_name, workers, &submission.config, submission.timeout, now);
+        if let Some(dlq) = &submission.dead_letter_queue {
+            spec["sqs_dead_letter_queue"] = dlq.clone();
+        }
         let row = pending_row(&job_id, api_name, body, spec.clone());
         self.journal.insert_job(&row)?;
         tracing::info!(job_id, api_name, workers, "job submitted");
@@ -454,9 +467,14 @@ impl Service {
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
     /// for reading).
     pub fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
+        if !self.has_api(api_name) {
+            return Err(ServiceError::ApiNotDeployed(api_name.into()));
+        }
+        // A job is found only under its own API.
         let row = self
             .journal
             .job(job_id)?
+            .filter(|row| row.api_name == api_name)
             .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() })?;
         let counts = self.journal.counts(job_id)?;
         Ok((row, counts))
@@ -528,7 +546,11 @@ impl Service {
                 };
                 let rewrite =
                     api.config.mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
-                let inner = source::open(submission.source, rewrite.filter(|_| api.plugin.is_some()))?;
+                let inner = source::open(
+                    submission.source,
+                    rewrite.filter(|_| api.plugin.is_some()),
+                    Some(&api.config.allow_inputs),
+                )?;
                 (inner, submission.timeout, submission.max_attempts)
             }
         })
@@ -738,13 +760,13 @@ fn run_job(
 }
 
 /// Cortex's dry-run answer: the matching paths, one per line, then `validations passed`.
-fn dry_run_text(submission: &Submission) -> Result<String, ServiceError> {
+fn dry_run_text(submission: &Submission, confine: &Prefixes) -> Result<String, ServiceError> {
     let mut text = String::new();
     if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
-        let paths =
-            source::list_files(files).map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
-        for path in paths {
-            text.push_str(&path.display().to_string());
+        let inputs = source::list_files(files, Some(confine))
+            .map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
+        for input in inputs {
+            text.push_str(&input.name);
             text.push('\n');
         }
     }
@@ -792,5 +814,25 @@ mod tests {
             "workers: must be greater than or equal to 1 (got 0)"
         );
         assert_eq!(error("{").0, "error");
+        let dlq = |v: &str| {
+            error(&format!(
+                r#"{{"workers": 1, "sqs_dead_letter_queue": {v}, "item_list": {{"items": [1], "batch_size": 1}}}}"#
+            ))
+        };
+        assert_eq!(
+            dlq(r#"{"arn": "", "max_receive_count": 3}"#),
+            ("configreader.cannot_be_empty", "sqs_dead_letter_queue: arn: cannot be empty".into())
+        );
+        assert_eq!(dlq(r#"{"max_receive_count": 3}"#).0, "configreader.cannot_be_empty");
+        assert_eq!(
+            dlq(r#"{"arn": "arn:aws:sqs:us-west-2:1:dlq", "max_receive_count": 0}"#).0,
+            "configreader.must_be_greater_than_or_equal_to"
+        );
+        let ok = Submission::parse(
+            br#"{"workers": 1, "sqs_dead_letter_queue": {"arn": "arn:aws:sqs:us-west-2:1:dlq", "max_receive_count": 5}, "item_list": {"items": [1], "batch_size": 1}}"#,
+            "s",
+        )
+        .unwrap();
+        assert_eq!(ok.max_attempts, Some(5), "max_receive_count is the attempts per batch");
     }
 }
