@@ -18,7 +18,14 @@
 //! - [`journal`]: the job service's durable state (SQLite): jobs and batch outcomes.
 //! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
 //! - [`metrics`]: Prometheus metrics, Cortex's batch series under Cortex's names.
-//! - [`operator`]: the job service — Cortex's job API, scheduling, resume after a crash.
+//! - [`operator`]: the job service — Cortex's job API (tokens, TLS), scheduling, resume
+//!   after a crash.
+//! - [`capability`]: what a guest may reach when granted — outbound HTTP, objects.
+//! - [`confine`]: URL prefixes as confinements — which object a URL names, and whether
+//!   a grant covers it, whatever its spelling.
+//! - [`objects`]: object storage (S3, GCS, Azure, local files beneath their grant).
+//! - [`broker`]: the operator and its workers through RabbitMQ.
+//! - [`tls`]: one TLS stack (rustls with ring) and one set of trusted roots.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
 //! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI

@@ -153,7 +153,19 @@ impl Objects {
                 } else {
                     ""
                 };
-                Err(CallError::Failed(format!("{url}: {e}{hint}")))
+                // The causes too: "error sending request" alone does not say that a
+                // certificate was refused.
+                let mut message = format!("{url}: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    let text = cause.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                    source = cause.source();
+                }
+                Err(CallError::Failed(format!("{message}{hint}")))
             }
             Err(_) => Err(CallError::Failed(format!("{url}: no answer within {left:?}"))),
         }

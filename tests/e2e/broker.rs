@@ -723,7 +723,7 @@ fn the_operator_and_workers_speak_amqps_trusting_the_ca_file() {
         s["job_status"]["status"] != "running" && s["job_status"]["status"] != "pending"
     });
     assert_eq!((status["job_status"]["status"].as_str(), succeeded(&status)), (Some("succeeded"), 40), "{status}");
-    check_sums(&[mount.clone()], &job_id, 40);
+    check_sums(std::slice::from_ref(&mount), &job_id, 40);
     // A worker that does not trust the CA does not connect, and says why.
     let untrusting = Worker::spawn_args(&url, "sum", 1, &handler(None));
     untrusting.wait_for("certificate", |_| true);

@@ -258,6 +258,15 @@ print(json.dumps(out))
     );
     assert_eq!(container["ports"][0]["containerPort"], 8888);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
+    // The job API's tokens come from a Secret mounted read-only where --token-file says.
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let token_file = args[args.iter().position(|a| *a == "--token-file").expect("--token-file") + 1];
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let mount = mounts.iter().find(|m| token_file.starts_with(m["mountPath"].as_str().unwrap())).unwrap();
+    assert_eq!(mount["readOnly"], true);
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+    assert_eq!(volume["secret"]["secretName"], "wasmbatch-tokens");
     let workers = &doc("deploy/kubernetes/workers.yaml")[0];
     assert_eq!(workers["spec"]["template"]["spec"]["containers"][0]["args"][0], "worker");
     let cortex = &doc("deploy/cortex/batch-api.yaml")[0][0];
