@@ -32,6 +32,14 @@ fn place(extra: &str) -> tempfile::TempDir {
     dir
 }
 
+/// An operator of `dir` (see [`place`]) with its token file, and `extra` arguments.
+fn guarded(dir: &tempfile::TempDir, extra: &[&str]) -> Operator {
+    let tokens = dir.path().join("tokens").display().to_string();
+    let mut args = vec!["--token-file", tokens.as_str()];
+    args.extend_from_slice(extra);
+    Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &args)
+}
+
 /// An answer: status, `WWW-Authenticate`, body.
 fn call(url: &str, method: &str, path: &str, authorization: Option<&str>, body: Option<&str>) -> (u16, String, String) {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
@@ -67,12 +75,7 @@ const ITEMS: &str = r#"{"workers": 1, "item_list": {"items": [[1, 2], [3]], "bat
 #[test]
 fn every_route_but_healthz_needs_a_valid_token() {
     let dir = place("");
-    let tokens = dir.path().join("tokens");
-    let operator = Operator::start_with(
-        &dir.path().join("apis.toml"),
-        &dir.path().join("data"),
-        &["--token-file", tokens.to_str().unwrap()],
-    );
+    let operator = guarded(&dir, &[]);
     let url = operator.url.clone();
     let routes: &[(&str, &str, Option<&str>)] = &[
         ("POST", "/batch/sum", Some(ITEMS)),
@@ -145,12 +148,7 @@ fn every_route_but_healthz_needs_a_valid_token() {
 #[test]
 fn metrics_auth_closes_metrics_and_an_open_operator_warns() {
     let dir = place("");
-    let tokens = dir.path().join("tokens");
-    let closed = Operator::start_with(
-        &dir.path().join("apis.toml"),
-        &dir.path().join("data"),
-        &["--token-file", tokens.to_str().unwrap(), "--metrics-auth"],
-    );
+    let closed = guarded(&dir, &["--metrics-auth"]);
     assert_eq!(call(&closed.url, "GET", "/metrics", None, None).0, 401);
     assert_eq!(call(&closed.url, "GET", "/metrics", Some(&format!("Bearer {TOKEN}")), None).0, 200);
     assert_eq!(call(&closed.url, "GET", "/healthz", None, None).0, 200);
@@ -197,19 +195,8 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
 fn the_command_line_sends_its_token_over_https_trusting_its_ca_file() {
     let pki = Pki::new();
     let dir = place("");
-    let tokens = dir.path().join("tokens");
-    let operator = Operator::start_with(
-        &dir.path().join("apis.toml"),
-        &dir.path().join("data"),
-        &[
-            "--token-file",
-            tokens.to_str().unwrap(),
-            "--tls-cert",
-            pki.cert().to_str().unwrap(),
-            "--tls-key",
-            pki.key().to_str().unwrap(),
-        ],
-    );
+    let operator =
+        guarded(&dir, &["--tls-cert", pki.cert().to_str().unwrap(), "--tls-key", pki.key().to_str().unwrap()]);
     let https = operator.url.replace("http://", "https://").replace("127.0.0.1", "localhost");
     std::fs::write(dir.path().join("job.json"), ITEMS).unwrap();
     let job = dir.path().join("job.json");
@@ -260,13 +247,7 @@ fn the_command_line_sends_its_token_over_https_trusting_its_ca_file() {
 #[test]
 fn chaining_from_serve_sends_the_token() {
     let dir = place("");
-    let tokens = dir.path().join("tokens");
-    let operator = Operator::start_with(
-        &dir.path().join("apis.toml"),
-        &dir.path().join("data"),
-        &["--token-file", tokens.to_str().unwrap()],
-    )
-    .with_token(TOKEN);
+    let operator = guarded(&dir, &[]).with_token(TOKEN);
     let mount = tempfile::tempdir().unwrap();
     let (_spec_dir, spec) = crate::harness::spec_file(&json!({"job_id": "pod-job", "api_name": "pod"}));
     let child = json!({"workers": 1, "item_list": {"items": [[7], [8]], "batch_size": 1}});
