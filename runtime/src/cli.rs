@@ -961,7 +961,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let json_status = serde_json::to_string_pretty(&status).expect("the status serializes");
     if let Some(path) = &args.status_file {
-        std::fs::write(path, format!("{json_status}\n"))
+        crate::storage::write_atomic(path, format!("{json_status}\n").as_bytes())
             .with_context(|| format!("cannot write the status file {}", path.display()))?;
     }
     match args.output {

@@ -158,10 +158,7 @@ pub fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(M
 fn store(module: &Module, dir: &Path, entry: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = module.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), bytes)?;
-    tmp.persist(entry).map_err(|e| e.error)?;
-    Ok(())
+    crate::storage::write_atomic(entry, &bytes)
 }
 
 /// Compiles the module at `path` (no cache).
@@ -174,7 +171,7 @@ pub fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError
 pub fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
     let write = |error| CompileError::Write { path: output.into(), error };
     let artifact = module.serialize().map_err(|e| write(std::io::Error::other(format!("{e:#}"))))?;
-    std::fs::write(output, artifact).map_err(write)
+    crate::storage::write_atomic(output, &artifact).map_err(write)
 }
 
 #[cfg(test)]

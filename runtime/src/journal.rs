@@ -201,9 +201,17 @@ impl Journal {
         &self.path
     }
 
+    /// Runs `f` on the connection; a full disk (`SQLITE_FULL`) is an error of kind
+    /// `StorageFull`, so that callers can tell it apart.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> std::io::Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn).map_err(|e| std::io::Error::other(format!("journal {}: {e}", self.path.display())))
+        f(&mut conn).map_err(|e| {
+            let kind = match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DiskFull) => std::io::ErrorKind::StorageFull,
+                _ => std::io::ErrorKind::Other,
+            };
+            std::io::Error::new(kind, format!("journal {}: {e}", self.path.display()))
+        })
     }
 
     /// Where a job's results are kept: `results/<job_id>.jsonl` beside the database.
@@ -226,14 +234,13 @@ impl Journal {
         self.path.with_file_name("submissions").join(format!("{job_id}.json"))
     }
 
-    /// Records a new job: its submission on disk first, then its row.
+    /// Records a new job: its submission on disk first (whole or not at all), then
+    /// its row; if the row cannot be written, the submission is removed again.
     pub fn insert_job(&self, job: &JobRow) -> std::io::Result<()> {
         let path = self.submission_path(&job.job_id);
         std::fs::create_dir_all(path.parent().expect("a directory"))?;
-        let mut file = std::fs::File::create(&path)?;
-        std::io::Write::write_all(&mut file, &job.submission)?;
-        file.sync_data()?;
-        self.with(|c| {
+        crate::storage::write_atomic(&path, &job.submission)?;
+        let inserted = self.with(|c| {
             c.execute(
                 "INSERT INTO jobs (job_id, api_name, submission, spec, status, submitted_at, hook)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
@@ -247,7 +254,11 @@ impl Journal {
                 ],
             )
             .map(drop)
-        })
+        });
+        if inserted.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        inserted
     }
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {

@@ -25,6 +25,7 @@
 //!   a grant covers it, whatever its spelling.
 //! - [`objects`]: object storage (S3, GCS, Azure, local files beneath their grant).
 //! - [`broker`]: the operator and its workers through RabbitMQ.
+//! - [`storage`]: files written whole or not at all; a full disk told apart.
 //! - [`tls`]: one TLS stack (rustls with ring) and one set of trusted roots.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
@@ -55,4 +56,5 @@ pub mod pool;
 mod recent;
 pub mod sandbox;
 pub mod spec;
+pub mod storage;
 pub mod tls;

@@ -13,7 +13,6 @@
 //! `--retry-from` uses it.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -73,9 +72,8 @@ impl DeadLetters {
         for record in records {
             encode(record, &mut bytes);
         }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&bytes)?;
-        file.sync_data()?;
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        crate::storage::append_all(&file, &bytes)?;
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) += records.len() as u64;
         Ok(())
     }

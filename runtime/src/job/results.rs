@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -95,8 +95,7 @@ impl ResultsFile {
         if out.is_empty() {
             return Ok(());
         }
-        file.write_all(&out)?;
-        file.sync_data()?;
+        crate::storage::append_all(file, &out)?;
         written.extend(added);
         Ok(())
     }
@@ -125,6 +124,8 @@ pub fn upload(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]

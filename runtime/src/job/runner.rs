@@ -208,6 +208,9 @@ struct Tally {
 struct Shared {
     tally: Mutex<Tally>,
     ledger: Box<dyn Ledger>,
+    stop: StopFlag,
+    /// Episodes of a full disk while recording.
+    room: crate::storage::Room,
 }
 
 impl Shared {
@@ -215,11 +218,19 @@ impl Shared {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `write` (a record of outcomes); while the disk is full, waits for room
+    /// and tries again until it works or the job is stopped. So a full disk pauses the
+    /// job's records — and with them its workers — instead of losing them; an outcome
+    /// is counted once it is on disk.
+    fn record(&self, write: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+        self.room.wait_for("outcomes", |pause| self.stop.sleep(pause), write)
+    }
+
     /// Writes `records` to the dead-letter file, then counts them (failed or
     /// unhandled). A batch whose record cannot be written is not counted, which the
     /// final check reports as lost; `false` then.
     fn dead_letter(&self, records: &[Record<'_>], items: u64, unhandled: bool) -> bool {
-        if let Err(e) = self.ledger.dead_lettered(records) {
+        if let Err(e) = self.record(|| self.ledger.dead_lettered(records)) {
             let message = format!("cannot record dead letters: {e}");
             tracing::error!("{message}");
             self.tally().faults.push(message);
@@ -259,7 +270,12 @@ pub fn run<E: Executor>(
     let started = Instant::now();
     let total = source.total_batches();
     let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, ledger, budget, start_time } = plan;
-    let shared = Arc::new(Shared { tally: Mutex::new(Tally::default()), ledger });
+    let shared = Arc::new(Shared {
+        tally: Mutex::new(Tally::default()),
+        ledger,
+        stop: stop.clone(),
+        room: Default::default(),
+    });
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
 
     let producer = {
@@ -596,7 +612,9 @@ impl Succeeded {
             return;
         }
         let results: Vec<(u64, &[u8])> = self.results.iter().map(|(i, r)| (*i, r.as_slice())).collect();
-        let recorded = shared.ledger.results(&results).and_then(|()| shared.ledger.succeeded(&self.batches));
+        let recorded = shared
+            .record(|| shared.ledger.results(&results))
+            .and_then(|()| shared.record(|| shared.ledger.succeeded(&self.batches)));
         if let Err(e) = recorded {
             let message = format!("cannot record {} succeeded batches: {e}", self.batches.len());
             tracing::error!(api_name = job.api_name, job_id = job.job_id, "{message}");
@@ -715,7 +733,7 @@ fn work<E: Executor>(
             // whole, as read.
             let dead = if unhandled { &batch.body[..] } else { &body[..] };
             if !results.is_empty()
-                && let Err(e) = shared.ledger.results(&[(batch.index, &results)])
+                && let Err(e) = shared.record(|| shared.ledger.results(&[(batch.index, &results)]))
             {
                 shared.tally().faults.push(format!("cannot record the results of batch {}: {e}", batch.index));
             }
