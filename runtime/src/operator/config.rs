@@ -5,6 +5,8 @@
 //! max_workers = 8          # batches handled at once over all jobs [default: CPUs]
 //! max_running_jobs = 8     # jobs running at once; the others wait, pending
 //! max_queued_jobs = 1000   # jobs accepted and not ended; beyond, 503 + Retry-After
+//! min_free_space = "256MiB" # below this free in the data directory, new jobs are
+//!                          # refused (507), so that running jobs keep room [0: off]
 //!
 //! [[api]]
 //! name = "sum"
@@ -46,6 +48,8 @@ pub struct OperatorConfig {
     pub max_running_jobs: usize,
     /// Jobs accepted and not ended.
     pub max_queued_jobs: u64,
+    /// Below this many free bytes in the data directory, new jobs are refused.
+    pub min_free_space: u64,
     /// The APIs, by name.
     pub apis: Vec<ApiConfig>,
 }
@@ -101,6 +105,7 @@ struct RawConfig {
     max_workers: Option<i64>,
     max_running_jobs: Option<i64>,
     max_queued_jobs: Option<i64>,
+    min_free_space: Option<String>,
     #[serde(default)]
     api: Vec<RawApi>,
 }
@@ -176,6 +181,14 @@ impl OperatorConfig {
         let max_workers = int("max_workers", raw.max_workers, 1, 4096, cpus as i64) as usize;
         let max_running_jobs = int("max_running_jobs", raw.max_running_jobs, 1, 1024, 8) as usize;
         let max_queued_jobs = int("max_queued_jobs", raw.max_queued_jobs, 1, 1_000_000, 1000) as u64;
+        let min_free_space = match raw.min_free_space.as_deref().map(parse_size) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                problems.push(format!("min_free_space: {e}"));
+                0
+            }
+        };
         if raw.api.is_empty() {
             problems.push("no [[api]] is declared".into());
         }
@@ -319,7 +332,7 @@ impl OperatorConfig {
             }
         }
         if problems.is_empty() {
-            Ok(OperatorConfig { max_workers, max_running_jobs, max_queued_jobs, apis })
+            Ok(OperatorConfig { max_workers, max_running_jobs, max_queued_jobs, min_free_space, apis })
         } else {
             Err(problems)
         }

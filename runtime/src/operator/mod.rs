@@ -22,8 +22,8 @@ pub use service::Service;
 /// worker budget, read when scraped.
 pub fn render_metrics(service: &Service) -> String {
     use std::sync::OnceLock;
-    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge, IntGauge)> = OnceLock::new();
-    let (jobs, busy, budget, queued) = GAUGES.get_or_init(|| {
+    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge, IntGauge, IntGauge)> = OnceLock::new();
+    let (jobs, busy, budget, queued, free) = GAUGES.get_or_init(|| {
         let jobs = IntGaugeVec::new(Opts::new("wasmbatch_jobs", "Jobs in the journal, by status."), &["status"])
             .expect("valid metric");
         let busy = IntGauge::new("wasmbatch_workers_busy", "Worker places in use (batches in flight).").expect("valid");
@@ -37,8 +37,17 @@ pub fn render_metrics(service: &Service) -> String {
         .expect("valid");
         service.metrics().register(Box::new(budget.clone()));
         service.metrics().register(Box::new(queued.clone()));
-        (jobs, busy, budget, queued)
+        let free = IntGauge::new(
+            "wasmbatch_data_dir_free_bytes",
+            "Bytes free in the data directory's file system (for this user).",
+        )
+        .expect("valid");
+        service.metrics().register(Box::new(free.clone()));
+        (jobs, busy, budget, queued, free)
     });
+    if let Ok(n) = crate::storage::free_bytes(service.data_dir()) {
+        free.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     if let Ok(n) = service.journal().batches_in_queue() {
         queued.set(n as i64);
     }

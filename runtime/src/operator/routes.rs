@@ -58,6 +58,7 @@ fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
 fn error_response(kind: &str, message: &str) -> HttpResponse {
     let status = match kind {
         "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
         "not_found" => StatusCode::NOT_FOUND,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -65,6 +66,9 @@ fn error_response(kind: &str, message: &str) -> HttpResponse {
     let mut response = json_response(status, &json!({ "kind": kind, "message": message }));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    if status == StatusCode::INSUFFICIENT_STORAGE {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
     }
     response
 }
@@ -121,6 +125,7 @@ fn service_error(e: &ServiceError) -> HttpResponse {
         ServiceError::JobNotFound { .. } => "job.not_found",
         ServiceError::Invalid { kind, .. } => kind,
         ServiceError::Busy(_) => "busy",
+        ServiceError::StorageFull(_) => "storage_full",
         ServiceError::Journal(_) => "internal",
     };
     if kind == "internal" {

@@ -61,6 +61,10 @@ pub enum ServiceError {
     /// Too many jobs not ended yet.
     #[error("{0} jobs are queued or running, the most this operator accepts; retry later")]
     Busy(u64),
+    /// The data directory has no room (or less than `min_free_space`): nothing was
+    /// recorded.
+    #[error("{0}")]
+    StorageFull(String),
     /// The journal failed.
     #[error("{0}")]
     Journal(#[from] std::io::Error),
@@ -132,6 +136,8 @@ pub struct Service {
     runtime: tokio::runtime::Handle,
     /// With a broker: batches go to workers through it.
     dispatch: Option<Arc<Dispatch>>,
+    /// Episodes of a full data directory, for submissions and job states.
+    room: crate::storage::Room,
 }
 
 /// A job just accepted: pending, nothing ended yet.
@@ -298,6 +304,7 @@ impl Service {
             live: Mutex::new(HashMap::new()),
             metrics,
             runtime,
+            room: crate::storage::Room::default(),
         });
         for row in service.journal.unfinished()? {
             if !service.apis.contains_key(&row.api_name) {
@@ -327,6 +334,43 @@ impl Service {
     /// The metrics of every API.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The directory of the journal, submissions and results.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.journal.path().parent().unwrap_or(std::path::Path::new("."))
+    }
+
+    /// What a write that failed on a full disk is told: which directory, how much is
+    /// free. Other errors stay journal errors.
+    fn storage_error(&self, e: std::io::Error) -> ServiceError {
+        if !crate::storage::is_full(&e) {
+            return ServiceError::Journal(e);
+        }
+        let free = crate::storage::free_bytes(self.data_dir()).map(|n| format!("{n} bytes free")).unwrap_or_default();
+        ServiceError::StorageFull(format!(
+            "the data directory {} is full ({free}): the job was not recorded; retry once there is room",
+            self.data_dir().display()
+        ))
+    }
+
+    /// Whether the data directory has `min_free_space` left for a new job.
+    fn check_room(&self) -> Result<(), ServiceError> {
+        let floor = self.config.min_free_space;
+        if floor == 0 {
+            return Ok(());
+        }
+        let free = crate::storage::free_bytes(self.data_dir())?;
+        if free < floor {
+            let message = format!(
+                "the data directory {} has {free} bytes free, below min_free_space ({floor} bytes): new jobs are \
+                 refused so that running jobs keep room to record their batches",
+                self.data_dir().display()
+            );
+            self.room.note("submissions", &Err::<(), _>(std::io::Error::new(std::io::ErrorKind::StorageFull, message.clone())));
+            return Err(ServiceError::StorageFull(message));
+        }
+        Ok(())
     }
 
     /// Worker places in use and in all.
@@ -414,6 +458,7 @@ impl Service {
         if queued >= self.config.max_queued_jobs {
             return Err(ServiceError::Busy(queued));
         }
+        self.check_room()?;
         let now = SystemTime::now();
         let job_id = new_job_id(now);
         let workers = submission.workers.min(api.config.max_workers);
@@ -423,7 +468,9 @@ impl Service {
             spec["sqs_dead_letter_queue"] = dlq.clone();
         }
         let row = pending_row(&job_id, api_name, body, spec.clone());
-        self.journal.insert_job(&row)?;
+        let inserted = self.journal.insert_job(&row);
+        self.room.note("submissions", &inserted);
+        inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id, api_name, workers, "job submitted");
         self.spawn(row, Some(submission));
         Ok(Submitted::Job(spec))
@@ -458,7 +505,10 @@ impl Service {
             "timeout": spec["timeout"],
         });
         let row = pending_row(&new_id, api_name, submission.to_string().into_bytes(), spec.clone());
-        self.journal.insert_job(&row)?;
+        self.check_room()?;
+        let inserted = self.journal.insert_job(&row);
+        self.room.note("submissions", &inserted);
+        inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
         self.spawn(row, None);
         Ok(spec)
@@ -693,8 +743,19 @@ impl Service {
                 }
             }
         }
-        self.journal.set_hook(&row.job_id, Hook::Done(hook))?;
-        self.journal.set_status(&row.job_id, state, Some(end_time), error.as_deref())?;
+        // A full disk delays the record of the end (the job shows as running) instead of
+        // failing the job: its batches are all recorded already.
+        self.room.wait_for(
+            "job states",
+            |pause| {
+                std::thread::sleep(pause);
+                false
+            },
+            || {
+                self.journal.set_hook(&row.job_id, Hook::Done(hook))?;
+                self.journal.set_status(&row.job_id, state, Some(end_time), error.as_deref())
+            },
+        )?;
         tracing::info!(
             job_id = row.job_id,
             api_name = row.api_name,
