@@ -1030,7 +1030,9 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     }
     let front = crate::operator::routes::Front { tokens, metrics_auth: args.metrics_auth, tls };
     let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())
-        .map_err(|e| if e.downcast_ref::<crate::journal::JournalError>().is_some() { invalid(format!("{e:#}")) } else { e })?;
+        .map_err(|e| {
+            if e.downcast_ref::<crate::journal::JournalError>().is_some() { invalid(format!("{e:#}")) } else { e }
+        })?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await

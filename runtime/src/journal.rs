@@ -205,19 +205,6 @@ impl Journal {
         let path = dir.join("journal.sqlite");
         let fail = |e: &dyn std::fmt::Display| JournalError { path: path.clone(), error: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let existed = path.exists();
-        let conn = Connection::open(&path).map_err(|e| fail(&e))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(&e))?;
-        if existed {
-            Self::check(&conn).map_err(|e| fail(&e))?;
-        }
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| fail(&e))?;
-        if version > SCHEMA_VERSION {
-            return Err(fail(&format!(
-                "written by a newer wasmbatch (journal schema {version}; this one knows up to {SCHEMA_VERSION}): run \
-                 that version, or point --data-dir elsewhere; the journal is left as it is"
-            )));
-        }
         let writable = |e: rusqlite::Error| {
             let text = e.to_string();
             if text.contains("readonly") || text.contains("read-only") || text.contains("unable to open") {
@@ -230,6 +217,19 @@ impl Journal {
                 fail(&e)
             }
         };
+        let existed = path.exists();
+        let conn = Connection::open(&path).map_err(writable)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| fail(&e))?;
+        if existed {
+            Self::check(&conn).map_err(|e| fail(&e))?;
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| fail(&e))?;
+        if version > SCHEMA_VERSION {
+            return Err(fail(&format!(
+                "written by a newer wasmbatch (journal schema {version}; this one knows up to {SCHEMA_VERSION}): run \
+                 that version, or point --data-dir elsewhere; the journal is left as it is"
+            )));
+        }
         conn.execute_batch(SCHEMA).map_err(writable)?;
         for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let to = from as i64 + 1;

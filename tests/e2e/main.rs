@@ -17,4 +17,5 @@ mod run;
 mod sandbox;
 mod security;
 mod serve;
+mod storage;
 mod tls;

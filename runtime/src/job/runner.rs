@@ -270,12 +270,8 @@ pub fn run<E: Executor>(
     let started = Instant::now();
     let total = source.total_batches();
     let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, ledger, budget, start_time } = plan;
-    let shared = Arc::new(Shared {
-        tally: Mutex::new(Tally::default()),
-        ledger,
-        stop: stop.clone(),
-        room: Default::default(),
-    });
+    let shared =
+        Arc::new(Shared { tally: Mutex::new(Tally::default()), ledger, stop: stop.clone(), room: Default::default() });
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
 
     let producer = {

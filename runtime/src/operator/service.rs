@@ -367,7 +367,10 @@ impl Service {
                  refused so that running jobs keep room to record their batches",
                 self.data_dir().display()
             );
-            self.room.note("submissions", &Err::<(), _>(std::io::Error::new(std::io::ErrorKind::StorageFull, message.clone())));
+            self.room.note(
+                "submissions",
+                &Err::<(), _>(std::io::Error::new(std::io::ErrorKind::StorageFull, message.clone())),
+            );
             return Err(ServiceError::StorageFull(message));
         }
         Ok(())
