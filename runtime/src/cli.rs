@@ -814,7 +814,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 hook: crate::journal::Hook::Pending,
                 error: None,
             };
-            journal.insert_job(&row).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
+            journal.insert_job(&row, None).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             let meta: RunMeta = serde_json::from_value(row.spec["_run"].clone()).expect("just written");
             (journal, row, meta, state_dir, explicit, Some(submission))
         }

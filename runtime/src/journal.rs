@@ -83,6 +83,15 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+/// A submission's `Idempotency-Key`, and the digest of what it was sent with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// SHA-256 of the API's name and the submission's bytes.
+    pub digest: [u8; 32],
+}
+
 /// Batch counts of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
@@ -122,11 +131,12 @@ pub struct Journal {
 
 /// The journal's schema version (`PRAGMA user_version`). A journal of a newer version
 /// is refused, never changed; an older one is brought up by [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1`. Version 0 is a journal
-/// written before versions were kept (the same tables): nothing to change.
-const MIGRATIONS: &[&str] = &[""];
+/// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1` (after [`SCHEMA`], which
+/// creates what is missing). 0 → 1: a journal written before versions were kept (the
+/// same tables). 1 → 2: the `idempotency` table (made by `SCHEMA`).
+const MIGRATIONS: &[&str] = &["", ""];
 
 /// How long the integrity check of an existing journal may take at start; beyond, the
 /// check is cut short with a warning (a large journal still starts).
@@ -165,6 +175,13 @@ const SCHEMA: &str = "
         message TEXT,
         body BLOB,
         PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS idempotency (
+        key TEXT PRIMARY KEY,
+        api_name TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        job_id TEXT NOT NULL,
+        created_at REAL NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS published (
         job_id TEXT PRIMARY KEY,
@@ -308,13 +325,21 @@ impl Journal {
     }
 
     /// Records a new job: its submission on disk first (whole or not at all), then
-    /// its row; if the row cannot be written, the submission is removed again.
-    pub fn insert_job(&self, job: &JobRow) -> std::io::Result<()> {
+    /// its row — and its idempotency key, in the same transaction; if the row cannot
+    /// be written, the submission is removed again.
+    pub fn insert_job(&self, job: &JobRow, key: Option<&IdempotencyKey>) -> std::io::Result<()> {
         let path = self.submission_path(&job.job_id);
         std::fs::create_dir_all(path.parent().expect("a directory"))?;
         crate::storage::write_atomic(&path, &job.submission)?;
         let inserted = self.with(|c| {
-            c.execute(
+            let t = c.transaction()?;
+            if let Some(key) = key {
+                t.execute(
+                    "INSERT INTO idempotency (key, api_name, digest, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![key.key, job.api_name, key.digest.to_vec(), job.job_id, job.submitted_at],
+                )?;
+            }
+            t.execute(
                 "INSERT INTO jobs (job_id, api_name, submission, spec, status, submitted_at, hook)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
                 params![
@@ -325,13 +350,25 @@ impl Journal {
                     job.status.as_str(),
                     job.submitted_at
                 ],
-            )
-            .map(drop)
+            )?;
+            t.commit()
         });
         if inserted.is_err() {
             let _ = std::fs::remove_file(&path);
         }
         inserted
+    }
+
+    /// The job an idempotency key named, `(api, digest of the submission, job ID)`, if
+    /// it was used since `since` (seconds since the epoch); older keys are forgotten.
+    pub fn idempotent(&self, key: &str, since: f64) -> std::io::Result<Option<(String, Vec<u8>, String)>> {
+        self.with(|c| {
+            c.execute("DELETE FROM idempotency WHERE created_at < ?1", [since])?;
+            c.query_row("SELECT api_name, digest, job_id FROM idempotency WHERE key = ?1", [key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
     }
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
@@ -782,7 +819,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let journal = Journal::open(dir.path()).unwrap();
-            journal.insert_job(&job("a")).unwrap();
+            journal.insert_job(&job("a"), None).unwrap();
             let ledger = journal.ledger("a");
             ledger.succeeded(&[(0, Duration::from_millis(10)), (2, Duration::from_millis(30))]).unwrap();
             let error = AttemptError { kind: AttemptKind::Connection, message: "gone".into() };

@@ -622,3 +622,128 @@ fn serve_chains_by_posting_to_the_operator() {
     assert_eq!(reply.status, 500);
     assert!(reply.message().contains("may not submit jobs to \"other\""), "{}", reply.message());
 }
+
+/// POSTs `job` to `url` with an `Idempotency-Key`: (status, replayed, body), or `None`
+/// when no answer came (the operator was killed).
+fn keyed_submit(url: &str, key: &str, job: &str) -> Option<(u16, bool, String)> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let result = agent.post(&format!("{url}/batch/sum")).set("Idempotency-Key", key).send_string(job);
+    let answer = match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(_) => return None,
+    };
+    let replayed = answer.header("Idempotent-Replayed") == Some("true");
+    Some((answer.status(), replayed, answer.into_string().ok()?))
+}
+
+#[test]
+fn an_idempotency_key_names_one_job_through_retries_conflicts_and_a_sigkill() {
+    let place = Place::new("");
+    let operator = place.start();
+    let job = |i: usize| json!({"workers": 1, "item_list": {"items": [[i]], "batch_size": 1}}).to_string();
+    let (code, replayed, first) = keyed_submit(&operator.url, "key-0", &job(0)).unwrap();
+    assert_eq!((code, replayed), (200, false), "{first}");
+    let (code, replayed, again) = keyed_submit(&operator.url, "key-0", &job(0)).unwrap();
+    assert_eq!((code, replayed), (200, true), "{again}");
+    let id = |text: &str| serde_json::from_str::<Value>(text).unwrap()["job_id"].as_str().unwrap().to_string();
+    assert_eq!(id(&first), id(&again));
+    let (code, _, conflict) = keyed_submit(&operator.url, "key-0", &job(1)).unwrap();
+    assert_eq!(code, 409, "{conflict}");
+    assert!(conflict.contains("idempotency_key_reused"), "{conflict}");
+    let (code, _, bad) = keyed_submit(&operator.url, &"k".repeat(300), &job(1)).unwrap();
+    assert_eq!(code, 400, "{bad}");
+
+    // 8 clients, 25 keyed submissions each; the operator is killed mid-way and started
+    // again; every client sends what got no answer again, with the same key.
+    let url = Arc::new(Mutex::new(operator.url.clone()));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (url, answered) = (url.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                let mut retried = 0;
+                for n in 0..25 {
+                    let (key, body) = (format!("client-{c}-{n}"), job(1000 + c * 100 + n));
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let at = url.lock().unwrap().clone();
+                        match keyed_submit(&at, &key, &body) {
+                            Some((200, _, text)) => {
+                                ids.push(id(&text));
+                                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                break;
+                            }
+                            other => {
+                                assert!(Instant::now() < deadline, "{key}: {other:?}");
+                                retried += 1;
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                }
+                (ids, retried)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 60 {
+        assert!(Instant::now() < deadline, "the clients do not get answers");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    operator.kill();
+    let restarted = place.start();
+    *url.lock().unwrap() = restarted.url.clone();
+    let mut all = Vec::new();
+    let mut retried = 0;
+    for client in clients {
+        let (ids, r) = client.join().unwrap();
+        all.extend(ids);
+        retried += r;
+    }
+    assert!(retried > 0, "the kill cost no answer: the test proved nothing");
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (200, 200), "one job per key");
+    let (_, list) = restarted.request("GET", "/batch/sum/jobs?limit=1000", None);
+    let listed: Vec<Value> = serde_json::from_str::<Value>(&list).unwrap()["jobs"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 201, "the 200 keyed jobs and key-0's, no duplicate");
+}
+
+#[test]
+fn submit_sends_again_with_its_key_when_the_operator_is_not_there_yet() {
+    let place = Place::new("");
+    std::fs::write(place.path("job.json"), r#"{"workers": 1, "item_list": {"items": [[1]], "batch_size": 1}}"#)
+        .unwrap();
+    let port = crate::harness::free_port();
+    let mut submit = wasmbatch()
+        .args(["submit", "sum"])
+        .arg(place.path("job.json"))
+        .args(["--operator", &format!("http://127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The operator comes up on that port once the first attempt has failed.
+    let mut stderr = BufReader::new(submit.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("cannot connect") && first.contains("same idempotency key"), "{first}");
+    let mut child = wasmbatch()
+        .args(["operator", "--host", "127.0.0.1", "--port", &port.to_string(), "--config"])
+        .arg(place.path("apis.toml"))
+        .arg("--data-dir")
+        .arg(place.path("data"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = submit.wait_with_output().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{first}{rest}");
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(spec["job_id"].is_string(), "{spec}");
+}

@@ -46,12 +46,43 @@ impl Client {
 
     /// Sends a request; a non-200 answer becomes an error with the operator's message.
     fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
-        let headers: Vec<(&str, &str)> =
+        self.call_with(method, path, body, None)
+    }
+
+    /// The same, with an `Idempotency-Key`: then a request that got no answer (the
+    /// connection refused or lost) is sent again with the same key, up to 6 times over
+    /// about 30 s — the operator makes one job of them, whichever arrived.
+    fn call_with(&mut self, method: Method, path: &str, body: Bytes, key: Option<&str>) -> Result<Bytes, ClientError> {
+        let mut headers: Vec<(&str, &str)> =
             self.authorization.as_deref().map(|a| ("authorization", a)).into_iter().collect();
-        let answer = self
-            .runtime
-            .block_on(self.connection.send(method, path, &headers, body, Duration::from_secs(60)))
-            .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
+        if let Some(key) = key {
+            headers.push(("idempotency-key", key));
+        }
+        let tries = if key.is_some() { 6 } else { 1 };
+        let mut pause = Duration::from_millis(500);
+        let mut attempt = 1;
+        let answer = loop {
+            let sent = self.runtime.block_on(self.connection.send(
+                method.clone(),
+                path,
+                &headers,
+                body.clone(),
+                Duration::from_secs(60),
+            ));
+            match sent {
+                Ok(answer) => break answer,
+                Err(e) if attempt < tries => {
+                    eprintln!(
+                        "{e}; sending again in {pause:?} (attempt {} of {tries}, same idempotency key)",
+                        attempt + 1
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                    attempt += 1;
+                }
+                Err(e) => return Err(ClientError { message: e.to_string(), exit_code: 1 }),
+            }
+        };
         if answer.status.is_success() {
             return Ok(answer.body);
         }
@@ -73,9 +104,13 @@ impl Client {
             .map_err(|e| ClientError { message: format!("the operator's answer is not JSON: {e}"), exit_code: 1 })
     }
 
-    /// `POST /batch/<api>`: the job spec.
+    /// `POST /batch/<api>` with an idempotency key of its own: the job spec. A lost
+    /// answer is asked for again, and never makes a second job.
     pub fn submit(&mut self, api: &str, job: Vec<u8>) -> Result<Value, ClientError> {
-        self.json(Method::POST, &format!("/batch/{api}"), Bytes::from(job))
+        let key = new_idempotency_key(&job);
+        let bytes = self.call_with(Method::POST, &format!("/batch/{api}"), Bytes::from(job), Some(&key))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError { message: format!("the operator's answer is not JSON: {e}"), exit_code: 1 })
     }
 
     /// `GET /batch/<api>?jobID=`.
@@ -93,6 +128,20 @@ impl Client {
         let answer = self.json(Method::DELETE, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())?;
         Ok(answer["message"].as_str().unwrap_or_default().to_string())
     }
+}
+
+/// A key no other submission has: the time, this process and the job's bytes, hashed.
+fn new_idempotency_key(job: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hash = Sha256::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hash.update(now.as_nanos().to_le_bytes());
+    hash.update(std::process::id().to_le_bytes());
+    hash.update(SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    hash.update(job);
+    let digest = hash.finalize();
+    format!("wasmbatch-{}", digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Chaining under `serve`: a guest's job is POSTed to the operator.

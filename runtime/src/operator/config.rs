@@ -5,6 +5,7 @@
 //! max_workers = 8          # batches handled at once over all jobs [default: CPUs]
 //! max_running_jobs = 8     # jobs running at once; the others wait, pending
 //! max_queued_jobs = 1000   # jobs accepted and not ended; beyond, 503 + Retry-After
+//! idempotency_retention = "24h"  # how long an Idempotency-Key names its job [24h]
 //! min_free_space = "256MiB" # below this free in the data directory, new jobs are
 //!                          # refused (507), so that running jobs keep room [0: off]
 //!
@@ -50,6 +51,8 @@ pub struct OperatorConfig {
     pub max_queued_jobs: u64,
     /// Below this many free bytes in the data directory, new jobs are refused.
     pub min_free_space: u64,
+    /// How long an `Idempotency-Key` names its job.
+    pub idempotency_retention: Duration,
     /// The APIs, by name.
     pub apis: Vec<ApiConfig>,
 }
@@ -106,6 +109,7 @@ struct RawConfig {
     max_running_jobs: Option<i64>,
     max_queued_jobs: Option<i64>,
     min_free_space: Option<String>,
+    idempotency_retention: Option<String>,
     #[serde(default)]
     api: Vec<RawApi>,
 }
@@ -181,6 +185,14 @@ impl OperatorConfig {
         let max_workers = int("max_workers", raw.max_workers, 1, 4096, cpus as i64) as usize;
         let max_running_jobs = int("max_running_jobs", raw.max_running_jobs, 1, 1024, 8) as usize;
         let max_queued_jobs = int("max_queued_jobs", raw.max_queued_jobs, 1, 1_000_000, 1000) as u64;
+        let idempotency_retention = match raw.idempotency_retention.as_deref().map(parse_duration) {
+            None => Duration::from_secs(24 * 3600),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                problems.push(format!("idempotency_retention: {e}"));
+                Duration::ZERO
+            }
+        };
         let min_free_space = match raw.min_free_space.as_deref().map(parse_size) {
             None => 0,
             Some(Ok(n)) => n,
@@ -332,7 +344,14 @@ impl OperatorConfig {
             }
         }
         if problems.is_empty() {
-            Ok(OperatorConfig { max_workers, max_running_jobs, max_queued_jobs, min_free_space, apis })
+            Ok(OperatorConfig {
+                max_workers,
+                max_running_jobs,
+                max_queued_jobs,
+                min_free_space,
+                idempotency_retention,
+                apis,
+            })
         } else {
             Err(problems)
         }

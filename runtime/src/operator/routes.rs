@@ -59,6 +59,7 @@ fn error_response(kind: &str, message: &str) -> HttpResponse {
     let status = match kind {
         "busy" => StatusCode::SERVICE_UNAVAILABLE,
         "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
+        "idempotency_key_reused" => StatusCode::CONFLICT,
         "not_found" => StatusCode::NOT_FOUND,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -125,6 +126,7 @@ fn service_error(e: &ServiceError) -> HttpResponse {
         ServiceError::JobNotFound { .. } => "job.not_found",
         ServiceError::Invalid { kind, .. } => kind,
         ServiceError::Busy(_) => "busy",
+        ServiceError::KeyReused(_) => "idempotency_key_reused",
         ServiceError::StorageFull(_) => "storage_full",
         ServiceError::Journal(_) => "internal",
     };
@@ -296,6 +298,15 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
 
 async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) -> HttpResponse {
     let dry_run = query_param(&request, "dryRun").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut keys = request.headers().get_all("idempotency-key").iter();
+    let key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        (Some(value), None) => match value.to_str() {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(_) => return error_response("idempotency_key_invalid", "Idempotency-Key: not visible ASCII"),
+        },
+        (Some(_), Some(_)) => return error_response("idempotency_key_invalid", "Idempotency-Key: sent more than once"),
+    };
     let body = match Limited::new(request.into_body(), MAX_SUBMISSION).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -303,8 +314,13 @@ async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) 
         }
         Err(e) => return error_response("error", &format!("cannot read the request body: {e}")),
     };
-    match blocking(move || service.submit(&api, &body, dry_run)).await {
+    match blocking(move || service.submit(&api, &body, dry_run, key.as_deref())).await {
         Ok(Submitted::Job(spec)) => json_response(StatusCode::OK, &spec),
+        Ok(Submitted::Replayed(spec)) => {
+            let mut response = json_response(StatusCode::OK, &spec);
+            response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+            response
+        }
         Ok(Submitted::DryRun(text)) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
         // A dry run's validation errors are text, as Cortex answers them (JSON parse
         // errors come before its dry-run branch, so they stay JSON).

@@ -61,6 +61,12 @@ pub enum ServiceError {
     /// Too many jobs not ended yet.
     #[error("{0} jobs are queued or running, the most this operator accepts; retry later")]
     Busy(u64),
+    /// An idempotency key used before with another API or body.
+    #[error(
+        "the idempotency key {0:?} was used with another submission: a key names one submission; send a new key \
+         for a new job"
+    )]
+    KeyReused(String),
     /// The data directory has no room (or less than `min_free_space`): nothing was
     /// recorded.
     #[error("{0}")]
@@ -74,6 +80,8 @@ pub enum ServiceError {
 pub enum Submitted {
     /// The job was accepted.
     Job(Value),
+    /// The job an idempotency key was first sent with: accepted before.
+    Replayed(Value),
     /// A dry run: Cortex's text answer.
     DryRun(String),
 }
@@ -102,8 +110,10 @@ impl crate::plugin::Submitter for ServiceSubmitter {
     fn submit(&self, api: &str, job: &[u8]) -> Result<String, String> {
         check_chain(&self.from, &self.allowed, api)?;
         let service = self.service.upgrade().ok_or("the operator is shutting down")?;
-        match service.submit(api, job, false) {
-            Ok(Submitted::Job(spec)) => Ok(spec["job_id"].as_str().unwrap_or_default().to_string()),
+        match service.submit(api, job, false, None) {
+            Ok(Submitted::Job(spec) | Submitted::Replayed(spec)) => {
+                Ok(spec["job_id"].as_str().unwrap_or_default().to_string())
+            }
             Ok(Submitted::DryRun(_)) => Err("unexpected dry run".into()),
             Err(e) => Err(e.to_string().split("\n\n").next().unwrap_or_default().to_string()),
         }
@@ -138,6 +148,8 @@ pub struct Service {
     dispatch: Option<Arc<Dispatch>>,
     /// Episodes of a full data directory, for submissions and job states.
     room: crate::storage::Room,
+    /// Held while a submission with an idempotency key is looked up and recorded.
+    keyed: Mutex<()>,
 }
 
 /// A job just accepted: pending, nothing ended yet.
@@ -214,6 +226,27 @@ fn with_default_workers(bytes: &[u8], workers: usize) -> Vec<u8> {
         }
         _ => bytes.to_vec(),
     }
+}
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// A submission's key, checked, with the digest of the API's name and the body.
+fn idempotency_key(key: &str, api_name: &str, body: &[u8]) -> Result<crate::journal::IdempotencyKey, ServiceError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ServiceError::Invalid {
+            kind: "idempotency_key_invalid",
+            message: format!(
+                "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (a UUID, for example)"
+            ),
+        });
+    }
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(api_name.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    Ok(crate::journal::IdempotencyKey { key: key.to_string(), digest: hash.finalize().into() })
 }
 
 fn now_secs() -> f64 {
@@ -305,6 +338,7 @@ impl Service {
             metrics,
             runtime,
             room: crate::storage::Room::default(),
+            keyed: Mutex::new(()),
         });
         for row in service.journal.unfinished()? {
             if !service.apis.contains_key(&row.api_name) {
@@ -405,9 +439,38 @@ impl Service {
     }
 
     /// Validates a submission (Cortex's rules) and, unless `dry_run`, records the job
-    /// and starts it.
-    pub fn submit(self: &Arc<Self>, api_name: &str, body: &[u8], dry_run: bool) -> Result<Submitted, ServiceError> {
+    /// and starts it. With an idempotency `key`, a key used before (within the
+    /// retention) with the same API and body gives that job again, with another body
+    /// a conflict; a key and its job are recorded in one transaction.
+    pub fn submit(
+        self: &Arc<Self>,
+        api_name: &str,
+        body: &[u8],
+        dry_run: bool,
+        key: Option<&str>,
+    ) -> Result<Submitted, ServiceError> {
         let api = self.apis.get(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
+        let key = match key {
+            Some(key) if !dry_run => Some(idempotency_key(key, api_name, body)?),
+            _ => None,
+        };
+        // Lookup and insert of keyed submissions one at a time: two requests with the
+        // same key cannot both miss and both create a job.
+        let _keyed = key.as_ref().map(|_| self.keyed.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(key) = &key {
+            let since = now_secs() - self.config.idempotency_retention.as_secs_f64();
+            if let Some((api, digest, job_id)) = self.journal.idempotent(&key.key, since)? {
+                if api != api_name || digest != key.digest {
+                    return Err(ServiceError::KeyReused(key.key.clone()));
+                }
+                let row = self
+                    .journal
+                    .job(&job_id)?
+                    .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.clone() })?;
+                tracing::info!(job_id, api_name, "a submission with a known idempotency key: the same job");
+                return Ok(Submitted::Replayed(row.spec));
+            }
+        }
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(cortex_error(SubmissionError::Parse {
                 origin: "submission".into(),
@@ -471,7 +534,7 @@ impl Service {
             spec["sqs_dead_letter_queue"] = dlq.clone();
         }
         let row = pending_row(&job_id, api_name, body, spec.clone());
-        let inserted = self.journal.insert_job(&row);
+        let inserted = self.journal.insert_job(&row, key.as_ref());
         self.room.note("submissions", &inserted);
         inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id, api_name, workers, "job submitted");
@@ -509,7 +572,7 @@ impl Service {
         });
         let row = pending_row(&new_id, api_name, submission.to_string().into_bytes(), spec.clone());
         self.check_room()?;
-        let inserted = self.journal.insert_job(&row);
+        let inserted = self.journal.insert_job(&row, None);
         self.room.note("submissions", &inserted);
         inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
