@@ -98,11 +98,6 @@ pub struct Front {
 }
 
 impl Front {
-    /// No tokens, no TLS.
-    pub fn open() -> Front {
-        Front { tokens: None, metrics_auth: false, tls: None }
-    }
-
     /// Whether `request` may go on to its route.
     fn admit(&self, request: &Request<Incoming>) -> Result<(), Denied> {
         let Some(tokens) = &self.tokens else { return Ok(()) };
