@@ -3,6 +3,8 @@
 //! - `config`: the TOML file declaring the service's limits and its APIs.
 //! - `service`: jobs — submission (Cortex's validation), scheduling under a worker
 //!   budget, the runner on the journal, stop, resume after a crash or a shutdown.
+//! - `error`: `ServiceError`, with Cortex's kinds.
+//! - `intake`: a submission's Cortex error kinds, default workers, idempotency key.
 //! - `routes`: Cortex's job API over HTTP, and ours (job lists, dead letters).
 //! - `auth`: bearer tokens of the job API (`--token-file`), checked in constant time.
 //! - `client`: `wasmbatch submit`, `get`, `stop` — the command-line side.
@@ -10,6 +12,8 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod error;
+mod intake;
 pub mod routes;
 pub mod service;
 
