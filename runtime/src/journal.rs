@@ -130,7 +130,7 @@ pub struct Journal {
 }
 
 /// The journal's schema version (`PRAGMA user_version`). A journal of a newer version
-/// is refused, never changed; an older one is brought up by [`MIGRATIONS`].
+/// is refused, never changed; an older one is brought up by the migrations below.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1` (after [`SCHEMA`], which

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(job.workers >= 1);
     if let SourceSpec::ItemList { items, batch_size } = &job.source {
         let (n, size) = (items.len(), *batch_size);
-        let mut source = source::open(job.source, None).expect("item lists always open");
+        let mut source = source::open(job.source, None, None).expect("item lists always open");
         let (mut batches, mut seen) = (0u64, 0usize);
         while let Some(batch) = source.next_batch().expect("item lists never fail") {
             let parsed: Vec<serde_json::Value> = serde_json::from_slice(&batch.body).expect("a batch is a JSON array");
