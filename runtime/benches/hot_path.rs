@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use wasmbatch::engine::{Engine, EngineConfig};
 use wasmbatch::http::batch::check_batch;
 use wasmbatch::metrics::Metrics;
-use wasmbatch::plugin::{BatchCall, BatchId, CallLimits, Plugin};
-use wasmbatch::sandbox::Sandbox;
+use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin};
 
 /// A guest that accepts every batch: a bump allocator reset on each call, nothing else.
 const NOOP_WAT: &str = r#"(module
@@ -44,12 +42,12 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("check_batch_10_items", |b| b.iter(|| check_batch(std::hint::black_box(&small)).unwrap()));
     group.finish();
 
-    let engine = Arc::new(Engine::new(EngineConfig { max_instances: 4, ..Default::default() }).unwrap());
-    let module = wasmtime_module(&engine);
-    let sandbox = Arc::new(Sandbox::new(b"{}", None).unwrap());
-    let plugin =
-        Plugin::new(engine, &module, sandbox, Arc::from(&b"{}"[..]), CallLimits::default(), Metrics::new("bench"))
-            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noop.wat");
+    std::fs::write(&path, NOOP_WAT).unwrap();
+    let options = LoadOptions { instances: 2, ..LoadOptions::default() };
+    let plugin = Arc::new(Plugin::load(&path, &options, Metrics::new("bench")).unwrap());
+    let plugin = plugin.bind(JobContext::default()).unwrap();
     let mut instance = plugin.instance(Arc::new(AtomicBool::new(false))).unwrap();
 
     let mut group = c.benchmark_group("guest_call");
@@ -71,13 +69,6 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| drop(plugin.instance(Arc::new(AtomicBool::new(false))).unwrap()))
     });
     group.finish();
-}
-
-fn wasmtime_module(engine: &Engine) -> wasmtime::Module {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("noop.wat");
-    std::fs::write(&path, NOOP_WAT).unwrap();
-    wasmbatch::compile::load(engine, &path, None).unwrap().0
 }
 
 criterion_group!(benches, hot_path);

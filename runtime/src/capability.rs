@@ -107,6 +107,24 @@ impl Default for Grants {
     }
 }
 
+impl Grants {
+    /// Default of [`Grants::http_timeout`].
+    pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default of [`Grants::max_response`].
+    pub const DEFAULT_MAX_RESPONSE: usize = 16 << 20;
+}
+
+/// Grants are equal when they allow the same (the client they share is not compared).
+impl PartialEq for Grants {
+    fn eq(&self, other: &Grants) -> bool {
+        self.http == other.http
+            && self.read == other.read
+            && self.write == other.write
+            && self.http_timeout == other.http_timeout
+            && self.max_response == other.max_response
+    }
+}
+
 /// An HTTP request as a guest describes it (the JSON of `http_request`).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,8 +157,8 @@ impl Grants {
             http: Vec::new(),
             read: Prefixes::default(),
             write: Prefixes::default(),
-            http_timeout: Duration::from_secs(30),
-            max_response: 16 << 20,
+            http_timeout: Grants::DEFAULT_HTTP_TIMEOUT,
+            max_response: Grants::DEFAULT_MAX_RESPONSE,
             agent: OnceLock::new(),
         }
     }

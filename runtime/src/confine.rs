@@ -206,7 +206,7 @@ impl Target {
 }
 
 /// A list of granted prefixes (`allow_read`, `allow_write`, `allow_inputs`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prefixes {
     prefixes: Vec<ObjectUrl>,
 }

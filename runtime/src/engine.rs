@@ -24,9 +24,12 @@ pub struct EngineConfig {
     pub max_instances: u32,
 }
 
+/// Linear memory per instance unless a limit says otherwise.
+pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
+
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_memory: 512 << 20, max_instances: 16 }
+        EngineConfig { max_memory: DEFAULT_MAX_MEMORY, max_instances: 16 }
     }
 }
 
@@ -115,6 +118,35 @@ pub fn container_memory_limit() -> Option<u64> {
         .filter(|&limit| limit < 1 << 50)
 }
 
+/// Linear memory per instance: `explicit` when given, else [`DEFAULT_MAX_MEMORY`], or
+/// what fits `instances` instances in the container's memory limit (cgroup v2 or v1)
+/// with 64 MiB left for the host, so that a guest hits its own limit
+/// (`out_of_memory`) before the container is killed. Every command and the operator
+/// size their instances with this.
+pub fn fitted_memory(explicit: Option<u64>, instances: usize) -> u64 {
+    if let Some(explicit) = explicit {
+        return explicit;
+    }
+    let Some(limit) = container_memory_limit() else { return DEFAULT_MAX_MEMORY };
+    let chosen = fit(limit, instances);
+    if chosen < DEFAULT_MAX_MEMORY {
+        tracing::info!(
+            container_limit_mib = limit >> 20,
+            instances,
+            max_memory_mib = chosen >> 20,
+            "memory per instance fitted to the container's limit"
+        );
+    }
+    chosen
+}
+
+/// Each of `instances`' share of `limit`, less 64 MiB for the host, between 16 MiB and
+/// [`DEFAULT_MAX_MEMORY`].
+fn fit(limit: u64, instances: usize) -> u64 {
+    let share = limit.saturating_sub(64 << 20) / instances.max(1) as u64;
+    share.clamp(16 << 20, DEFAULT_MAX_MEMORY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +156,14 @@ mod tests {
         let a = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
         let b = Engine::new(EngineConfig { max_instances: 2, ..Default::default() }).unwrap();
         assert_eq!(a.compatibility_key(), b.compatibility_key());
+    }
+
+    #[test]
+    fn memory_is_fitted_to_a_container_and_bounded() {
+        assert_eq!(fitted_memory(Some(7 << 20), 100), 7 << 20, "an explicit limit is kept as given");
+        assert_eq!(fit(1 << 30, 4), ((1024 - 64) / 4) << 20);
+        assert_eq!(fit(64 << 30, 4), DEFAULT_MAX_MEMORY, "never more than the default");
+        assert_eq!(fit(128 << 20, 64), 16 << 20, "never less than 16 MiB");
+        assert_eq!(fit(1 << 30, 0), DEFAULT_MAX_MEMORY, "no instances counts as one");
     }
 }

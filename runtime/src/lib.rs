@@ -27,6 +27,7 @@
 //! - [`broker`]: the operator and its workers through RabbitMQ.
 //! - [`storage`]: files written whole or not at all; a full disk told apart.
 //! - [`tls`]: one TLS stack (rustls with ring) and one set of trusted roots.
+//! - [`units`]: sizes and durations as users write them.
 //! - [`cli`]: the `wasmbatch` command line.
 //!
 //! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI
@@ -46,6 +47,8 @@ pub mod failure;
 pub mod http;
 pub mod job;
 pub mod journal;
+#[cfg(test)]
+mod layers;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
@@ -58,3 +61,4 @@ pub mod sandbox;
 pub mod spec;
 pub mod storage;
 pub mod tls;
+pub mod units;

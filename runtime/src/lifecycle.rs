@@ -12,11 +12,11 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 
 use crate::failure::Failure;
-use crate::plugin::{BatchCall, BatchOutput, Instance, Plugin};
+use crate::plugin::{BatchCall, BatchOutput, Instance, JobPlugin};
 
 /// One worker's instance slot.
 pub struct WarmInstance {
-    plugin: Arc<Plugin>,
+    plugin: Arc<JobPlugin>,
     instance: Option<Instance>,
     cancel: Arc<AtomicBool>,
     recycle_after: Option<u64>,
@@ -27,7 +27,7 @@ impl WarmInstance {
     /// replaced after `recycle_after` batches. `first`, an instance already started,
     /// fills it at once.
     pub fn new(
-        plugin: Arc<Plugin>,
+        plugin: Arc<JobPlugin>,
         cancel: Arc<AtomicBool>,
         recycle_after: Option<u64>,
         first: Option<Instance>,
@@ -36,7 +36,7 @@ impl WarmInstance {
     }
 
     /// The plugin the instances come from.
-    pub fn plugin(&self) -> &Arc<Plugin> {
+    pub fn plugin(&self) -> &Arc<JobPlugin> {
         &self.plugin
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::lifecycle::WarmInstance;
 use crate::metrics::Metrics;
-use crate::plugin::{Instance, Plugin};
+use crate::plugin::{Instance, JobPlugin};
 
 /// No room for the batch within the queue timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct PoolConfig {
 
 /// The worker threads and their admission.
 pub struct WorkerPool {
-    plugin: Arc<Plugin>,
+    plugin: Arc<JobPlugin>,
     tasks: crossbeam_channel::Sender<Task>,
     places: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -104,7 +104,7 @@ fn work_loop(tasks: crossbeam_channel::Receiver<Task>, mut slot: WarmInstance) {
 impl WorkerPool {
     /// Starts the worker threads. `first`, an instance already created and `init`ed
     /// (the proof that the plugin starts), becomes the first worker's.
-    pub fn new(plugin: Arc<Plugin>, config: &PoolConfig, first: Option<Instance>) -> std::io::Result<WorkerPool> {
+    pub fn new(plugin: Arc<JobPlugin>, config: &PoolConfig, first: Option<Instance>) -> std::io::Result<WorkerPool> {
         let concurrency = config.concurrency.max(1);
         // Unbounded here because admission bounds it.
         let (tx, rx) = crossbeam_channel::unbounded::<Task>();
@@ -177,7 +177,7 @@ impl WorkerPool {
     }
 
     /// The plugin.
-    pub fn plugin(&self) -> &Plugin {
+    pub fn plugin(&self) -> &JobPlugin {
         &self.plugin
     }
 }
@@ -196,10 +196,9 @@ mod tests {
                 (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
         )
         .unwrap();
-        let spec: Arc<[u8]> = Arc::from(&b"{}"[..]);
-        let sandbox = Arc::new(crate::sandbox::Sandbox::new(&spec, None).unwrap());
         let metrics = crate::metrics::Metrics::new("t");
-        let plugin = Plugin::new(engine, &module, sandbox, spec, Default::default(), metrics).unwrap();
+        let plugin = Arc::new(crate::plugin::Plugin::new(engine, &module, Default::default(), metrics).unwrap());
+        let plugin = plugin.bind(Default::default()).unwrap();
         let config = PoolConfig { concurrency: 1, queue_depth, queue_bytes, queue_timeout, recycle_after: None };
         WorkerPool::new(Arc::new(plugin), &config, None).unwrap()
     }

@@ -32,7 +32,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::job::runner::StopFlag;
+use crate::job::stop::StopFlag;
 
 /// The queue of outcomes, workers to operator.
 pub const RESULTS: &str = "wasmbatch.results";

@@ -35,29 +35,23 @@ use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::oneshot;
 
 use super::{BrokerUrl, CONTROL, Headers, RESULTS, get_int, get_str, header};
-use crate::engine::Engine;
 use crate::http::client::Endpoint;
 use crate::job::executor::{
     Attempt, AttemptError, AttemptKind, Completion, EndpointExecutor, EndpointWorker, Executor, InProcess, failed_items,
 };
-use crate::job::runner::{StopFlag, StopReason};
+use crate::job::stop::{StopFlag, StopReason};
 use crate::lifecycle::WarmInstance;
 use crate::metrics::Metrics;
-use crate::plugin::{CallLimits, Plugin, Submitter};
-use crate::sandbox::Sandbox;
+use crate::plugin::{JobContext, Plugin, Submitter};
 
 /// What handles the batches.
 pub enum Handler {
-    /// A plugin, instantiated per job with the job's spec.
+    /// A plugin, bound to each job's spec.
     Plugin {
-        /// The engine (sized for the concurrency).
-        engine: Arc<Engine>,
-        /// The compiled module.
-        module: wasmtime::Module,
+        /// The plugin, loaded for the concurrency.
+        plugin: Arc<Plugin>,
         /// The guests' `/mnt`.
         mount: Option<PathBuf>,
-        /// Limits of each call.
-        limits: CallLimits,
         /// Replace an instance after this many batches.
         recycle_after: Option<u64>,
         /// Chaining: where the guests' jobs go.
@@ -114,7 +108,6 @@ enum Outcome {
 /// Executors by job (a plugin is instantiated with its job's spec).
 struct Executors {
     handler: Handler,
-    metrics: Arc<Metrics>,
     endpoint: Option<Arc<EndpointExecutor>>,
     plugins: Mutex<VecDeque<(String, Arc<InProcess>)>>,
 }
@@ -129,21 +122,16 @@ enum State {
 impl Executors {
     /// The plugin executor of `job_id` (the last few are kept).
     fn plugin(&self, job_id: &str, spec: &Arc<[u8]>) -> Result<Arc<InProcess>, String> {
-        let Handler::Plugin { engine, module, mount, limits, recycle_after, submitter } = &self.handler else {
+        let Handler::Plugin { plugin, mount, recycle_after, submitter } = &self.handler else {
             unreachable!("only for plugins")
         };
         let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, executor)) = plugins.iter().find(|(id, _)| id == job_id) {
             return Ok(executor.clone());
         }
-        let sandbox = Arc::new(Sandbox::new(spec, mount.as_deref()).map_err(|e| e.to_string())?);
-        let mut plugin =
-            Plugin::new(engine.clone(), module, sandbox, spec.clone(), limits.clone(), self.metrics.clone())
-                .map_err(|e| e.to_string())?;
-        if let Some(submitter) = submitter {
-            plugin = plugin.with_submitter(submitter.clone());
-        }
-        let executor = Arc::new(InProcess::new(Arc::new(plugin), *recycle_after));
+        let context = JobContext { spec: spec.clone(), mount: mount.clone(), submitter: submitter.clone() };
+        let bound = plugin.bind(context).map_err(|e| e.to_string())?;
+        let executor = Arc::new(InProcess::new(Arc::new(bound), *recycle_after));
         plugins.push_back((job_id.to_string(), executor.clone()));
         while plugins.len() > 4 {
             plugins.pop_front();
@@ -247,12 +235,7 @@ pub fn run(
         }
         Handler::Plugin { .. } => None,
     };
-    let executors = Arc::new(Executors {
-        handler: config.handler,
-        metrics: config.metrics.clone(),
-        endpoint,
-        plugins: Mutex::new(VecDeque::new()),
-    });
+    let executors = Arc::new(Executors { handler: config.handler, endpoint, plugins: Mutex::new(VecDeque::new()) });
     let (tx, rx) = crossbeam_channel::unbounded::<Work>();
     let threads: Vec<_> = (0..config.concurrency)
         .map(|index| {

@@ -205,6 +205,10 @@ impl Connection {
     }
 }
 
+/// How long a server of the contract is waited for unless said otherwise: by `run`,
+/// by `worker`, and by the operator for an API's endpoints.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Waits until `endpoint` is ready, or `timeout` passes: every probe, connection
 /// included, ends by that deadline.
 pub async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {

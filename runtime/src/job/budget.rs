@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::runner::StopFlag;
+use super::stop::StopFlag;
 
 /// The budget: `total` places.
 #[derive(Debug)]

@@ -18,12 +18,12 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::sync::watch;
 
-use super::runner::StopReason;
+use super::stop::StopReason;
 use crate::failure::{Failure, FailureKind};
 use crate::http::client::{Answer, Connection, Endpoint};
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
-use crate::plugin::{BatchCall, BatchId, BatchOutput, Plugin};
+use crate::plugin::{BatchCall, BatchId, BatchOutput, JobPlugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +209,7 @@ pub trait Executor: Send + Sync + 'static {
 
 /// Batches handed to a plugin's instances in this process.
 pub struct InProcess {
-    plugin: Arc<Plugin>,
+    plugin: Arc<JobPlugin>,
     cancel: Arc<AtomicBool>,
     recycle_after: Option<u64>,
 }
@@ -217,7 +217,7 @@ pub struct InProcess {
 impl InProcess {
     /// An executor over `plugin` whose instances are replaced after `recycle_after`
     /// batches.
-    pub fn new(plugin: Arc<Plugin>, recycle_after: Option<u64>) -> InProcess {
+    pub fn new(plugin: Arc<JobPlugin>, recycle_after: Option<u64>) -> InProcess {
         InProcess { plugin, cancel: Arc::new(AtomicBool::new(false)), recycle_after }
     }
 

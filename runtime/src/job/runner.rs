@@ -12,7 +12,7 @@
 //! a mismatch is an error too.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,10 +20,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::budget::Budget;
-use super::dead_letter::{DeadLetters, Record};
+use super::dead_letter::Record;
 use super::executor::{Attempt, AttemptError, AttemptKind, Completion, Executor, failed_items};
+use super::ledger::Ledger;
 use super::source::{Batch, BatchSource};
 use super::status::{HookOutcome, JobState, JobStatus, Metrics as BatchCounts, Progress, ProgressView, rfc3339};
+use super::stop::{StopFlag, StopReason};
 use crate::metrics::Metrics;
 
 /// Everything about a job except its input and its executor.
@@ -46,145 +48,6 @@ pub struct JobPlan {
     pub budget: Option<Arc<Budget>>,
     /// When the job started.
     pub start_time: SystemTime,
-}
-
-/// Where a job's outcomes are kept. Each call returns once what it records is
-/// durable; the runner counts a batch only after that.
-pub trait Ledger: Send + Sync + 'static {
-    /// Batches that succeeded, `(index, time)` (a worker's group: one write).
-    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()>;
-    /// Batches that will not succeed (failed for good, or unhandled after a stop).
-    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()>;
-    /// The results of batches that ended, `(index, results as JSON Lines)`; called
-    /// before the batches are recorded as ended, and kept once per batch.
-    fn results(&self, _batches: &[(u64, &[u8])]) -> std::io::Result<()> {
-        Ok(())
-    }
-    /// The whole job's `(succeeded, failed, total)` when the ledger knows more than this
-    /// run saw (a resumed job); the body of on-job-complete carries them.
-    fn totals(&self) -> Option<(u64, u64, u64)> {
-        None
-    }
-    /// Where the dead letters can be found, once there are any.
-    fn location(&self) -> Option<String>;
-    /// on-job-complete is about to be called.
-    fn hook_starting(&self) {}
-    /// Closes the ledger at the end of the job.
-    fn finish(self: Box<Self>) -> std::io::Result<()>;
-}
-
-impl Ledger for DeadLetters {
-    fn succeeded(&self, _batches: &[(u64, Duration)]) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
-        self.append(records)
-    }
-
-    fn location(&self) -> Option<String> {
-        (self.written() > 0).then(|| self.path().display().to_string())
-    }
-
-    fn finish(self: Box<Self>) -> std::io::Result<()> {
-        DeadLetters::finish(*self)
-    }
-}
-
-/// Why a job ends early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The job's `timeout` passed.
-    TimedOut,
-    /// The user stopped it (Ctrl-C, SIGTERM).
-    Stopped,
-    /// The process is shutting down and the job will resume on the next start:
-    /// batches not finished are left as they are, neither counted nor dead-lettered.
-    Shutdown,
-}
-
-impl StopReason {
-    /// The name in dead-letter records (`timed_out`, `stopped`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::TimedOut => "timed_out",
-            StopReason::Stopped => "stopped",
-            StopReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            StopReason::TimedOut => "the job's timeout passed before this batch was handled",
-            StopReason::Stopped => "the job was stopped before this batch was handled",
-            StopReason::Shutdown => "the process shut down before this batch was handled",
-        }
-    }
-}
-
-/// Whether and why a job ends early; shared between the runner, its workers and
-/// signal handlers. Threads can sleep on it and async code can await it: both wake
-/// when a stop is requested.
-#[derive(Debug, Clone)]
-pub struct StopFlag(Arc<StopState>);
-
-#[derive(Debug)]
-struct StopState {
-    reason: Mutex<Option<StopReason>>,
-    wake: Condvar,
-    notify: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for StopFlag {
-    fn default() -> Self {
-        StopFlag(Arc::new(StopState {
-            reason: Mutex::new(None),
-            wake: Condvar::new(),
-            notify: tokio::sync::watch::channel(false).0,
-        }))
-    }
-}
-
-impl StopFlag {
-    /// Asks the job to stop (Ctrl-C): dispatching stops, batches in flight are
-    /// interrupted. The first reason given wins.
-    pub fn stop(&self) {
-        self.set(StopReason::Stopped);
-    }
-
-    /// Stops with `reason`, unless a stop was asked for already.
-    pub fn set(&self, reason: StopReason) {
-        let mut current = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if current.is_none() {
-            *current = Some(reason);
-            self.0.wake.notify_all();
-            self.0.notify.send_replace(true);
-        }
-    }
-
-    /// Why the job is stopping, if it is.
-    pub fn reason(&self) -> Option<StopReason> {
-        *self.0.reason.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_set(&self) -> bool {
-        self.reason().is_some()
-    }
-
-    /// Sleeps for `duration` or until a stop, whichever comes first; `true` if stopped.
-    pub fn sleep(&self, duration: Duration) -> bool {
-        let guard = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) =
-            self.0.wake.wait_timeout_while(guard, duration, |r| r.is_none()).unwrap_or_else(|e| e.into_inner());
-        guard.is_some()
-    }
-
-    /// Resolves when a stop is requested.
-    pub async fn stopped(&self) {
-        let mut rx = self.0.notify.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
-    }
 }
 
 #[derive(Default)]
@@ -747,6 +610,7 @@ fn work<E: Executor>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::dead_letter::DeadLetters;
     use crate::job::status::ProgressMode;
 
     /// An executor whose worker panics on one batch (a host bug, simulated).

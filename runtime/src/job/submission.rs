@@ -78,14 +78,14 @@ pub enum SubmissionError {
         message: String,
     },
     /// A field has an invalid value.
-    #[error("{origin}: {field}: {message}")]
+    #[error("{origin}: {field}: {problem}")]
     Field {
         /// Where the job came from.
         origin: String,
         /// The field, dotted (`item_list.batch_size`).
         field: String,
         /// What is wrong.
-        message: String,
+        problem: Problem,
     },
     /// The job file is not a JSON object.
     #[error("{origin}: the job {message}")]
@@ -96,12 +96,15 @@ pub enum SubmissionError {
         message: String,
     },
     /// Not exactly one input source.
-    #[error("{origin}: specify exactly one of item_list, file_path_lister or delimited_files ({found})")]
+    #[error(
+        "{origin}: specify exactly one of item_list, file_path_lister or delimited_files ({})",
+        if present.is_empty() { "none given".to_string() } else { format!("got {}", present.join(" and ")) }
+    )]
     Sources {
         /// Where the job came from.
         origin: String,
-        /// What was found.
-        found: String,
+        /// The sources it gives (none, or more than one).
+        present: Vec<&'static str>,
     },
 }
 
@@ -140,23 +143,66 @@ struct RawFileSource {
     batch_size: Option<Value>,
 }
 
+/// What is wrong with a field: the kinds Cortex tells apart, and the rest in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A required integer is missing.
+    #[error("is required (an integer from 1 to {max})")]
+    Required {
+        /// Its largest value.
+        max: i64,
+    },
+    /// A number below its minimum; `unit` follows the number (` (seconds)`).
+    #[error("must be at least {min}, got {got}{unit}")]
+    BelowMinimum {
+        /// The minimum.
+        min: i64,
+        /// The value given, as written.
+        got: String,
+        /// What the number counts, in parentheses, or nothing.
+        unit: &'static str,
+    },
+    /// A required string is empty.
+    #[error("cannot be empty")]
+    Empty,
+    /// A list with no element.
+    #[error("must contain at least one item")]
+    NoItems,
+    /// Anything else.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Problem {
+    /// The problem of a number that counts `unit` (`seconds`).
+    fn counting(self, unit: &'static str) -> Problem {
+        match self {
+            Problem::BelowMinimum { min, got, .. } => Problem::BelowMinimum { min, got, unit },
+            Problem::Invalid(message) => Problem::Invalid(format!("{message}{unit}")),
+            other => other,
+        }
+    }
+}
+
 /// An integer field in `min..=max`; `None` when absent (or `null`).
-fn integer(value: Option<&Value>, min: i64, max: i64) -> Result<Option<i64>, String> {
+fn integer(value: Option<&Value>, min: i64, max: i64) -> Result<Option<i64>, Problem> {
     let n = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n,
-        Some(other) => return Err(format!("must be an integer, got {}", describe(other))),
+        Some(other) => return Err(Problem::Invalid(format!("must be an integer, got {}", describe(other)))),
     };
+    let below = |got: String| Problem::BelowMinimum { min, got, unit: "" };
+    let above = |got: String| Problem::Invalid(format!("must be at most {max}, got {got}"));
     match (n.as_i64(), n.as_u64()) {
-        (Some(i), _) if i < min => Err(format!("must be at least {min}, got {i}")),
-        (Some(i), _) if i > max => Err(format!("must be at most {max}, got {i}")),
+        (Some(i), _) if i < min => Err(below(i.to_string())),
+        (Some(i), _) if i > max => Err(above(i.to_string())),
         (Some(i), _) => Ok(Some(i)),
-        (None, Some(u)) => Err(format!("must be at most {max}, got {u}")),
+        (None, Some(u)) => Err(above(u.to_string())),
         // A float: out of range, or not whole.
         _ => match n.as_f64().unwrap_or(f64::NAN) {
-            f if f > max as f64 => Err(format!("must be at most {max}, got {n}")),
-            f if f < min as f64 => Err(format!("must be at least {min}, got {n}")),
-            _ => Err(format!("must be an integer, got {n}")),
+            f if f > max as f64 => Err(above(n.to_string())),
+            f if f < min as f64 => Err(below(n.to_string())),
+            _ => Err(Problem::Invalid(format!("must be an integer, got {n}"))),
         },
     }
 }
@@ -201,7 +247,11 @@ fn object<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str, field: &st
         let message = format!("must be a JSON object, but it is {kind}");
         return Err(match field {
             "" => SubmissionError::NotObject { origin: origin.into(), message },
-            _ => SubmissionError::Field { origin: origin.into(), field: field.into(), message },
+            _ => SubmissionError::Field {
+                origin: origin.into(),
+                field: field.into(),
+                problem: Problem::Invalid(message),
+            },
         });
     }
     serde_json::from_slice(bytes).map_err(|e| match field {
@@ -210,7 +260,7 @@ fn object<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str, field: &st
         _ => SubmissionError::Field {
             origin: origin.into(),
             field: field.into(),
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+            problem: Problem::Invalid(e.to_string().split(" at line ").next().unwrap_or_default().to_string()),
         },
     })
 }
@@ -219,19 +269,20 @@ impl Submission {
     /// Parses and validates a job file's bytes; `origin` names it in errors.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Submission, SubmissionError> {
         let raw: Raw = object(bytes, origin, "")?;
-        let field = |field: &str, message: String| SubmissionError::Field {
+        let field = |field: &str, problem: Problem| SubmissionError::Field {
             origin: origin.into(),
             field: field.into(),
-            message,
+            problem,
         };
+        let invalid = |name: &str, message: String| field(name, Problem::Invalid(message));
         let within = |name: &str, value: Option<Value>, max: i64| -> Result<usize, SubmissionError> {
-            match integer(value.as_ref(), 1, max).map_err(|m| field(name, m))? {
-                None => Err(field(name, format!("is required (an integer from 1 to {max})"))),
+            match integer(value.as_ref(), 1, max).map_err(|p| field(name, p))? {
+                None => Err(field(name, Problem::Required { max })),
                 Some(n) => Ok(n as usize),
             }
         };
 
-        let present: Vec<&str> = [
+        let present: Vec<&'static str> = [
             ("item_list", raw.item_list.is_some()),
             ("file_path_lister", raw.file_path_lister.is_some()),
             ("delimited_files", raw.delimited_files.is_some()),
@@ -240,23 +291,22 @@ impl Submission {
         .filter_map(|(name, there)| there.then_some(name))
         .collect();
         if present.len() != 1 {
-            let found = if present.is_empty() { "none given".into() } else { format!("got {}", present.join(" and ")) };
-            return Err(SubmissionError::Sources { origin: origin.into(), found });
+            return Err(SubmissionError::Sources { origin: origin.into(), present });
         }
 
         let file_source = |name: &str, raw: Box<RawValue>| -> Result<FileSource, SubmissionError> {
             let raw: RawFileSource = object(raw.get().as_bytes(), origin, name)?;
             let paths = raw.s3_paths.unwrap_or_default();
             if paths.is_empty() {
-                return Err(field(&format!("{name}.s3_paths"), "must list at least one path".into()));
+                return Err(invalid(&format!("{name}.s3_paths"), "must list at least one path".into()));
             }
             let paths = paths
                 .iter()
-                .map(|p| local_path(p).map_err(|m| field(&format!("{name}.s3_paths"), m)))
+                .map(|p| local_path(p).map_err(|m| invalid(&format!("{name}.s3_paths"), m)))
                 .collect::<Result<Vec<_>, _>>()?;
             for (key, globs) in [("includes", &raw.includes), ("excludes", &raw.excludes)] {
                 for g in globs {
-                    super::glob::Glob::new(g).map_err(|m| field(&format!("{name}.{key}"), format!("{g:?}: {m}")))?;
+                    super::glob::Glob::new(g).map_err(|m| invalid(&format!("{name}.{key}"), format!("{g:?}: {m}")))?;
                 }
             }
             Ok(FileSource {
@@ -271,7 +321,7 @@ impl Submission {
             let list: RawItemList = object(list.get().as_bytes(), origin, "item_list")?;
             let items = list.items.unwrap_or_default();
             if items.is_empty() {
-                return Err(field("item_list.items", "must contain at least one item".into()));
+                return Err(field("item_list.items", Problem::NoItems));
             }
             SourceSpec::ItemList { items, batch_size: within("item_list.batch_size", list.batch_size, MAX_BATCH_SIZE)? }
         } else if let Some(lister) = raw.file_path_lister {
@@ -281,10 +331,10 @@ impl Submission {
         };
 
         let timeout = integer(raw.timeout.as_ref(), 1, MAX_TIMEOUT)
-            .map_err(|m| field("timeout", format!("{m} (seconds)")))?
+            .map_err(|p| field("timeout", p.counting(" (seconds)")))?
             .map(|t| t as u64);
         let mut max_attempts =
-            integer(raw.max_attempts.as_ref(), 1, 1000).map_err(|m| field("max_attempts", m))?.map(|n| n as u32);
+            integer(raw.max_attempts.as_ref(), 1, 1000).map_err(|p| field("max_attempts", p))?.map(|n| n as u32);
         let dead_letter_queue = match raw.sqs_dead_letter_queue {
             None | Some(Value::Null) => None,
             Some(Value::Object(dlq)) => {
@@ -292,25 +342,23 @@ impl Submission {
                 match dlq.get("arn") {
                     Some(Value::String(arn)) if !arn.is_empty() => {}
                     None | Some(Value::Null) | Some(Value::String(_)) => {
-                        return Err(field(&format!("{NAME}.arn"), "cannot be empty".into()));
+                        return Err(field(&format!("{NAME}.arn"), Problem::Empty));
                     }
                     Some(other) => {
-                        return Err(field(
+                        return Err(invalid(
                             &format!("{NAME}.arn"),
                             format!("must be a string, got {}", describe(other)),
                         ));
                     }
                 }
                 let count = integer(dlq.get("max_receive_count"), 1, 1000)
-                    .map_err(|m| field(&format!("{NAME}.max_receive_count"), m))?
-                    .ok_or_else(|| {
-                        field(&format!("{NAME}.max_receive_count"), "is required (an integer from 1 to 1000)".into())
-                    })?;
+                    .map_err(|p| field(&format!("{NAME}.max_receive_count"), p))?
+                    .ok_or_else(|| field(&format!("{NAME}.max_receive_count"), Problem::Required { max: 1000 }))?;
                 max_attempts = max_attempts.or(Some(count as u32));
                 Some(Value::Object(dlq))
             }
             Some(other) => {
-                return Err(field(
+                return Err(invalid(
                     "sqs_dead_letter_queue",
                     format!("must be a JSON object, but it is {}", describe(&other)),
                 ));
@@ -318,7 +366,7 @@ impl Submission {
         };
         let config = raw.config.unwrap_or(Value::Null);
         if !(config.is_object() || config.is_null()) {
-            return Err(field("config", "must be a JSON object".into()));
+            return Err(invalid("config", "must be a JSON object".into()));
         }
         Ok(Submission {
             workers: within("workers", raw.workers, MAX_WORKERS)?,

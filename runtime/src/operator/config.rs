@@ -16,12 +16,14 @@
 //! max_workers = 4               # a job's `workers` is capped at this
 //! default_workers = 1           # when a submission has no `workers` (Cortex requires it)
 //! mount = "out"                 # the guests' /mnt
-//! max_memory = "512MiB"
+//! max_memory = "512MiB"         # [default: 512MiB, or fitted to a container's limit,
+//!                               # as every command does it]
 //! batch_timeout = "5m"
 //! init_timeout = "5m"
 //! recycle_after = 1000
 //! output_limit = "16KiB"
 //! max_attempts = 3
+//! ready_timeout = "60s"         # how long a job waits for each endpoint to be ready
 //! may_submit_to = ["other"]     # APIs its handlers may submit jobs to (chaining)
 //! allow_http = ["api.example.com"]   # hosts guests may call (see `capability`)
 //! allow_read = ["s3://bucket/in/"]   # object prefixes guests may read
@@ -38,7 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size};
 
 /// The whole file.
 #[derive(Debug, Clone)]
@@ -81,8 +83,9 @@ pub struct ApiConfig {
     pub default_workers: Option<usize>,
     /// The guests' `/mnt`.
     pub mount: Option<PathBuf>,
-    /// Linear memory per instance.
-    pub max_memory: u64,
+    /// Linear memory per instance (`None`: fitted, as every command does it:
+    /// [`crate::engine::fitted_memory`]).
+    pub max_memory: Option<u64>,
     /// Limit of one batch (and of on-job-complete); for endpoints, of one request.
     pub batch_timeout: Duration,
     /// Limit of starting an instance.
@@ -93,6 +96,8 @@ pub struct ApiConfig {
     pub output_limit: usize,
     /// Attempts per batch unless the submission says otherwise.
     pub max_attempts: u32,
+    /// How long a job waits for each of `endpoints` to be ready.
+    pub ready_timeout: Duration,
     /// The APIs this API's handlers may submit jobs to (chaining).
     pub may_submit_to: Vec<String>,
     /// What its guests may reach: outbound HTTP, objects.
@@ -100,6 +105,34 @@ pub struct ApiConfig {
     /// Where a submitted job's inputs may be (`file:///data/in/`, `s3://bucket/in/`):
     /// nothing else is listed or read.
     pub allow_inputs: crate::confine::Prefixes,
+}
+
+impl ApiConfig {
+    /// How to load this API's plugin, for `max_running_jobs` jobs at once: each job's
+    /// workers and its on-job-complete.
+    pub fn load_options(
+        &self,
+        max_running_jobs: usize,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> crate::plugin::LoadOptions {
+        crate::plugin::LoadOptions {
+            instances: (self.max_workers + 1) * max_running_jobs,
+            max_memory: self.max_memory,
+            cache_dir,
+            limits: self.limits(),
+        }
+    }
+
+    /// The limits of every call into this API's guests.
+    pub fn limits(&self) -> crate::plugin::CallLimits {
+        crate::plugin::CallLimits {
+            batch_timeout: self.batch_timeout,
+            init_timeout: self.init_timeout,
+            output_limit: self.output_limit,
+            grants: self.grants.clone(),
+            ..crate::plugin::CallLimits::default()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,6 +174,7 @@ struct RawApi {
     allow_inputs: Vec<String>,
     http_timeout: Option<String>,
     max_response: Option<String>,
+    ready_timeout: Option<String>,
 }
 
 /// The problems of a configuration file, one per line.
@@ -278,20 +312,26 @@ impl OperatorConfig {
                     default
                 }),
             };
-            let max_memory = size("max_memory", api.max_memory, 512 << 20);
-            let output_limit = size("output_limit", api.output_limit, 16 << 10) as usize;
-            let max_response = size("max_response", api.max_response, 16 << 20) as usize;
+            let max_memory = api.max_memory.map(|text| size("max_memory", Some(text), 0));
+            let output_limit =
+                size("output_limit", api.output_limit, crate::plugin::CallLimits::DEFAULT_OUTPUT_LIMIT as u64) as usize;
+            let max_response =
+                size("max_response", api.max_response, crate::capability::Grants::DEFAULT_MAX_RESPONSE as u64) as usize;
             let mut duration = |field: &str, value: Option<String>| match value {
-                None => Duration::from_secs(300),
+                None => crate::plugin::CallLimits::DEFAULT_TIMEOUT,
                 Some(text) => parse_duration(&text).unwrap_or_else(|e| {
                     problem(field, e);
-                    Duration::from_secs(300)
+                    crate::plugin::CallLimits::DEFAULT_TIMEOUT
                 }),
             };
             let batch_timeout = duration("batch_timeout", api.batch_timeout);
             let init_timeout = duration("init_timeout", api.init_timeout);
+            let ready_timeout = match api.ready_timeout {
+                None => crate::http::client::READY_TIMEOUT,
+                Some(_) => duration("ready_timeout", api.ready_timeout),
+            };
             let http_timeout = match api.http_timeout {
-                None => Duration::from_secs(30),
+                None => crate::capability::Grants::DEFAULT_HTTP_TIMEOUT,
                 Some(_) => duration("http_timeout", api.http_timeout),
             };
             let grants = crate::capability::Grants::parse(
@@ -331,6 +371,7 @@ impl OperatorConfig {
                 recycle_after,
                 output_limit,
                 max_attempts,
+                ready_timeout,
                 may_submit_to: api.may_submit_to,
                 grants: std::sync::Arc::new(grants),
                 allow_inputs,
@@ -435,7 +476,7 @@ mod tests {
         assert!(text.contains("api \"Bad_Name\": name: must be lowercase"), "{text}");
         assert!(text.contains("api \"Bad_Name\": plugin: /nonexistent/missing.wasm is not a file"), "{text}");
         assert!(text.contains("api \"Bad_Name\": max_workers: must be between 1 and 1024, got 0"), "{text}");
-        assert!(text.contains("api \"Bad_Name\": batch_timeout: unknown duration unit"), "{text}");
+        assert!(text.contains("api \"Bad_Name\": batch_timeout: \"5 fortnights\" is not a duration"), "{text}");
         assert!(text.contains("api \"both\": plugin: give at most one of `plugin` and `endpoints`"), "{text}");
         assert!(text.contains("api #3: name: is required"), "{text}");
         assert!(text.contains("api \"chain\": may_submit_to: \"elsewhere\" is not an API of this file"), "{text}");

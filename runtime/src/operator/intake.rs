@@ -5,45 +5,39 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
+use super::error::ErrorKind;
 use super::error::ServiceError;
-use crate::job::submission::SubmissionError;
+use crate::job::submission::{Problem, SubmissionError};
 
 /// What the Cortex-side validation says about a submission error.
 pub(crate) fn cortex_error(e: SubmissionError) -> ServiceError {
     const DOCS: &str = "\n\njob submission schema can be found at https://docs.cortex.dev/v/0.42/";
     let (kind, message) = match &e {
-        SubmissionError::Parse { .. } | SubmissionError::NotObject { .. } => ("error", e.to_string()),
-        SubmissionError::Sources { found, .. } if found.starts_with("none") => (
-            "job.specify_exactly_one_key",
+        SubmissionError::Parse { .. } | SubmissionError::NotObject { .. } => (ErrorKind::Error, e.to_string()),
+        SubmissionError::Sources { present, .. } if present.is_empty() => (
+            ErrorKind::SpecifyExactlyOneKey,
             "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files".into(),
         ),
         SubmissionError::Sources { .. } => (
-            "job.conflicting_fields",
+            ErrorKind::ConflictingFields,
             "please specify either the item_list or file_path_lister field (but not more than one at the same time)"
                 .into(),
         ),
-        SubmissionError::Field { field, message, .. } if message == "cannot be empty" => {
-            ("configreader.cannot_be_empty", format!("{}: cannot be empty", field.replace('.', ": ")))
-        }
-        SubmissionError::Field { field, message, .. } if message.starts_with("must contain at least") => {
-            ("configreader.too_few_elements", format!("{}: must contain at least 1 elements", last(field)))
-        }
-        SubmissionError::Field { field, message, .. } if message.starts_with("is required") => {
-            let field = field.replace('.', ": ");
-            (
-                "configreader.must_be_greater_than_or_equal_to",
-                format!("{field}: must be greater than or equal to 1 (got 0)"),
-            )
-        }
-        SubmissionError::Field { field, message, .. } if message.starts_with("must be at least") => {
-            let got = message.rsplit("got ").next().unwrap_or("").trim_end_matches(" (seconds)").to_string();
-            let field = field.replace('.', ": ");
-            (
-                "configreader.must_be_greater_than_or_equal_to",
-                format!("{field}: must be greater than or equal to 1 (got {got})"),
-            )
-        }
-        SubmissionError::Field { field, message, .. } => ("error", format!("{field}: {message}")),
+        SubmissionError::Field { field, problem, .. } => match problem {
+            Problem::Empty => (ErrorKind::CannotBeEmpty, format!("{}: cannot be empty", field.replace('.', ": "))),
+            Problem::NoItems => {
+                (ErrorKind::TooFewElements, format!("{}: must contain at least 1 elements", last(field)))
+            }
+            Problem::Required { .. } => (
+                ErrorKind::MustBeGreaterThanOrEqualTo,
+                format!("{}: must be greater than or equal to 1 (got 0)", field.replace('.', ": ")),
+            ),
+            Problem::BelowMinimum { got, .. } => (
+                ErrorKind::MustBeGreaterThanOrEqualTo,
+                format!("{}: must be greater than or equal to 1 (got {got})", field.replace('.', ": ")),
+            ),
+            Problem::Invalid(message) => (ErrorKind::Error, format!("{field}: {message}")),
+        },
     };
     ServiceError::Invalid { kind, message: format!("{message}{DOCS}") }
 }
@@ -79,7 +73,7 @@ pub(crate) fn idempotency_key(
 ) -> Result<crate::journal::IdempotencyKey, ServiceError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ServiceError::Invalid {
-            kind: "idempotency_key_invalid",
+            kind: ErrorKind::IdempotencyKeyInvalid,
             message: format!(
                 "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (a UUID, for example)"
             ),
@@ -108,7 +102,9 @@ mod tests {
     #[test]
     fn submission_errors_get_cortex_kinds_and_messages() {
         let error = |text: &str| match cortex_error(Submission::parse(text.as_bytes(), "s").unwrap_err()) {
-            ServiceError::Invalid { kind, message } => (kind, message.split("\n\n").next().unwrap().to_string()),
+            ServiceError::Invalid { kind, message } => {
+                (kind.wire_name(), message.split("\n\n").next().unwrap().to_string())
+            }
             other => panic!("{other}"),
         };
         assert_eq!(

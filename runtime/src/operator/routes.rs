@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::auth::{Denied, Tokens};
+use super::error::ErrorKind;
 use super::service::{Service, ServiceError, Submitted};
 use crate::journal::{Counts, JobRow};
 
@@ -53,23 +54,12 @@ fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
     respond(status, "application/json", value.to_string())
 }
 
-/// Cortex's error answer: 400 `{"kind","message"}`; ours for `busy` (503) and
-/// unknown routes (404).
-fn error_response(kind: &str, message: &str) -> HttpResponse {
-    let status = match kind {
-        "busy" => StatusCode::SERVICE_UNAVAILABLE,
-        "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
-        "idempotency_key_reused" => StatusCode::CONFLICT,
-        "not_found" => StatusCode::NOT_FOUND,
-        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut response = json_response(status, &json!({ "kind": kind, "message": message }));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    }
-    if status == StatusCode::INSUFFICIENT_STORAGE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+/// An error answer `{"kind","message"}`, with the kind's status (Cortex's 400 for its
+/// own kinds) and, for the kinds that pass, `Retry-After`.
+fn error_response(kind: ErrorKind, message: &str) -> HttpResponse {
+    let mut response = json_response(kind.status(), &json!({ "kind": kind.wire_name(), "message": message }));
+    if let Some(seconds) = kind.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
     }
     response
 }
@@ -81,8 +71,10 @@ fn unauthorized(denied: &Denied) -> HttpResponse {
         Denied::Malformed => r#"Bearer realm="wasmbatch", error="invalid_request""#,
         Denied::Invalid => r#"Bearer realm="wasmbatch", error="invalid_token""#,
     };
-    let mut response =
-        json_response(StatusCode::UNAUTHORIZED, &json!({ "kind": "unauthorized", "message": denied.to_string() }));
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({ "kind": ErrorKind::Unauthorized.wire_name(), "message": denied.to_string() }),
+    );
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
     response
 }
@@ -116,16 +108,8 @@ impl Front {
 }
 
 fn service_error(e: &ServiceError) -> HttpResponse {
-    let kind = match e {
-        ServiceError::ApiNotDeployed(_) => "resources.api_not_deployed",
-        ServiceError::JobNotFound { .. } => "job.not_found",
-        ServiceError::Invalid { kind, .. } => kind,
-        ServiceError::Busy(_) => "busy",
-        ServiceError::KeyReused(_) => "idempotency_key_reused",
-        ServiceError::StorageFull(_) => "storage_full",
-        ServiceError::Journal(_) => "internal",
-    };
-    if kind == "internal" {
+    let kind = e.kind();
+    if kind == ErrorKind::Internal {
         tracing::error!("{e}");
     }
     error_response(kind, &e.to_string())
@@ -197,7 +181,7 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
         (Method::POST, ["batch", api]) => submit(service, api.to_string(), request).await,
         (Method::GET, ["batch", api]) => {
             let Some(job_id) = query_param(&request, "jobID").map(str::to_owned) else {
-                return error_response("endpoints.query_param_required", "query param required: jobID");
+                return error_response(ErrorKind::QueryParamRequired, "query param required: jobID");
             };
             let host =
                 request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
@@ -218,7 +202,7 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
         }
         (Method::DELETE, ["batch", api]) => {
             let Some(job_id) = query_param(&request, "jobID").map(str::to_owned) else {
-                return error_response("endpoints.query_param_required", "query param required: jobID");
+                return error_response(ErrorKind::QueryParamRequired, "query param required: jobID");
             };
             let api = api.to_string();
             blocking(move || match service.stop(&api, &job_id) {
@@ -285,9 +269,9 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
             .await
         }
         (_, ["batch", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {
-            error_response("method_not_allowed", &format!("method {method} is not allowed on {path}"))
+            error_response(ErrorKind::MethodNotAllowed, &format!("method {method} is not allowed on {path}"))
         }
-        _ => error_response("not_found", &format!("no route for {path}")),
+        _ => error_response(ErrorKind::NotFound, &format!("no route for {path}")),
     }
 }
 
@@ -298,16 +282,18 @@ async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) 
         (None, _) => None,
         (Some(value), None) => match value.to_str() {
             Ok(text) => Some(text.trim().to_string()),
-            Err(_) => return error_response("idempotency_key_invalid", "Idempotency-Key: not visible ASCII"),
+            Err(_) => return error_response(ErrorKind::IdempotencyKeyInvalid, "Idempotency-Key: not visible ASCII"),
         },
-        (Some(_), Some(_)) => return error_response("idempotency_key_invalid", "Idempotency-Key: sent more than once"),
+        (Some(_), Some(_)) => {
+            return error_response(ErrorKind::IdempotencyKeyInvalid, "Idempotency-Key: sent more than once");
+        }
     };
     let body = match Limited::new(request.into_body(), MAX_SUBMISSION).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error_response("error", "http: request body too large");
+            return error_response(ErrorKind::Error, "http: request body too large");
         }
-        Err(e) => return error_response("error", &format!("cannot read the request body: {e}")),
+        Err(e) => return error_response(ErrorKind::Error, &format!("cannot read the request body: {e}")),
     };
     match blocking(move || service.submit(&api, &body, dry_run, key.as_deref())).await {
         Ok(Submitted::Job(spec)) => json_response(StatusCode::OK, &spec),
@@ -319,7 +305,7 @@ async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) 
         Ok(Submitted::DryRun(text)) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
         // A dry run's validation errors are text, as Cortex answers them (JSON parse
         // errors come before its dry-run branch, so they stay JSON).
-        Err(ServiceError::Invalid { kind, message }) if dry_run && kind != "error" => {
+        Err(ServiceError::Invalid { kind, message }) if dry_run && kind != ErrorKind::Error => {
             respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", format!("\n{message}\n"))
         }
         Err(e) => service_error(&e),

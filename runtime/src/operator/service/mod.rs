@@ -17,23 +17,26 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::config::{ApiConfig, Handler, OperatorConfig};
+use super::error::ErrorKind;
+mod submit;
+
 pub use super::error::ServiceError;
 use super::intake::{cortex_error, idempotency_key, with_default_workers};
 use crate::broker::BrokerUrl;
 use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
 use crate::confine::Prefixes;
-use crate::engine::{Engine, EngineConfig};
 use crate::http::client::{Endpoint, wait_ready};
 use crate::job::budget::Budget;
 use crate::job::executor::{EndpointExecutor, InProcess};
-use crate::job::runner::{JobPlan, StopFlag, StopReason};
+use crate::job::inputs;
+use crate::job::runner::JobPlan;
 use crate::job::source::{self, PathRewrite};
 use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
+use crate::job::stop::{StopFlag, StopReason};
 use crate::job::submission::{SourceSpec, Submission, SubmissionError};
 use crate::journal::{Hook, JobRow, Journal};
 use crate::metrics::Metrics;
-use crate::plugin::{CallLimits, Plugin};
-use crate::sandbox::Sandbox;
+use crate::plugin::{JobContext, Plugin};
 
 /// The largest item Cortex accepts in an `item_list`, in bytes of raw JSON.
 pub const MAX_ITEM_SIZE: usize = 256_000;
@@ -85,7 +88,7 @@ impl crate::plugin::Submitter for ServiceSubmitter {
 /// One hosted API: its settings and, for a plugin, its compiled module.
 struct Api {
     config: ApiConfig,
-    plugin: Option<(Arc<Engine>, wasmtime::Module)>,
+    plugin: Option<Arc<Plugin>>,
     endpoints: Vec<Endpoint>,
     metrics: Arc<Metrics>,
 }
@@ -112,22 +115,6 @@ pub struct Service {
     room: crate::storage::Room,
     /// Held while a submission with an idempotency key is looked up and recorded.
     keyed: Mutex<()>,
-}
-
-/// A job just accepted: pending, nothing ended yet.
-fn pending_row(job_id: &str, api_name: &str, submission: Vec<u8>, spec: Value) -> JobRow {
-    JobRow {
-        job_id: job_id.into(),
-        api_name: api_name.into(),
-        submission,
-        spec,
-        status: JobState::Pending,
-        submitted_at: now_secs(),
-        end_time: None,
-        total_batch_count: None,
-        hook: Hook::Pending,
-        error: None,
-    }
 }
 
 fn now_secs() -> f64 {
@@ -157,27 +144,17 @@ impl Service {
                     api.name
                 ),
                 Handler::Plugin(path) => {
-                    // Instances: the API's workers for each job that may run at once,
-                    // plus one per job for on-job-complete and the version probe.
-                    let instances = (api.max_workers + 1) * config.max_running_jobs + 2;
-                    let engine = Arc::new(Engine::new(EngineConfig {
-                        max_memory: api.max_memory,
-                        max_instances: u32::try_from(instances).unwrap_or(u32::MAX),
-                    })?);
-                    let (module, origin) = crate::compile::load(&engine, path, cache_dir.as_deref())?;
-                    api_metrics.module_loaded(origin.as_str());
-                    // The whole load-time check, now rather than at the first job.
-                    let sandbox = Arc::new(Sandbox::new(b"{}", None)?);
-                    Plugin::new(
-                        engine.clone(),
-                        &module,
-                        sandbox,
-                        Arc::from(&b"{}"[..]),
-                        CallLimits { grants: api.grants.clone(), ..CallLimits::default() },
-                        api_metrics.clone(),
-                    )
-                    .map_err(|e| anyhow::anyhow!("api {}: {}", api.name, e.about(path)))?;
-                    (Some((engine, module)), Vec::new())
+                    let options = api.load_options(config.max_running_jobs, cache_dir.clone());
+                    let plugin = Plugin::load(path, &options, api_metrics.clone())
+                        .map_err(|e| anyhow::anyhow!("api {}: {e}", api.name))?;
+                    tracing::info!(
+                        api_name = api.name,
+                        plugin = %path.display(),
+                        module = plugin.origin().as_str(),
+                        max_memory_mib = plugin.max_memory() >> 20,
+                        "plugin loaded"
+                    );
+                    (Some(Arc::new(plugin)), Vec::new())
                 }
                 Handler::Endpoints(urls) => {
                     let endpoints = urls
@@ -256,41 +233,6 @@ impl Service {
         self.journal.path().parent().unwrap_or(std::path::Path::new("."))
     }
 
-    /// What a write that failed on a full disk is told: which directory, how much is
-    /// free. Other errors stay journal errors.
-    fn storage_error(&self, e: std::io::Error) -> ServiceError {
-        if !crate::storage::is_full(&e) {
-            return ServiceError::Journal(e);
-        }
-        let free = crate::storage::free_bytes(self.data_dir()).map(|n| format!("{n} bytes free")).unwrap_or_default();
-        ServiceError::StorageFull(format!(
-            "the data directory {} is full ({free}): the job was not recorded; retry once there is room",
-            self.data_dir().display()
-        ))
-    }
-
-    /// Whether the data directory has `min_free_space` left for a new job.
-    fn check_room(&self) -> Result<(), ServiceError> {
-        let floor = self.config.min_free_space;
-        if floor == 0 {
-            return Ok(());
-        }
-        let free = crate::storage::free_bytes(self.data_dir())?;
-        if free < floor {
-            let message = format!(
-                "the data directory {} has {free} bytes free, below min_free_space ({floor} bytes): new jobs are \
-                 refused so that running jobs keep room to record their batches",
-                self.data_dir().display()
-            );
-            self.room.note(
-                "submissions",
-                &Err::<(), _>(std::io::Error::new(std::io::ErrorKind::StorageFull, message.clone())),
-            );
-            return Err(ServiceError::StorageFull(message));
-        }
-        Ok(())
-    }
-
     /// Worker places in use and in all.
     pub fn workers(&self) -> (usize, usize) {
         (self.budget.in_use(), self.budget.total())
@@ -317,148 +259,6 @@ impl Service {
             "max_workers": api.max_workers,
             "max_attempts": api.max_attempts,
         }))
-    }
-
-    /// Validates a submission (Cortex's rules) and, unless `dry_run`, records the job
-    /// and starts it. With an idempotency `key`, a key used before (within the
-    /// retention) with the same API and body gives that job again, with another body
-    /// a conflict; a key and its job are recorded in one transaction.
-    pub fn submit(
-        self: &Arc<Self>,
-        api_name: &str,
-        body: &[u8],
-        dry_run: bool,
-        key: Option<&str>,
-    ) -> Result<Submitted, ServiceError> {
-        let api = self.apis.get(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
-        let key = match key {
-            Some(key) if !dry_run => Some(idempotency_key(key, api_name, body)?),
-            _ => None,
-        };
-        // Lookup and insert of keyed submissions one at a time: two requests with the
-        // same key cannot both miss and both create a job.
-        let _keyed = key.as_ref().map(|_| self.keyed.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(key) = &key {
-            let since = now_secs() - self.config.idempotency_retention.as_secs_f64();
-            if let Some((api, digest, job_id)) = self.journal.idempotent(&key.key, since)? {
-                if api != api_name || digest != key.digest {
-                    return Err(ServiceError::KeyReused(key.key.clone()));
-                }
-                let row = self
-                    .journal
-                    .job(&job_id)?
-                    .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.clone() })?;
-                tracing::info!(job_id, api_name, "a submission with a known idempotency key: the same job");
-                return Ok(Submitted::Replayed(row.spec));
-            }
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(cortex_error(SubmissionError::Parse {
-                origin: "submission".into(),
-                line: 1,
-                column: 0,
-                message: "EOF while parsing a value".into(),
-            }));
-        }
-        let body = match api.config.default_workers {
-            Some(n) if body.trim_ascii_start().starts_with(b"{") => with_default_workers(body, n),
-            _ => body.to_vec(),
-        };
-        let submission = Submission::parse(&body, "submission").map_err(cortex_error)?;
-        if let SourceSpec::ItemList { items, .. } = &submission.source
-            && let Some((i, item)) = items.iter().enumerate().find(|(_, v)| v.get().len() > MAX_ITEM_SIZE)
-        {
-            return Err(ServiceError::Invalid {
-                kind: "batchapi.item_size_exceeds_limit",
-                message: format!(
-                    "item {i} has size {} bytes which exceeds the limit ({MAX_ITEM_SIZE} bytes)",
-                    item.get().len()
-                ),
-            });
-        }
-        if self.dispatch.is_some()
-            && let Some(n) = submission.max_attempts
-            && n > api.config.max_attempts
-        {
-            return Err(ServiceError::Invalid {
-                kind: "error",
-                message: format!(
-                    "max_attempts: {n} is more than the broker delivers a batch of api {api_name} ({}, its max_attempts)",
-                    api.config.max_attempts
-                ),
-            });
-        }
-        // Inputs only under the API's `allow_inputs`, refused before anything is listed.
-        if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
-            source::check_inputs(files, &api.config.allow_inputs)
-                .map_err(|message| ServiceError::Invalid { kind: "job.input_not_allowed", message })?;
-        }
-        if dry_run {
-            return Ok(Submitted::DryRun(dry_run_text(&submission, &api.config.allow_inputs)?));
-        }
-        // The input must be readable now, not found broken when the job starts.
-        if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
-            source::list_files(files, Some(&api.config.allow_inputs))
-                .map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
-        }
-        let queued = self.journal.unfinished_count()?;
-        if queued >= self.config.max_queued_jobs {
-            return Err(ServiceError::Busy(queued));
-        }
-        self.check_room()?;
-        let now = SystemTime::now();
-        let job_id = new_job_id(now);
-        let workers = submission.workers.min(api.config.max_workers);
-        let mut spec =
-            crate::job::status::job_spec(&job_id, api_name, workers, &submission.config, submission.timeout, now);
-        if let Some(dlq) = &submission.dead_letter_queue {
-            spec["sqs_dead_letter_queue"] = dlq.clone();
-        }
-        let row = pending_row(&job_id, api_name, body, spec.clone());
-        let inserted = self.journal.insert_job(&row, key.as_ref());
-        self.room.note("submissions", &inserted);
-        inserted.map_err(|e| self.storage_error(e))?;
-        tracing::info!(job_id, api_name, workers, "job submitted");
-        self.spawn(row, Some(submission));
-        Ok(Submitted::Job(spec))
-    }
-
-    /// Starts a new job of `api_name` whose batches are the dead letters of its job
-    /// `job_id`, byte for byte, with that job's workers, config and timeout.
-    pub fn retry_dead_letters(self: &Arc<Self>, api_name: &str, job_id: &str) -> Result<Value, ServiceError> {
-        let (old, counts) = self.job(api_name, job_id)?;
-        if old.api_name != api_name {
-            return Err(ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() });
-        }
-        if counts.failed + counts.unhandled == 0 {
-            return Err(ServiceError::Invalid {
-                kind: "error",
-                message: format!("job {job_id} has no dead letters to re-run"),
-            });
-        }
-        let queued = self.journal.unfinished_count()?;
-        if queued >= self.config.max_queued_jobs {
-            return Err(ServiceError::Busy(queued));
-        }
-        let now = SystemTime::now();
-        let new_id = new_job_id(now);
-        let mut spec = old.spec.clone();
-        spec["job_id"] = json!(new_id);
-        spec["start_time"] = json!(rfc3339(now));
-        let submission = json!({
-            "retry_of": job_id,
-            "workers": spec["workers"],
-            "config": spec["config"],
-            "timeout": spec["timeout"],
-        });
-        let row = pending_row(&new_id, api_name, submission.to_string().into_bytes(), spec.clone());
-        self.check_room()?;
-        let inserted = self.journal.insert_job(&row, None);
-        self.room.note("submissions", &inserted);
-        inserted.map_err(|e| self.storage_error(e))?;
-        tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
-        self.spawn(row, None);
-        Ok(spec)
     }
 
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
@@ -608,32 +408,26 @@ impl Service {
         };
         let run = |executor| run_job(executor, plan, source, stop, api);
         let status = match &api.plugin {
-            Some((engine, module)) => {
+            Some(plugin) => {
                 let spec = serde_json::to_vec_pretty(&row.spec)?;
-                let sandbox = Arc::new(Sandbox::new(&spec, api.config.mount.as_deref())?);
-                let limits = CallLimits {
-                    batch_timeout: api.config.batch_timeout,
-                    init_timeout: api.config.init_timeout,
-                    output_limit: api.config.output_limit,
-                    grants: api.config.grants.clone(),
-                    ..CallLimits::default()
-                };
                 let submitter = ServiceSubmitter {
                     service: Arc::downgrade(self),
                     from: api.config.name.clone(),
                     allowed: api.config.may_submit_to.clone(),
                 };
-                let plugin =
-                    Plugin::new(engine.clone(), module, sandbox, Arc::from(spec), limits, api.metrics.clone())?
-                        .with_submitter(Arc::new(submitter));
-                let executor = InProcess::new(Arc::new(plugin), api.config.recycle_after);
+                let context = JobContext {
+                    spec: Arc::from(spec),
+                    mount: api.config.mount.clone(),
+                    submitter: Some(Arc::new(submitter)),
+                };
+                let executor = InProcess::new(Arc::new(plugin.bind(context)?), api.config.recycle_after);
                 run(Executor::InProcess(executor))
             }
             None => {
                 for endpoint in &api.endpoints {
                     let ready = self.runtime.block_on(async {
                         tokio::select! {
-                            ready = wait_ready(endpoint, Duration::from_secs(60)) => Some(ready),
+                            ready = wait_ready(endpoint, api.config.ready_timeout) => Some(ready),
                             () = stop.stopped() => None,
                         }
                     });
@@ -668,13 +462,6 @@ impl Service {
         end_time: &str,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        let counts = self.journal.counts(&row.job_id)?;
-        let state = match state {
-            JobState::Succeeded | JobState::CompletedWithFailures if counts.failed + counts.unhandled > 0 => {
-                JobState::CompletedWithFailures
-            }
-            other => other,
-        };
         // Results asked for in object storage are there before the job shows as ended.
         let mut error = error.map(str::to_string);
         if let Some(prefix) = row.spec["config"].get("results_prefix").and_then(|p| p.as_str())
@@ -692,17 +479,15 @@ impl Service {
         }
         // A full disk delays the record of the end (the job shows as running) instead of
         // failing the job: its batches are all recorded already.
-        self.room.wait_for(
+        let concluded = self.room.wait_for(
             "job states",
             |pause| {
                 std::thread::sleep(pause);
                 false
             },
-            || {
-                self.journal.set_hook(&row.job_id, Hook::Done(hook))?;
-                self.journal.set_status(&row.job_id, state, Some(end_time), error.as_deref())
-            },
+            || self.journal.conclude(&row.job_id, state, hook, end_time, error.as_deref()),
         )?;
+        let (state, counts) = concluded;
         tracing::info!(
             job_id = row.job_id,
             api_name = row.api_name,
@@ -765,19 +550,4 @@ fn run_job(
         Executor::InProcess(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
         Executor::Endpoint(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
     }
-}
-
-/// Cortex's dry-run answer: the matching paths, one per line, then `validations passed`.
-fn dry_run_text(submission: &Submission, confine: &Prefixes) -> Result<String, ServiceError> {
-    let mut text = String::new();
-    if let SourceSpec::DelimitedFiles(files) | SourceSpec::FilePathLister(files) = &submission.source {
-        let inputs = source::list_files(files, Some(confine))
-            .map_err(|e| ServiceError::Invalid { kind: "error", message: e.to_string() })?;
-        for input in inputs {
-            text.push_str(&input.name);
-            text.push('\n');
-        }
-    }
-    text.push_str("validations passed");
-    Ok(text)
 }

@@ -1,0 +1,59 @@
+//! Outbound HTTP (`http_request`), to the hosts of `allow_http` only, under the
+//! call's deadline.
+
+use std::time::Instant;
+
+use wasmtime::{Caller, Linker};
+
+use super::answer;
+use crate::abi;
+use crate::capability::{CallError, HttpRequest};
+use crate::plugin::memory;
+use crate::plugin::state::HostState;
+
+const MAX_REQUEST: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 30;
+
+pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        abi::HOST_MODULE,
+        "http_request",
+        |mut caller: Caller<'_, HostState>, req_ptr: i32, req_len: i32, body_ptr: i32, body_len: i32, out: i32| {
+            let request = memory::copy(&mut caller, req_ptr, req_len, MAX_REQUEST)?;
+            let body = memory::copy(&mut caller, body_ptr, body_len, MAX_BODY)?;
+            let outcome = match (request, body) {
+                (None, _) => Err(CallError::Refused(format!("the request is over {MAX_REQUEST} bytes"))),
+                (_, None) => Err(CallError::Refused(format!("the body is over {MAX_BODY} bytes"))),
+                (Some(request), Some(body)) => match serde_json::from_slice::<HttpRequest>(&request) {
+                    Err(e) => Err(CallError::Refused(format!(
+                        "the request is not a JSON object {{\"method\", \"url\", \"headers\": [[name, value], …]}}: {e}"
+                    ))),
+                    Ok(request) => send(caller.data(), &request, &body),
+                },
+            };
+            answer(&mut caller, out, outcome)
+        },
+    )?;
+    Ok(())
+}
+
+/// Sends a request the guest's grants allow; the answer's head as a JSON line, then
+/// its body.
+fn send(state: &HostState, request: &HttpRequest, body: &[u8]) -> Result<(i32, Vec<u8>), CallError> {
+    let started = Instant::now();
+    let answer = state.grants.http(request, body, state.deadline);
+    tracing::debug!(
+        job_id = &*state.job_id,
+        url = request.url,
+        status = answer.as_ref().map(|a| a.status).unwrap_or(0),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "outbound HTTP"
+    );
+    answer.map(|a| {
+        let head = serde_json::json!({"status": a.status, "headers": a.headers});
+        let mut bytes = head.to_string().into_bytes();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&a.body);
+        (i32::from(a.status), bytes)
+    })
+}

@@ -1,0 +1,65 @@
+//! The host functions guests import (module `wasmbatch`), one module per capability,
+//! each adding its functions to the linker:
+//!
+//! - [`core`]: what every guest has — `set_error`, `panic`, `log`, `batch_id`, `attempt`;
+//! - [`results`]: `emit` and `item_error`, what a batch produced besides its status;
+//! - [`http`]: outbound HTTP (`http_request`), under `allow_http`;
+//! - [`objects`]: `object_get`, `object_read`, `object_put`, under `allow_read`/`allow_write`;
+//! - [`chaining`]: `submit_job`, through the job's [`Submitter`](super::Submitter).
+//!
+//! Bytes cross the boundary by the convention of [`super::memory`].
+
+mod chaining;
+mod core;
+mod http;
+mod objects;
+mod results;
+
+use wasmtime::{Caller, Linker};
+
+use super::memory;
+use super::state::HostState;
+use crate::capability::CallError;
+use crate::engine::Engine;
+
+/// A linker with WASI preview 1 and every host function.
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine.wasmtime());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)?;
+    core::add(&mut linker)?;
+    results::add(&mut linker)?;
+    http::add(&mut linker)?;
+    objects::add(&mut linker)?;
+    chaining::add(&mut linker)?;
+    Ok(linker)
+}
+
+/// Gives the outcome of a capability call to the guest: `Ok((code, bytes))` or an error
+/// (its code, its message as the bytes). The code `-4`: the guest could not allocate.
+fn answer(
+    caller: &mut Caller<'_, HostState>,
+    out: i32,
+    outcome: Result<(i32, Vec<u8>), CallError>,
+) -> wasmtime::Result<i32> {
+    let (code, bytes) = match outcome {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::debug!(
+                job_id = &*caller.data().job_id,
+                code = e.code(),
+                "capability call refused or failed: {}",
+                e.message()
+            );
+            (e.code(), e.message().as_bytes().to_vec())
+        }
+    };
+    Ok(if memory::give(caller, out, &bytes)? { code } else { -4 })
+}
+
+/// A URL the guest passed: at most 8 KiB, read leniently as UTF-8 (a bad byte makes
+/// a URL no grant covers).
+fn url(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
+    const MAX_URL: usize = 8 << 10;
+    let url = memory::copy(caller, ptr, len, MAX_URL)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&url).into_owned())
+}

@@ -1,0 +1,346 @@
+//! One live guest: its store, its exports, and every call into it under a deadline,
+//! with the outcome classified into a typed [`Failure`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Memory, Store, Trap, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+
+use super::memory::{self, PutError};
+use super::state::{BatchCall, HostState, Interrupt, MemoryLimiter};
+use super::{Job, Plugin};
+use crate::abi;
+use crate::capture::Capture;
+use crate::failure::{Failure, FailureKind};
+use crate::metrics::Metrics;
+
+/// The ABI's exports of one instance (cheap handles into its store).
+#[derive(Clone)]
+struct Exports {
+    memory: Memory,
+    version: TypedFunc<(), i32>,
+    alloc: TypedFunc<i32, i32>,
+    handle: TypedFunc<(i32, i32, i32, i32), i32>,
+    init: Option<TypedFunc<(i32, i32), i32>>,
+    on_job_complete: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
+}
+
+/// How a call went wrong before its status was known.
+enum CallError {
+    /// Wasmtime raised an error: a trap, an interrupt, an exit, a host-call error.
+    Wasm(wasmtime::Error),
+    /// The host gave up on the call itself (e.g. the guest could not allocate).
+    Host(Failure),
+}
+
+impl From<wasmtime::Error> for CallError {
+    fn from(e: wasmtime::Error) -> Self {
+        CallError::Wasm(e)
+    }
+}
+
+/// What a successful `handle` produced besides its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// The results the guest emitted, one JSON value a line.
+    pub results: Vec<u8>,
+    /// The items the guest failed: (index in the batch, message).
+    pub item_errors: Vec<(u32, String)>,
+}
+
+/// One live guest instance.
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    stderr: Capture,
+    metrics: Arc<Metrics>,
+    reported_memory: i64,
+    max_memory: u64,
+    poisoned: bool,
+    batches: u64,
+    batch_timeout: Duration,
+}
+
+impl Instance {
+    /// Instantiates `plugin` for `job` (its sandbox, spec, submitter; none: the load
+    /// probe) and runs `_initialize` — not `init`.
+    pub(super) fn start(plugin: &Plugin, job: &Job, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+        let limits = &plugin.limits;
+        let stdout = Capture::new(limits.output_limit);
+        let stderr = Capture::new(limits.output_limit);
+        let wasi = job
+            .sandbox
+            .wasi(stdout.clone(), stderr.clone())
+            .map_err(|e| Failure::new(FailureKind::Trap, format!("cannot prepare the sandbox: {e}")))?;
+        let max_memory = plugin.engine.config().max_memory;
+        let state = HostState {
+            wasi,
+            limiter: MemoryLimiter { max: usize::try_from(max_memory).unwrap_or(usize::MAX), hit: false },
+            deadline: Instant::now() + limits.init_timeout,
+            cancel,
+            error: None,
+            panic: None,
+            job_id: Arc::from(""),
+            api_name: job.api_name.clone(),
+            call: None,
+            resolved: None,
+            attempts: job.attempts.clone(),
+            submitter: job.submitter.clone(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            metrics: plugin.metrics.clone(),
+            log_lines: 0,
+            log_line_limit: limits.log_line_limit,
+            logs_dropped: 0,
+            grants: limits.grants.clone(),
+            results: Vec::new(),
+            results_limit: limits.results_limit,
+            item_errors: Vec::new(),
+        };
+        let mut store = Store::new(plugin.engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::new(Interrupt::Cancelled));
+            }
+            if Instant::now() >= state.deadline {
+                return Err(wasmtime::Error::new(Interrupt::Deadline));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
+
+        let instance = match plugin.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                let mut failure = classify(e, store.data_mut(), limits.init_timeout, max_memory);
+                failure.stderr_tail = stderr.take_tail();
+                return Err(failure);
+            }
+        };
+        // `abi::validate` checked every export's presence and type, so a missing one
+        // here is a bug in the validation, reported rather than unwrapped.
+        let missing =
+            |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
+        let exports = Exports {
+            memory: instance.get_memory(&mut store, abi::MEMORY).ok_or_else(|| missing(abi::MEMORY))?,
+            version: instance
+                .get_typed_func(&mut store, abi::ABI_VERSION_FN)
+                .map_err(|_| missing(abi::ABI_VERSION_FN))?,
+            alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
+            handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
+            init: instance.get_typed_func(&mut store, abi::INIT).ok(),
+            on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
+        };
+        let initialize: Option<TypedFunc<(), ()>> = instance.get_typed_func(&mut store, abi::INITIALIZE).ok();
+        plugin.metrics.instances_alive.inc();
+        let mut raw = Instance {
+            store,
+            exports,
+            stderr,
+            metrics: plugin.metrics.clone(),
+            reported_memory: 0,
+            max_memory,
+            poisoned: false,
+            batches: 0,
+            batch_timeout: limits.batch_timeout,
+        };
+        if let Some(initialize) = initialize {
+            raw.call(limits.init_timeout, "", None, |store, _| {
+                initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into)
+            })?;
+        }
+        Ok(raw)
+    }
+
+    /// Runs the guest's `init` (when it has one) with the job spec.
+    pub(super) fn init(&mut self, timeout: Duration, job_id: &str, spec: &[u8]) -> Result<(), Failure> {
+        let Some(init) = self.exports.init.clone() else { return Ok(()) };
+        self.call(timeout, job_id, None, |store, ex| {
+            let (ptr, len) = put(store, ex, spec)?;
+            Ok(init.call(store, (ptr, len))?)
+        })
+    }
+
+    /// Runs `f` against the guest under a fresh deadline, then turns its result (a
+    /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
+    /// output tagged with `job_id`.
+    fn call<F>(&mut self, timeout: Duration, job_id: &str, batch: Option<BatchCall>, f: F) -> Result<(), Failure>
+    where
+        F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
+    {
+        let state = self.store.data_mut();
+        state.error = None;
+        state.panic = None;
+        state.limiter.hit = false;
+        state.log_lines = 0;
+        state.deadline = Instant::now() + timeout;
+        if *state.job_id != *job_id {
+            state.job_id = Arc::from(job_id);
+        }
+        state.call = batch;
+        state.resolved = None;
+        state.results.clear();
+        state.item_errors.clear();
+        self.store.set_epoch_deadline(1);
+
+        let exports = self.exports.clone();
+        let result = match f(&mut self.store, &exports) {
+            Ok(abi::status::OK) => Ok(()),
+            Ok(status) => Err(status_failure(status, self.store.data_mut().error.take())),
+            Err(CallError::Host(failure)) => Err(failure),
+            Err(CallError::Wasm(e)) => Err(classify(e, self.store.data_mut(), timeout, self.max_memory)),
+        };
+        self.flush_output();
+        self.store.data_mut().call = None;
+        let tail = self.stderr.take_tail();
+        result.map_err(|mut failure| {
+            failure.stderr_tail = tail;
+            if failure.kind.is_fatal() {
+                self.poisoned = true;
+            }
+            failure
+        })
+    }
+
+    fn flush_output(&mut self) {
+        self.store.data().drain_output();
+        let memory = self.exports.memory.data_size(&self.store) as i64;
+        self.metrics.guest_memory_bytes.add(memory - self.reported_memory);
+        self.reported_memory = memory;
+        let state = self.store.data_mut();
+        if state.logs_dropped > 0 {
+            self.metrics.guest_log_lines_dropped.inc_by(state.logs_dropped);
+            tracing::warn!(
+                job_id = &*state.job_id,
+                dropped = state.logs_dropped,
+                "guest log lines over the limit of {} per call were dropped",
+                state.log_line_limit
+            );
+            state.logs_dropped = 0;
+        }
+    }
+
+    pub(super) fn call_version(&mut self) -> Result<i32, Failure> {
+        let mut version = 0;
+        self.call(Duration::from_secs(5), "", None, |store, ex| {
+            version = ex.version.call(store, ())?;
+            Ok(abi::status::OK)
+        })?;
+        Ok(version)
+    }
+
+    /// Hands one batch (a JSON array) to the guest's `handle`.
+    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
+        self.batches += 1;
+        let timeout = self.batch_timeout;
+        let body = batch.body.clone();
+        self.call(timeout, job_id, Some(batch), |store, ex| {
+            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
+            let (batch_ptr, batch_len) = put(store, ex, &body)?;
+            Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
+        })
+    }
+
+    /// Runs the guest's on-job-complete hook with `body` (a JSON object). `None` when
+    /// the plugin has no such hook.
+    pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
+        let hook = self.exports.on_job_complete.clone()?;
+        let timeout = self.batch_timeout;
+        Some(self.call(timeout, job_id, None, |store, ex| {
+            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
+            let (body_ptr, body_len) = put(store, ex, body)?;
+            Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)
+        }))
+    }
+
+    /// What the last `handle` produced besides its status: the results it emitted (JSON
+    /// Lines) and the items it failed. Taken: a second call gets nothing.
+    pub fn take_output(&mut self) -> BatchOutput {
+        let state = self.store.data_mut();
+        BatchOutput { results: std::mem::take(&mut state.results), item_errors: std::mem::take(&mut state.item_errors) }
+    }
+
+    /// Whether a fatal failure has left this instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Batches handed to this instance so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.metrics.instances_alive.dec();
+        self.metrics.guest_memory_bytes.sub(self.reported_memory);
+    }
+}
+
+/// Copies `bytes` into a buffer the guest allocates; a failure names what went wrong.
+fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32, i32), CallError> {
+    memory::put(&mut *store, ex.memory, &ex.alloc, bytes).map_err(|e| match e {
+        PutError::Wasm(e) => CallError::Wasm(e),
+        PutError::NoRoom(n) => {
+            let limit = store.data().limiter.max >> 20;
+            CallError::Host(Failure::new(
+                FailureKind::OutOfMemory,
+                format!("the guest could not allocate {n} bytes for its input (memory limit {limit} MiB)"),
+            ))
+        }
+        PutError::Memory(e @ memory::MemoryError::TooLarge(_)) => {
+            CallError::Host(Failure::new(FailureKind::InvalidInput, e.to_string()))
+        }
+        PutError::Memory(e) => CallError::Host(Failure::new(FailureKind::Trap, e.to_string())),
+    })
+}
+
+/// The failure a non-zero status stands for, with the guest's message when it set one.
+fn status_failure(status: i32, message: Option<String>) -> Failure {
+    match status {
+        abi::status::FAILED => Failure::new(
+            FailureKind::GuestError,
+            message.unwrap_or_else(|| "the guest returned status 1 (failed) without a message".into()),
+        ),
+        abi::status::INVALID_INPUT => Failure::new(
+            FailureKind::InvalidInput,
+            message.unwrap_or_else(|| "the guest returned status 2 (invalid input) without a message".into()),
+        ),
+        other => Failure::new(
+            FailureKind::GuestError,
+            format!(
+                "the guest returned unknown status {other}{}",
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// Turns a wasmtime error into a typed failure, using what the store recorded.
+fn classify(e: wasmtime::Error, state: &mut HostState, timeout: Duration, max_memory: u64) -> Failure {
+    let (kind, message) = if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
+        match interrupt {
+            Interrupt::Deadline => (FailureKind::Timeout, format!("the call did not finish within {timeout:?}")),
+            Interrupt::Cancelled => (FailureKind::Cancelled, "the call was cancelled".to_string()),
+        }
+    } else if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        (FailureKind::Exit(exit.0), format!("the guest exited with code {}", exit.0))
+    } else if state.limiter.hit {
+        (
+            FailureKind::OutOfMemory,
+            format!("the guest tried to grow its memory past the limit of {} MiB", max_memory >> 20),
+        )
+    } else if let Some(message) = state.panic.take() {
+        (FailureKind::Panic, message)
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        (FailureKind::Trap, format!("wasm trap: {trap}"))
+    } else {
+        (FailureKind::Trap, format!("{e:#}"))
+    };
+    Failure::new(kind, message)
+}

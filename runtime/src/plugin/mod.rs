@@ -1,0 +1,264 @@
+//! Plugins: loaded once, bound to a job, instantiated warm.
+//!
+//! - [`Plugin`]: a module compiled (or taken from the cache), validated against ABI v1,
+//!   checked against its grants, linked once (`InstancePre`) and probed for its ABI
+//!   version. It knows nothing of any job; [`Plugin::load`] is the one way from a file
+//!   to a plugin, with the engine sized and memory fitted the same way for every
+//!   command.
+//! - [`JobPlugin`]: a plugin bound to one job's context (spec, `/mnt`, submitter), from
+//!   which [`Instance`]s are made: instantiated, `_initialize`d and `init`ed with the
+//!   spec, then called batch after batch until a fatal failure
+//!   ([`FailureKind::is_fatal`](crate::failure::FailureKind::is_fatal)) poisons one.
+//!
+//! Inside: [`memory`] is the guest-memory convention, [`host`] the host functions by
+//! capability, [`state`] what a store holds, [`instance`] the calls and their failures.
+
+mod host;
+mod instance;
+mod limits;
+mod memory;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use wasmtime::{InstancePre, Module};
+
+pub use self::instance::{BatchOutput, Instance};
+pub use self::limits::{CallLimits, LoadOptions};
+use self::state::{AttemptLog, HostState};
+pub use self::state::{BatchCall, BatchId, content_id};
+use crate::abi::{self, AbiError, Capabilities};
+use crate::compile::{CompileError, Origin};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::failure::Failure;
+use crate::metrics::Metrics;
+use crate::sandbox::{Sandbox, SandboxError};
+
+/// A module could not be made a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module breaks the ABI.
+    #[error(transparent)]
+    Abi(#[from] AbiError),
+    /// The module imports something the host does not define.
+    #[error("cannot link the module: {0}")]
+    Link(String),
+    /// The version probe failed to run.
+    #[error("cannot start the module to check its ABI version: {0}")]
+    Probe(Failure),
+    /// The module imports a capability its API was not granted.
+    #[error("{0}")]
+    NotGranted(String),
+}
+
+impl LoadError {
+    /// The error as the command line says it for `plugin`.
+    pub fn about(&self, plugin: &Path) -> String {
+        match self {
+            LoadError::NotGranted(why) => format!("plugin {} needs a grant it was not given: {why}", plugin.display()),
+            other => format!("plugin {} is not a wasmbatch guest: {other}", plugin.display()),
+        }
+    }
+}
+
+/// A plugin file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine could not be built.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The file could not be read or compiled.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// The module is not a plugin, or not one these grants allow.
+    #[error("{}", .error.about(.path))]
+    Load {
+        /// The plugin file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: LoadError,
+    },
+}
+
+/// Submits jobs for a guest (chaining): to the job service in this process, or to an
+/// operator over HTTP. Decides which APIs the guest may submit to.
+pub trait Submitter: Send + Sync {
+    /// Submits `job` (a job submission's JSON) to `api`; the new job's ID, or why not.
+    fn submit(&self, api: &str, job: &[u8]) -> Result<String, String>;
+}
+
+/// A compiled, validated, linked plugin, independent of any job.
+pub struct Plugin {
+    engine: Arc<Engine>,
+    pre: InstancePre<HostState>,
+    capabilities: Capabilities,
+    limits: CallLimits,
+    metrics: Arc<Metrics>,
+    origin: Origin,
+}
+
+impl Plugin {
+    /// Loads the plugin at `path`: an engine for `options.instances` live instances
+    /// (plus the version probe and one being replaced) with memory fitted to the
+    /// container ([`crate::engine::fitted_memory`]), the module compiled or taken from
+    /// the cache, then [`Plugin::new`]'s checks.
+    pub fn load(path: &Path, options: &LoadOptions, metrics: Arc<Metrics>) -> Result<Plugin, PluginError> {
+        let instances = options.instances.max(1);
+        let engine = Arc::new(Engine::new(EngineConfig {
+            max_memory: crate::engine::fitted_memory(options.max_memory, instances),
+            max_instances: u32::try_from(instances + 2).unwrap_or(u32::MAX),
+        })?);
+        let (module, origin) = crate::compile::load(&engine, path, options.cache_dir.as_deref())?;
+        metrics.module_loaded(origin.as_str());
+        let mut plugin = Plugin::new(engine, &module, options.limits.clone(), metrics)
+            .map_err(|error| PluginError::Load { path: path.to_path_buf(), error })?;
+        plugin.origin = origin;
+        Ok(plugin)
+    }
+
+    /// Makes `module` a plugin: checks it against ABI v1 (exports, imports, and the
+    /// version the guest reports) and against the grants of `limits`, and links it.
+    pub fn new(
+        engine: Arc<Engine>,
+        module: &Module,
+        limits: CallLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Plugin, LoadError> {
+        let capabilities = abi::validate(module)?;
+        let imports = module.imports().filter(|i| i.module() == abi::HOST_MODULE).map(|i| i.name());
+        limits.grants.check_imports(imports).map_err(LoadError::NotGranted)?;
+        let linker = host::linker(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let plugin = Plugin { engine, pre, capabilities, limits, metrics, origin: Origin::Compiled };
+        plugin.check_version()?;
+        Ok(plugin)
+    }
+
+    fn check_version(&self) -> Result<(), LoadError> {
+        let probe = Job::new(JobContext::default()).map_err(|e| {
+            LoadError::Probe(Failure::new(
+                crate::failure::FailureKind::Trap,
+                format!("cannot prepare the sandbox: {e}"),
+            ))
+        })?;
+        let mut raw = Instance::start(self, &probe, Arc::new(AtomicBool::new(false))).map_err(LoadError::Probe)?;
+        let version = raw.call_version().map_err(LoadError::Probe)?;
+        if version != abi::ABI_VERSION {
+            return Err(AbiError::VersionMismatch { found: version }.into());
+        }
+        Ok(())
+    }
+
+    /// Binds the plugin to a job: its instances see `job`'s spec and mount, and submit
+    /// through its submitter.
+    pub fn bind(self: &Arc<Self>, job: JobContext) -> Result<JobPlugin, SandboxError> {
+        Ok(JobPlugin { plugin: self.clone(), job: Job::new(job)? })
+    }
+
+    /// The optional parts of the ABI this plugin has.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// Where its instances report.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The limits of every call.
+    pub fn limits(&self) -> &CallLimits {
+        &self.limits
+    }
+
+    /// Linear memory one instance may use, in bytes.
+    pub fn max_memory(&self) -> u64 {
+        self.engine.config().max_memory
+    }
+
+    /// How the module was obtained.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+/// What a plugin is bound to for one job.
+#[derive(Default, Clone)]
+pub struct JobContext {
+    /// The job spec (JSON): at `/cortex/spec/job.json`, and `init`'s argument.
+    pub spec: Arc<[u8]>,
+    /// The host directory guests see at `/mnt`.
+    pub mount: Option<PathBuf>,
+    /// Where guests submit jobs (chaining); none: `submit_job` answers that it is not
+    /// available.
+    pub submitter: Option<Arc<dyn Submitter>>,
+}
+
+/// A job's side of its instances.
+struct Job {
+    sandbox: Sandbox,
+    spec: Arc<[u8]>,
+    api_name: Arc<str>,
+    job_id: String,
+    attempts: Arc<AttemptLog>,
+    submitter: Option<Arc<dyn Submitter>>,
+}
+
+impl Job {
+    fn new(context: JobContext) -> Result<Job, SandboxError> {
+        let spec: Arc<[u8]> = if context.spec.is_empty() { Arc::from(&b"{}"[..]) } else { context.spec };
+        let sandbox = Sandbox::new(&spec, context.mount.as_deref())?;
+        let parsed = serde_json::from_slice::<serde_json::Value>(&spec).ok();
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(|v| v.as_str()).unwrap_or("");
+        Ok(Job {
+            sandbox,
+            api_name: Arc::from(field("api_name")),
+            job_id: field("job_id").to_string(),
+            spec,
+            attempts: Arc::new(AttemptLog::default()),
+            submitter: context.submitter,
+        })
+    }
+}
+
+/// A plugin bound to one job: where its instances come from.
+pub struct JobPlugin {
+    plugin: Arc<Plugin>,
+    job: Job,
+}
+
+impl JobPlugin {
+    /// A new instance: instantiated, `_initialize`d, and `init`ed with the job spec.
+    /// `cancel` interrupts every call of the instance once it is set.
+    pub fn instance(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+        let mut instance = Instance::start(&self.plugin, &self.job, cancel)?;
+        instance.init(self.plugin.limits.init_timeout, &self.job.job_id, &self.job.spec)?;
+        Ok(instance)
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The optional parts of the ABI the plugin has.
+    pub fn capabilities(&self) -> Capabilities {
+        self.plugin.capabilities
+    }
+
+    /// Where its instances report.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.plugin.metrics
+    }
+
+    /// The job spec's `api_name` (empty when it has none).
+    pub fn api_name(&self) -> &str {
+        &self.job.api_name
+    }
+
+    /// The host directory guests see at `/mnt`.
+    pub fn mount(&self) -> Option<&Path> {
+        self.job.sandbox.mount()
+    }
+}
