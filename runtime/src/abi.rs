@@ -25,9 +25,9 @@ pub(crate) const ON_JOB_COMPLETE: &str = "wasmbatch_on_job_complete";
 
 /// Return statuses of `init`, `handle` and `on_job_complete`.
 pub(crate) mod status {
-    pub const OK: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const INVALID_INPUT: i32 = 2;
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const FAILED: i32 = 1;
+    pub(crate) const INVALID_INPUT: i32 = 2;
 }
 
 use ValType::I32;

@@ -12,7 +12,7 @@
 //!   `http_timeout` and what is left of the batch's deadline) and a response size limit.
 //! - **Objects** (`object_get`, `object_read`, `object_put`): under the URL prefixes of
 //!   `allow_read` and `allow_write` (`s3://bucket/prefix/`, `gs://…`, `az://…`,
-//!   `file:///dir/`), through [`crate::objects`].
+//!   `file:///dir/`), through `crate::objects`.
 
 use std::io::Read as _;
 use std::sync::OnceLock;

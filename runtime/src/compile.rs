@@ -76,7 +76,7 @@ pub enum CompileError {
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/wasmbatch`, else `~/.cache/wasmbatch`.
-pub fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
@@ -116,7 +116,7 @@ fn native_binary(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Loads the plugin at `path`, through the cache in `cache_dir` when given.
-pub fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Module, Origin), CompileError> {
+pub(crate) fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Module, Origin), CompileError> {
     let started = Instant::now();
     if let Ok(Some(Precompiled::Module)) = wasmtime::Engine::detect_precompiled_file(path) {
         // SAFETY: a precompiled artifact is native code; wasmbatch only loads what its
@@ -162,13 +162,13 @@ fn store(module: &Module, dir: &Path, entry: &Path) -> std::io::Result<()> {
 }
 
 /// Compiles the module at `path` (no cache).
-pub fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError> {
+pub(crate) fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError> {
     let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
     compile(engine, path, &bytes)
 }
 
 /// Writes `module`'s precompiled artifact to `output` (`wasmbatch compile`).
-pub fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
+pub(crate) fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
     let write = |error| CompileError::Write { path: output.into(), error };
     let artifact = module.serialize().map_err(|e| write(std::io::Error::other(format!("{e:#}"))))?;
     crate::storage::write_atomic(output, &artifact).map_err(write)

@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 
 /// The URL schemes of object storage.
-pub const SCHEMES: &[&str] = &["s3", "gs", "az", "file"];
+pub(crate) const SCHEMES: &[&str] = &["s3", "gs", "az", "file"];
 
 /// A capability call that did not happen or did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]

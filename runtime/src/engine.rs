@@ -25,7 +25,7 @@ pub struct EngineConfig {
 }
 
 /// Linear memory per instance unless a limit says otherwise.
-pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
+pub(crate) const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -110,7 +110,7 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
 
 /// The memory limit of the container this process runs in (cgroup v2 `memory.max`, or
 /// v1 `memory.limit_in_bytes`), when there is one.
-pub fn container_memory_limit() -> Option<u64> {
+pub(crate) fn container_memory_limit() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
     read("/sys/fs/cgroup/memory.max")
         .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
@@ -123,7 +123,7 @@ pub fn container_memory_limit() -> Option<u64> {
 /// with 64 MiB left for the host, so that a guest hits its own limit
 /// (`out_of_memory`) before the container is killed. Every command and the operator
 /// size their instances with this.
-pub fn fitted_memory(explicit: Option<u64>, instances: usize) -> u64 {
+pub(crate) fn fitted_memory(explicit: Option<u64>, instances: usize) -> u64 {
     if let Some(explicit) = explicit {
         return explicit;
     }

@@ -1,64 +1,127 @@
 //! wasmbatch runs WebAssembly batch handlers ("plugins", built for `wasm32-wasip1`)
 //! for the Cortex Batch API model of work, behind the standard container contract.
 //!
+//! The `wasmbatch` binary is the usual way in (`run`, `serve`, `operator`, `worker`;
+//! see the README). This library is what it is built on, and what a Rust program
+//! embeds to do the same in its own process.
+//!
+//! # Embedding
+//!
+//! Load a plugin once ([`plugin::Plugin::load`]: compiled or taken from the cache,
+//! validated, linked, probed), bind it to a job ([`plugin::Plugin::bind`]: the spec,
+//! `/mnt`, where chained jobs go), then either call instances yourself, run a whole
+//! job ([`job::runner::run`]: workers, retries, dead letters, on-job-complete), or
+//! serve the contract's `POST /` on a listener until a shutdown future resolves
+//! ([`http::serve`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::AtomicBool;
+//! use std::time::Duration;
+//!
+//! use wasmbatch::job::{dead_letter::DeadLetters, executor::InProcess, runner, source};
+//! use wasmbatch::job::status::{JobState, ProgressMode, ProgressView};
+//! use wasmbatch::job::{stop::StopFlag, submission::Submission};
+//! use wasmbatch::metrics::Metrics;
+//! use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A plugin: any `.wasm` built with the guest SDK; here, a text module that accepts
+//! // every batch.
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("accept.wat");
+//! std::fs::write(&path, r#"(module
+//!   (memory (export "memory") 1)
+//!   (func (export "wasmbatch_abi_version") (result i32) (i32.const 1))
+//!   (func (export "wasmbatch_alloc") (param i32) (result i32) (i32.const 1024))
+//!   (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) (i32.const 0)))"#)?;
+//! let metrics = Metrics::new("example");
+//! let plugin = Arc::new(Plugin::load(&path, &LoadOptions { instances: 2, ..LoadOptions::default() }, metrics.clone())?);
+//! let spec = br#"{"job_id": "j1", "api_name": "example"}"#;
+//! let bound = Arc::new(plugin.bind(JobContext { spec: Arc::from(&spec[..]), ..JobContext::default() })?);
+//!
+//! // One batch, on an instance of your own.
+//! let mut instance = bound.instance(Arc::new(AtomicBool::new(false)))?;
+//! let batch = BatchCall { tag: 0, id: BatchId::Index(0), attempt: 1, body: "[1, 2, 3]".into() };
+//! instance.handle("j1", batch)?;
+//!
+//! // A whole job: a Cortex job submission, its batches on two workers.
+//! let job = Submission::parse(br#"{"workers": 2, "item_list": {"items": [1, 2, 3, 4, 5], "batch_size": 2}}"#, "job")?;
+//! let plan = runner::JobPlan {
+//!     job_id: "j1".into(),
+//!     api_name: "example".into(),
+//!     workers: job.workers,
+//!     config: job.config,
+//!     timeout: None,
+//!     max_attempts: 3,
+//!     ledger: Box::new(DeadLetters::create(&dir.path().join("dead-letters.jsonl"))?),
+//!     budget: None,
+//!     start_time: std::time::SystemTime::now(),
+//! };
+//! let input = source::open(job.source, None, None)?;
+//! let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(60));
+//! let executor = Arc::new(InProcess::new(bound.clone(), None));
+//! let status = runner::run(plan, input, executor, StopFlag::default(), &mut progress, metrics);
+//! assert_eq!((status.status, status.metrics.succeeded), (JobState::Succeeded, 3));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Serving is [`pool::WorkerPool::new`] over the bound plugin, then [`http::serve`]
+//! with a `tokio::net::TcpListener` and any future as the shutdown signal; the
+//! in-process tests in `http::server` do exactly that.
+//!
 //! # Layout
 //!
-//! - [`engine`]: the wasmtime engine — pooling allocator, epoch ticker, our config type.
-//! - [`compile`]: plugin files to modules; precompiled artifacts; the compile cache.
-//! - [`abi`]: guest ABI v1 — export and import names and types; module validation.
-//! - [`sandbox`]: what a guest sees — the job spec, `/mnt`, nothing else.
-//! - [`plugin`]: a linked plugin and its warm [`plugin::Instance`]s; typed failures.
-//! - [`failure`]: [`failure::Failure`] and its kinds (timeout, out_of_memory, …).
-//! - [`lifecycle`]: a worker's warm instance — started, recycled, retired in one place.
-//! - [`pool`]: worker threads, one instance each, behind admission by count and bytes.
-//! - [`spec`]: the job spec file (`/cortex/spec/job.json`).
-//! - [`http`]: the contract's server — routes, error-to-status mapping, shutdown —
-//!   and its client, the dispatcher's side.
-//! - [`job`]: batch jobs (`wasmbatch run`) — job files, sources, executors, the runner.
-//! - [`journal`]: the job service's durable state (SQLite): jobs and batch outcomes.
-//! - [`logging`]: text or JSON logs; guest output tagged with the job ID.
-//! - [`metrics`]: Prometheus metrics, Cortex's batch series under Cortex's names.
-//! - [`operator`]: the job service — Cortex's job API (tokens, TLS), scheduling, resume
-//!   after a crash.
-//! - [`capability`]: what a guest may reach when granted — outbound HTTP, objects.
-//! - [`confine`]: URL prefixes as confinements — which object a URL names, and whether
-//!   a grant covers it, whatever its spelling.
-//! - [`objects`]: object storage (S3, GCS, Azure, local files beneath their grant).
-//! - [`broker`]: the operator and its workers through RabbitMQ.
-//! - [`storage`]: files written whole or not at all; a full disk told apart.
-//! - [`tls`]: one TLS stack (rustls with ring) and one set of trusted roots.
-//! - [`units`]: sizes and durations as users write them.
-//! - [`cli`]: the `wasmbatch` command line.
+//! Public: [`plugin`] (loaded once, bound to a job, warm [`plugin::Instance`]s),
+//! [`failure`] (typed failures), [`capability`] (grants), [`pool`] (worker threads
+//! behind admission), [`http`] (the contract's server), [`job`] (job files, sources,
+//! executors, the runner), [`metrics`], [`tls`] (one TLS stack), [`abi`] (guest ABI v1).
+//! Inside, lowest layer first (the `layers` test keeps imports pointing down):
+//!
+//! - `units`, `confine`, `storage`, `recent`, `capture`, `spec`, `logging`: leaves —
+//!   sizes and durations, URL confinement, whole-or-nothing files, the spec file, logs.
+//! - `engine` (pooling allocator, epoch ticker, memory fitted to a container),
+//!   `compile` (files to modules, the compile cache), `sandbox` (what a guest sees),
+//!   `objects` (S3, GCS, Azure, local files beneath their grant).
+//! - `lifecycle`: a worker's warm instance — started, recycled, retired in one place.
+//! - `journal`: the job service's durable state (SQLite), and the one way a job ends.
+//! - `broker`: the operator and its workers through RabbitMQ.
+//! - `operator`: the job service — Cortex's job API (tokens, TLS), scheduling, resume.
+//! - `cli`: the `wasmbatch` command line ([`main`]).
 //!
 //! The guest side (the SDK plugin authors use) is the `wasmbatch-guest` crate; the ABI
 //! between the two is specified in `docs/abi.md`.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod abi;
-pub mod broker;
+mod broker;
 pub mod capability;
 mod capture;
-pub mod cli;
-pub mod compile;
-pub mod confine;
-pub mod engine;
+mod cli;
+mod compile;
+mod confine;
+mod engine;
 pub mod failure;
 pub mod http;
 pub mod job;
-pub mod journal;
+mod journal;
 #[cfg(test)]
 mod layers;
-pub mod lifecycle;
-pub mod logging;
+mod lifecycle;
+mod logging;
 pub mod metrics;
-pub mod objects;
-pub mod operator;
+mod objects;
+mod operator;
 pub mod plugin;
 pub mod pool;
 mod recent;
-pub mod sandbox;
-pub mod spec;
-pub mod storage;
+mod sandbox;
+mod spec;
+mod storage;
 pub mod tls;
-pub mod units;
+mod units;
+
+pub use cli::main;

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// The shape of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -18,7 +18,7 @@ pub enum LogFormat {
 
 /// The lowest level logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// Errors only.
     Error,
     /// Warnings and errors.
@@ -45,7 +45,7 @@ impl LogLevel {
 
 /// Installs the global subscriber, writing to stderr, at `level` when given, else by
 /// `RUST_LOG` (a full filter, e.g. `info,guest=debug`), else at INFO.
-pub fn init(format: LogFormat, level: Option<LogLevel>) {
+pub(crate) fn init(format: LogFormat, level: Option<LogLevel>) {
     // The AMQP client logs every closed channel as an error, expected ones too (a
     // queue looked for before it exists); wasmbatch logs what matters itself. A
     // `RUST_LOG` that names `lapin` still shows them.

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    wasmbatch::cli::main()
+    wasmbatch::main()
 }

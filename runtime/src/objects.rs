@@ -23,19 +23,19 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use crate::confine::{CallError, ObjectUrl, SCHEMES, Target};
 
 /// Checks a grant's URL prefix (`s3://bucket/prefix/`, `file:///dir/`).
-pub fn check_prefix(prefix: &str) -> Result<String, String> {
+pub(crate) fn check_prefix(prefix: &str) -> Result<String, String> {
     ObjectUrl::parse(prefix).map(|_| prefix.to_string()).map_err(|e| format!("object prefix {e}"))
 }
 
 /// Whether `text` is an object URL (as opposed to a local path).
-pub fn is_object_url(text: &str) -> bool {
+pub(crate) fn is_object_url(text: &str) -> bool {
     text.split_once("://").is_some_and(|(scheme, _)| SCHEMES.contains(&scheme) && scheme != "file")
 }
 
 /// `file://` URL of an absolute local path, each segment percent-encoded where a URL
 /// needs it. Segments are kept as written (`.`, `..`, empty ones), so that a check of
 /// the URL refuses them rather than a normalization hiding them.
-pub fn file_url(path: &Path) -> String {
+pub(crate) fn file_url(path: &Path) -> String {
     const SET: &percent_encoding::AsciiSet =
         &percent_encoding::CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'\\');
     let text = path.to_string_lossy();
@@ -50,7 +50,7 @@ pub fn file_url(path: &Path) -> String {
 
 /// An object found by a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// Its URL (`s3://bucket/key`).
     pub url: String,
     /// Its key within the bucket.
@@ -60,13 +60,13 @@ pub struct Listed {
 }
 
 /// The stores, by bucket, and the runtime their calls run on.
-pub struct Objects {
+pub(crate) struct Objects {
     runtime: tokio::runtime::Runtime,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
 /// The process's stores.
-pub fn objects() -> &'static Objects {
+pub(crate) fn objects() -> &'static Objects {
     static OBJECTS: OnceLock<Objects> = OnceLock::new();
     OBJECTS.get_or_init(|| Objects {
         runtime: tokio::runtime::Builder::new_multi_thread()
@@ -172,7 +172,7 @@ impl Objects {
     }
 
     /// The whole object `target` names, if it is at most `max` bytes.
-    pub fn get(&self, target: &Target, max: usize, deadline: Instant) -> Result<Vec<u8>, CallError> {
+    pub(crate) fn get(&self, target: &Target, max: usize, deadline: Instant) -> Result<Vec<u8>, CallError> {
         let url = match target {
             Target::Local { root, path, url } => {
                 let file = local::open(root, path, url)?;
@@ -199,7 +199,7 @@ impl Objects {
     }
 
     /// Bytes `offset..offset + len` of the object (fewer at its end; none past it).
-    pub fn read(&self, target: &Target, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, CallError> {
+    pub(crate) fn read(&self, target: &Target, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, CallError> {
         let url = match target {
             Target::Local { root, path, url } => {
                 let mut file = local::open(root, path, url)?;
@@ -222,7 +222,7 @@ impl Objects {
 
     /// Writes `data` as the object (whole, atomically: a reader sees the old object or
     /// the new one, and a failed write leaves nothing behind).
-    pub fn put(&self, target: &Target, data: Vec<u8>, deadline: Instant) -> Result<(), CallError> {
+    pub(crate) fn put(&self, target: &Target, data: Vec<u8>, deadline: Instant) -> Result<(), CallError> {
         match target {
             Target::Local { root, path, url } => local::put(root, path, url, &data),
             Target::Store(url) => {
@@ -233,7 +233,7 @@ impl Objects {
     }
 
     /// Every object under `target` (a folder), or the one object it names, in key order.
-    pub fn list(&self, target: &Target) -> Result<Vec<Listed>, String> {
+    pub(crate) fn list(&self, target: &Target) -> Result<Vec<Listed>, String> {
         let url = match target {
             Target::Local { root, path, url } => {
                 let mut listed = local::list(root, path, url).map_err(|e| e.message().to_string())?;
@@ -395,7 +395,7 @@ mod local {
 }
 
 /// Reads an object in ranges of `chunk` bytes: an input of any size in bounded memory.
-pub struct ObjectReader {
+pub(crate) struct ObjectReader {
     target: Target,
     size: u64,
     offset: u64,
@@ -406,7 +406,7 @@ pub struct ObjectReader {
 
 impl ObjectReader {
     /// A reader of the object `target` names, of `size` bytes.
-    pub fn new(target: Target, size: u64) -> ObjectReader {
+    pub(crate) fn new(target: Target, size: u64) -> ObjectReader {
         ObjectReader { target, size, offset: 0, chunk: 4 << 20, buffer: Vec::new(), at: 0 }
     }
 }

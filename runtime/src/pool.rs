@@ -3,7 +3,7 @@
 //! Guest code never runs on an async runtime thread (wasmtime-wasi's synchronous
 //! functions panic there, and a long batch would stall I/O). The pool is
 //! `concurrency` plain threads fed by one channel; each thread owns a
-//! [`WarmInstance`]. (A rayon pool did the same job first; its idle workers spin in
+//! `WarmInstance`. (A rayon pool did the same job first; its idle workers spin in
 //! `sched_yield` before sleeping, which on 2 cores took ~13 % of the CPU from the I/O
 //! threads under load — see docs/benchmarks.md.)
 //!

@@ -15,13 +15,13 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::capture::Capture;
 
 /// Where the job spec appears inside the guest.
-pub const GUEST_SPEC_DIR: &str = "/cortex/spec";
+pub(crate) const GUEST_SPEC_DIR: &str = "/cortex/spec";
 /// Where the mounted directory appears inside the guest.
-pub const GUEST_MOUNT: &str = "/mnt";
+pub(crate) const GUEST_MOUNT: &str = "/mnt";
 
 /// The host side of a guest's file system view.
 #[derive(Debug)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     spec_dir: TempDir,
     mount: Option<PathBuf>,
 }
@@ -54,7 +54,7 @@ impl From<io::Error> for SandboxError {
 impl Sandbox {
     /// A sandbox showing `spec` (JSON bytes) at `/cortex/spec/job.json` and `mount`, if
     /// any, read-write at `/mnt`.
-    pub fn new(spec: &[u8], mount: Option<&Path>) -> Result<Sandbox, SandboxError> {
+    pub(crate) fn new(spec: &[u8], mount: Option<&Path>) -> Result<Sandbox, SandboxError> {
         let mount = match mount {
             None => None,
             Some(path) => {
@@ -72,7 +72,7 @@ impl Sandbox {
     }
 
     /// The host directory mounted at `/mnt`, if any.
-    pub fn mount(&self) -> Option<&Path> {
+    pub(crate) fn mount(&self) -> Option<&Path> {
         self.mount.as_deref()
     }
 

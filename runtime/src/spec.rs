@@ -12,14 +12,14 @@ use serde_json::Value;
 
 /// A job spec, parsed and as the bytes guests get.
 #[derive(Debug, Clone)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     value: Value,
     bytes: Arc<[u8]>,
 }
 
 /// The spec file is unusable.
 #[derive(Debug, thiserror::Error)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     /// It exists but cannot be read.
     #[error("cannot read job spec {path}: {error}")]
     Read {
@@ -50,18 +50,18 @@ pub enum SpecError {
 
 impl JobSpec {
     /// The empty spec `{}`: used when no spec file exists.
-    pub fn empty() -> JobSpec {
+    pub(crate) fn empty() -> JobSpec {
         JobSpec::from_value(Value::Object(Default::default()))
     }
 
     /// A spec from a JSON value (an object).
-    pub fn from_value(value: Value) -> JobSpec {
+    pub(crate) fn from_value(value: Value) -> JobSpec {
         let bytes = serde_json::to_vec_pretty(&value).expect("a Value always serializes");
         JobSpec { value, bytes: bytes.into() }
     }
 
     /// Reads the spec at `path`; `Ok(None)` when there is no file there.
-    pub fn load(path: &Path) -> Result<Option<JobSpec>, SpecError> {
+    pub(crate) fn load(path: &Path) -> Result<Option<JobSpec>, SpecError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -80,22 +80,17 @@ impl JobSpec {
     }
 
     /// The spec's `job_id`, if it has one.
-    pub fn job_id(&self) -> Option<&str> {
+    pub(crate) fn job_id(&self) -> Option<&str> {
         self.value.get("job_id").and_then(Value::as_str).filter(|id| !id.is_empty())
     }
 
     /// The spec's `api_name`, if it has one.
-    pub fn api_name(&self) -> Option<&str> {
+    pub(crate) fn api_name(&self) -> Option<&str> {
         self.value.get("api_name").and_then(Value::as_str)
     }
 
-    /// The parsed spec.
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
-
     /// The spec as guests see it.
-    pub fn bytes(&self) -> Arc<[u8]> {
+    pub(crate) fn bytes(&self) -> Arc<[u8]> {
         self.bytes.clone()
     }
 }

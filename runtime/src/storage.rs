@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Writes `bytes` as the file at `path`, whole or not at all.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // Removed on drop unless persisted: an error at any step leaves nothing.
     let mut temp = tempfile::Builder::new().prefix(".wasmbatch-").suffix(".tmp").tempfile_in(dir)?;
@@ -31,7 +31,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Appends `bytes` to `file` (opened for appending) and flushes them to disk; on a
 /// failure the file is cut back to its length before the call.
-pub fn append_all(mut file: &File, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn append_all(mut file: &File, bytes: &[u8]) -> io::Result<()> {
     let before = file.metadata()?.len();
     let written = file.write_all(bytes).and_then(|()| file.sync_data());
     if let Err(e) = written {
@@ -44,7 +44,7 @@ pub fn append_all(mut file: &File, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Whether `error` means that the file system has no room (or the user no quota).
-pub fn is_full(error: &io::Error) -> bool {
+pub(crate) fn is_full(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::StorageFull
         || error.kind() == io::ErrorKind::QuotaExceeded
         || matches!(error.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
@@ -55,13 +55,13 @@ pub fn is_full(error: &io::Error) -> bool {
 /// submissions): logged at ERROR once when the disk is found full, at INFO once when
 /// a write works again — not once per failed write.
 #[derive(Debug, Default)]
-pub struct Room {
+pub(crate) struct Room {
     full: AtomicBool,
 }
 
 impl Room {
     /// Notes how a write went; a full disk starts an episode, a success ends it.
-    pub fn note<T>(&self, what: &str, outcome: &io::Result<T>) {
+    pub(crate) fn note<T>(&self, what: &str, outcome: &io::Result<T>) {
         match outcome {
             Ok(_) => {
                 if self.full.swap(false, Ordering::SeqCst) {
@@ -80,7 +80,7 @@ impl Room {
     /// Runs `write`; while it fails because the disk is full, waits for room and tries
     /// again (from 50 ms, doubling to 2 s) until it works or `sleep` (which sleeps the
     /// time given) says to give up by returning `true`.
-    pub fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &self,
         what: &str,
         mut sleep: impl FnMut(Duration) -> bool,
@@ -104,7 +104,7 @@ impl Room {
 }
 
 /// Bytes free for an unprivileged user on the file system of `dir`.
-pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> io::Result<u64> {
     let stat = rustix::fs::statvfs(dir)?;
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses a size: `1048576` (bytes), `512KiB`, `16MiB`, `1GiB`, `64MB` (10⁶ bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let size: bytesize::ByteSize =
         text.parse().map_err(|e| format!("{text:?} is not a size such as 16MiB or 64MB: {e}"))?;
@@ -21,7 +21,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration: `250ms`, `30s`, `5m`, `1h 30m`, or a plain number of seconds
 /// (`30`, `1.5`). At most a year.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let duration = match text.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {

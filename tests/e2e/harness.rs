@@ -177,11 +177,11 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build()
 }
 
-fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
+pub fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -216,10 +216,6 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Reply {
         reply(agent().get(&self.url(path)).call())
-    }
-
-    pub fn request(&self, method: &str, path: &str) -> Reply {
-        reply(agent().request(method, &self.url(path)).call())
     }
 
     /// Every log line so far, parsed.

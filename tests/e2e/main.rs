@@ -9,6 +9,7 @@ mod compile;
 mod container;
 mod faults;
 mod foundation;
+mod in_process;
 mod metrics;
 mod objects;
 mod operator;

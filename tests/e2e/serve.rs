@@ -22,25 +22,6 @@ fn batch_succeeds_with_200_and_an_empty_body() {
 }
 
 #[test]
-fn bodies_that_are_not_json_arrays_get_400() {
-    let server = Server::with(plugin("noop")).start();
-    for (body, says) in [
-        (r#"{"items":[1]}"#, "the body is an object"),
-        ("42", "the body is a number"),
-        ("", "the body is empty"),
-        ("[1, 2", "not valid JSON"),
-        ("not json", "not valid JSON"),
-    ] {
-        let reply = server.batch(body);
-        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
-        assert_eq!(reply.kind(), "invalid_input");
-        assert!(reply.message().contains(says), "{body}: {}", reply.message());
-    }
-    // The server is unharmed.
-    assert_eq!(server.batch("[]").status, 200);
-}
-
-#[test]
 fn body_over_the_limit_gets_413_with_or_without_a_length() {
     let server = Server::with(plugin("noop")).args(["--max-body", "1KiB"]).start();
     let big = format!("[{}]", vec!["1"; 1000].join(","));
@@ -88,17 +69,6 @@ fn missing_job_id_is_400_unless_the_spec_has_one() {
 }
 
 #[test]
-fn wrong_method_is_405_and_unknown_path_404() {
-    let server = Server::with(plugin("noop")).start();
-    let reply = server.get("/");
-    assert_eq!((reply.status, reply.kind().as_str()), (405, "method_not_allowed"));
-    assert_eq!(server.request("PUT", "/on-job-complete").status, 405);
-    assert_eq!(server.post("/healthz", None, "").status, 405);
-    let reply = server.post("/batch", Some("j"), "[]");
-    assert_eq!((reply.status, reply.kind().as_str()), (404, "not_found"));
-}
-
-#[test]
 fn on_job_complete_accepts_both_cortex_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("complete.jsonl");
@@ -137,27 +107,6 @@ fn on_job_complete_is_404_without_a_hook_and_500_when_it_fails() {
     let reply = server.post("/on-job-complete", Some("j"), "job_complete");
     assert_eq!((reply.status, reply.kind().as_str()), (500, "guest_error"));
     assert_eq!(reply.message(), "on-job-complete failed on request");
-}
-
-#[test]
-fn full_pool_answers_503_when_the_queue_timeout_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::with(plugin("misbehave"))
-        .args(["--queue-depth", "0", "--queue-timeout", "0", "--mount", dir.path().to_str().unwrap()])
-        .start();
-    let url = server.url("/");
-    let slow = std::thread::spawn(move || {
-        ureq::post(&url)
-            .set("X-Cortex-Job-ID", "j")
-            .send_string(r#"["copy:/cortex/spec/job.json:/mnt/started", "sleep:1500"]"#)
-            .map(|r| r.status())
-            .map_err(|e| e.to_string())
-    });
-    wait_for_file(&dir.path().join("started"));
-    let reply = server.batch(r#"["ok"]"#);
-    assert_eq!((reply.status, reply.kind().as_str()), (503, "busy"), "{}", reply.body);
-    assert_eq!(slow.join().unwrap(), Ok(200));
-    assert_eq!(server.batch(r#"["ok"]"#).status, 200);
 }
 
 #[test]

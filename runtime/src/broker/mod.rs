@@ -21,8 +21,8 @@
 //!
 //! One operator per virtual host: the names are fixed, a vhost separates deployments.
 
-pub mod dispatch;
-pub mod worker;
+pub(crate) mod dispatch;
+pub(crate) mod worker;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,59 +35,59 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use crate::job::stop::StopFlag;
 
 /// The queue of outcomes, workers to operator.
-pub const RESULTS: &str = "wasmbatch.results";
+pub(crate) const RESULTS: &str = "wasmbatch.results";
 /// The dead-letter exchange of every batches queue, and its queue.
-pub const DEAD: &str = "wasmbatch.dead";
+pub(crate) const DEAD: &str = "wasmbatch.dead";
 /// The fanout exchange of notices to workers.
-pub const CONTROL: &str = "wasmbatch.control";
+pub(crate) const CONTROL: &str = "wasmbatch.control";
 
 /// The queue of an API's batches.
-pub fn batches_queue(api: &str) -> String {
+pub(crate) fn batches_queue(api: &str) -> String {
     format!("wasmbatch.batches.{api}")
 }
 
 /// Message headers (`wb-…`) and the values of `wb-kind`.
-pub mod header {
+pub(crate) mod header {
     /// What the message is: [`BATCH`], [`HOOK`], or in results [`SUCCEEDED`],
     /// [`FAILED`], [`HOOK`].
-    pub const KIND: &str = "wb-kind";
+    pub(crate) const KIND: &str = "wb-kind";
     /// The job's ID.
-    pub const JOB: &str = "wb-job";
+    pub(crate) const JOB: &str = "wb-job";
     /// The batch's index in its job.
-    pub const INDEX: &str = "wb-index";
+    pub(crate) const INDEX: &str = "wb-index";
     /// The job's attempts per batch.
-    pub const MAX_ATTEMPTS: &str = "wb-max-attempts";
+    pub(crate) const MAX_ATTEMPTS: &str = "wb-max-attempts";
     /// The job spec (JSON), for the guest's `/cortex/spec/job.json` and init.
-    pub const SPEC: &str = "wb-spec";
+    pub(crate) const SPEC: &str = "wb-spec";
     /// Results: the attempt that ended the batch (1 for the first delivery).
-    pub const ATTEMPTS: &str = "wb-attempts";
+    pub(crate) const ATTEMPTS: &str = "wb-attempts";
     /// Results: the time the successful attempt took, in seconds.
-    pub const ELAPSED: &str = "wb-elapsed";
+    pub(crate) const ELAPSED: &str = "wb-elapsed";
     /// Results: the failure's kind (`trap`, `timeout`, `http_500`, …), or for a hook
     /// its outcome (`succeeded`, `not_found`, `failed`).
-    pub const ERROR_KIND: &str = "wb-error-kind";
+    pub(crate) const ERROR_KIND: &str = "wb-error-kind";
     /// Results: the failure's message.
-    pub const ERROR: &str = "wb-error";
+    pub(crate) const ERROR: &str = "wb-error";
     /// Results of a batch that failed for good in part: the other items' results.
-    pub const RESULTS: &str = "wb-results";
+    pub(crate) const RESULTS: &str = "wb-results";
     /// Results: the worker that sent it (host and process).
-    pub const WORKER: &str = "wb-worker";
+    pub(crate) const WORKER: &str = "wb-worker";
     /// Set by RabbitMQ on quorum queues: earlier deliveries of this message.
-    pub const DELIVERY_COUNT: &str = "x-delivery-count";
+    pub(crate) const DELIVERY_COUNT: &str = "x-delivery-count";
 
     /// A batch of a job.
-    pub const BATCH: &str = "batch";
+    pub(crate) const BATCH: &str = "batch";
     /// A job's on-job-complete call (to a worker), or its outcome (from one).
-    pub const HOOK: &str = "on_job_complete";
+    pub(crate) const HOOK: &str = "on_job_complete";
     /// A batch handled.
-    pub const SUCCEEDED: &str = "succeeded";
+    pub(crate) const SUCCEEDED: &str = "succeeded";
     /// A batch failed for good.
-    pub const FAILED: &str = "failed";
+    pub(crate) const FAILED: &str = "failed";
 }
 
 /// A broker URL, parsed: `amqp://user:password@host:port/vhost?heartbeat=10`.
 #[derive(Clone)]
-pub struct BrokerUrl {
+pub(crate) struct BrokerUrl {
     uri: AMQPUri,
     shown: String,
 }
@@ -107,7 +107,7 @@ impl std::fmt::Display for BrokerUrl {
 impl BrokerUrl {
     /// Parses `text`. Without `heartbeat` in the query, 10 s (a cut-off peer is noticed
     /// within about 20 s); without `connection_timeout`, 10 s.
-    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+    pub(crate) fn parse(text: &str) -> Result<BrokerUrl, String> {
         if !(text.starts_with("amqp://") || text.starts_with("amqps://")) {
             return Err(format!("broker URL {text:?} must start with amqp:// or amqps://"));
         }
@@ -131,7 +131,7 @@ impl BrokerUrl {
 
 /// Why a connection could not be made.
 #[derive(Debug)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// Trying again cannot help: the broker refused the credentials or the vhost.
     Fatal(String),
     /// The broker is unreachable or went away; trying later may help.
@@ -140,7 +140,7 @@ pub enum ConnectError {
 
 /// Connects once, naming the connection `name` (shown by `rabbitmqctl
 /// list_connections client_properties`).
-pub async fn connect(url: &BrokerUrl, name: &str) -> Result<Connection, ConnectError> {
+pub(crate) async fn connect(url: &BrokerUrl, name: &str) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime()
         .map_err(|e| ConnectError::Fatal(format!("cannot connect to the broker at {url}: {e}")))?;
@@ -165,7 +165,7 @@ pub async fn connect(url: &BrokerUrl, name: &str) -> Result<Connection, ConnectE
 /// each time up to 10 s, each failure logged. `Ok(None)` when `stop` is set first; an
 /// error when the broker refuses (credentials, vhost), unless `fatal_retries`, which
 /// retries those too (a running process keeps trying rather than dying).
-pub async fn connect_retrying(
+pub(crate) async fn connect_retrying(
     url: &BrokerUrl,
     name: &str,
     stop: &StopFlag,
@@ -206,7 +206,7 @@ fn quorum() -> FieldTable {
 
 /// Declares the queues and exchanges every process uses: results, dead letters,
 /// control.
-pub async fn declare_common(channel: &Channel) -> lapin::Result<()> {
+pub(crate) async fn declare_common(channel: &Channel) -> lapin::Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     channel.queue_declare(RESULTS.into(), durable, quorum()).await?;
     let exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
@@ -219,7 +219,7 @@ pub async fn declare_common(channel: &Channel) -> lapin::Result<()> {
 
 /// Declares the batches queue of `api`, whose messages are delivered at most
 /// `max_attempts` times.
-pub async fn declare_batches(channel: &Channel, api: &str, max_attempts: u32) -> Result<(), String> {
+pub(crate) async fn declare_batches(channel: &Channel, api: &str, max_attempts: u32) -> Result<(), String> {
     let mut args = quorum();
     args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(max_attempts.max(1) - 1)));
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD.into()));
@@ -300,7 +300,7 @@ pub(crate) fn get_float(headers: Option<&FieldTable>, key: &str) -> Option<f64> 
 }
 
 /// This process's name for the broker and for results: `wasmbatch-<role>@<host>:<pid>`.
-pub fn process_name(role: &str) -> String {
+pub(crate) fn process_name(role: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());

@@ -45,7 +45,7 @@ use crate::metrics::Metrics;
 use crate::plugin::{JobContext, Plugin, Submitter};
 
 /// What handles the batches.
-pub enum Handler {
+pub(crate) enum Handler {
     /// A plugin, bound to each job's spec.
     Plugin {
         /// The plugin, loaded for the concurrency.
@@ -67,7 +67,7 @@ pub enum Handler {
 }
 
 /// The worker's settings.
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// The broker.
     pub url: BrokerUrl,
     /// The API whose batches this worker takes.
@@ -224,7 +224,7 @@ impl Stopped {
 }
 
 /// Runs the worker until `shutdown` resolves (then drains) or a fatal error.
-pub fn run(
+pub(crate) fn run(
     config: WorkerConfig,
     runtime: &tokio::runtime::Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -615,6 +615,6 @@ impl Worker {
 }
 
 /// Used by the CLI: the thread count a worker gets by default.
-pub fn default_concurrency() -> usize {
+pub(crate) fn default_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

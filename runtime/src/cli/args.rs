@@ -17,7 +17,7 @@ use super::invalid;
 
 /// Where the job service is.
 #[derive(Debug, Args)]
-pub struct OperatorUrl {
+pub(crate) struct OperatorUrl {
     /// The operator's URL.
     #[arg(long = "operator", env = "WASMBATCH_OPERATOR", default_value = "http://localhost:8888")]
     pub url: String,
@@ -28,7 +28,7 @@ pub struct OperatorUrl {
 
 /// The job service's token, for the commands that call it.
 #[derive(Debug, Args)]
-pub struct TokenArg {
+pub(crate) struct TokenArg {
     /// A token of the operator's --token-file, sent as `Authorization: Bearer …`.
     #[arg(long = "token", value_name = "TOKEN", env = "WASMBATCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -36,7 +36,7 @@ pub struct TokenArg {
 
 /// Options of `submit`.
 #[derive(Debug, Args)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// The API.
     pub api: String,
     /// The job file (a Cortex job submission), or - for standard input.
@@ -52,7 +52,7 @@ pub struct SubmitArgs {
 
 /// Options of `get`.
 #[derive(Debug, Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// The API.
     pub api: String,
     /// A job; without it, the API's jobs.
@@ -67,7 +67,7 @@ pub struct GetArgs {
 
 /// Options of `stop`.
 #[derive(Debug, Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     /// The API.
     pub api: String,
     /// The job.
@@ -79,7 +79,7 @@ pub struct StopArgs {
 
 /// Options of `operator`.
 #[derive(Debug, Args)]
-pub struct OperatorArgs {
+pub(crate) struct OperatorArgs {
     /// The configuration file (TOML): limits and the APIs hosted (docs/operator.md).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
@@ -125,7 +125,7 @@ pub struct OperatorArgs {
 /// Options of `worker`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("handler").required(true).args(["plugin", "endpoint"])))]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// The broker (amqp://user:password@host:5672/vhost).
     #[arg(long, value_name = "URL", env = "WASMBATCH_BROKER")]
     pub broker: String,
@@ -176,7 +176,7 @@ pub struct WorkerArgs {
 /// Options of `run`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("executor").required(true).args(["plugin", "endpoint"])))]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The job file (a Cortex job submission), or - for standard input.
     #[arg(value_name = "JOB", required_unless_present = "resume", conflicts_with = "resume")]
     pub job: Option<PathBuf>,
@@ -241,7 +241,7 @@ pub struct RunArgs {
 
 /// What `run` prints on stdout at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// A human summary.
     Text,
     /// The job status as JSON.
@@ -250,7 +250,7 @@ pub enum OutputFormat {
 
 /// Options of `serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The plugin: a .wasm module, a .wat text module, or an artifact written by
     /// `wasmbatch compile`.
     #[arg(long, value_name = "FILE")]
@@ -313,7 +313,7 @@ pub struct ServeArgs {
 
 /// Options shared by every command that runs guests.
 #[derive(Debug, Args)]
-pub struct GuestArgs {
+pub(crate) struct GuestArgs {
     /// Host directory guests see read-write at /mnt [default: /mnt, when it exists].
     #[arg(long, value_name = "DIR", conflicts_with = "no_mount")]
     pub mount: Option<PathBuf>,
@@ -369,7 +369,7 @@ pub struct GuestArgs {
 
 /// Options of `compile`.
 #[derive(Debug, Args)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     /// The module to compile (.wasm or .wat).
     pub input: PathBuf,
     /// Where to write the artifact [default: the input with the extension .cwasm].

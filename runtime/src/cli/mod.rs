@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
-pub use self::args::*;
+pub(crate) use self::args::*;
 use self::run::run_job;
 use self::serve::{run_compile, run_serve};
 use self::service::{run_get, run_operator, run_stop, run_submit, run_worker};
@@ -33,7 +33,7 @@ use crate::spec::JobSpec;
 /// Cortex batch container contract.
 #[derive(Debug, Parser)]
 #[command(name = "wasmbatch", version, about, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -53,7 +53,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve a plugin as the pod's web server: POST / with a batch, POST
     /// /on-job-complete, GET /healthz.
     Serve(Box<ServeArgs>),

@@ -4,7 +4,7 @@
 //! `delimited_files {s3_paths, includes, excludes, batch_size}` or `file_path_lister
 //! {same}`. Unknown keys are ignored, as Cortex's `json.Unmarshal` ignores them. Our
 //! one addition is `max_attempts` (retries of a failed batch). In `s3_paths`, object
-//! URLs (`s3://`, `gs://`, `az://`; read through [`crate::objects`]), local paths and
+//! URLs (`s3://`, `gs://`, `az://`; read through `crate::objects`), local paths and
 //! `file://` URLs are accepted.
 
 use std::path::PathBuf;

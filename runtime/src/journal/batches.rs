@@ -74,7 +74,7 @@ impl BatchSource for Resumed {
 /// The journal as the ledger, with the dead letters also written to a file (`run`'s
 /// export; written first, so a record may appear twice there after a crash, never
 /// be missing).
-pub struct Exported {
+pub(crate) struct Exported {
     /// The journal's ledger.
     pub journal: JobLedger,
     /// The dead-letter file.
@@ -115,7 +115,7 @@ impl Ledger for Exported {
 }
 
 /// One job's outcomes, recorded in the journal as the runner reports them.
-pub struct JobLedger {
+pub(crate) struct JobLedger {
     pub(super) journal: Journal,
     pub(super) job_id: String,
 }

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod batches;
 
-pub use self::batches::{Exported, JobLedger};
+pub(crate) use self::batches::{Exported, JobLedger};
 use self::batches::{Letters, Resumed};
 
 use crate::job::results::ResultsFile;
@@ -44,14 +44,14 @@ use crate::job::status::JobState;
 /// The journal could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("journal {path}: {error}")]
-pub struct JournalError {
+pub(crate) struct JournalError {
     path: PathBuf,
     error: String,
 }
 
 /// How on-job-complete stands for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// Not called yet.
     Pending,
     /// Called and not known to have ended (a crash then: it is called again).
@@ -62,7 +62,7 @@ pub enum Hook {
 
 /// A job as the journal keeps it.
 #[derive(Debug, Clone)]
-pub struct JobRow {
+pub(crate) struct JobRow {
     /// The job's ID.
     pub job_id: String,
     /// The API it was submitted to.
@@ -88,7 +88,7 @@ pub struct JobRow {
 
 /// A submission's `Idempotency-Key`, and the digest of what it was sent with.
 #[derive(Debug, Clone)]
-pub struct IdempotencyKey {
+pub(crate) struct IdempotencyKey {
     /// The key as the client sent it.
     pub key: String,
     /// SHA-256 of the API's name and the submission's bytes.
@@ -97,7 +97,7 @@ pub struct IdempotencyKey {
 
 /// Batch counts of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Batches that succeeded.
     pub succeeded: u64,
     /// Batches that failed on every attempt.
@@ -110,7 +110,7 @@ pub struct Counts {
 
 /// A dead-lettered batch, as downloaded.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// Its position in the job.
     pub index: u64,
     /// Attempts made.
@@ -125,7 +125,7 @@ pub struct DeadLetter {
 
 /// The journal, shared by the service's threads.
 #[derive(Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// The jobs' results files, open ones kept.
@@ -134,7 +134,7 @@ pub struct Journal {
 
 /// The journal's schema version (`PRAGMA user_version`). A journal of a newer version
 /// is refused, never changed; an older one is brought up by the migrations below.
-pub const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1` (after [`SCHEMA`], which
 /// creates what is missing). 0 → 1: a journal written before versions were kept (the
@@ -198,7 +198,7 @@ pub(crate) const UNHANDLED: i64 = 3;
 
 /// The state a job ends in, given the state its run reached and its outcomes: one
 /// that completed with a dead letter completed with failures.
-pub fn final_state(state: JobState, counts: &Counts) -> JobState {
+pub(crate) fn final_state(state: JobState, counts: &Counts) -> JobState {
     match state {
         JobState::Succeeded | JobState::CompletedWithFailures if counts.failed + counts.unhandled > 0 => {
             JobState::CompletedWithFailures
@@ -232,7 +232,7 @@ impl Journal {
     /// (SQLite's `quick_check`, cut short after 20 s) and its schema version read; a
     /// damaged journal, one written by a newer wasmbatch, or a directory that cannot
     /// be written is an error that says what to do — nothing is changed or reset.
-    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+    pub(crate) fn open(dir: &Path) -> Result<Journal, JournalError> {
         let path = dir.join("journal.sqlite");
         let fail = |e: &dyn std::fmt::Display| JournalError { path: path.clone(), error: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
@@ -301,7 +301,7 @@ impl Journal {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -319,12 +319,12 @@ impl Journal {
     }
 
     /// Where a job's results are kept: `results/<job_id>.jsonl` beside the database.
-    pub fn results_path(&self, job_id: &str) -> PathBuf {
+    pub(crate) fn results_path(&self, job_id: &str) -> PathBuf {
         self.path.with_file_name("results").join(format!("{job_id}.jsonl"))
     }
 
     /// A job's results file (kept open while the process runs).
-    pub fn results(&self, job_id: &str) -> Arc<ResultsFile> {
+    pub(crate) fn results(&self, job_id: &str) -> Arc<ResultsFile> {
         let mut files = self.results.lock().unwrap_or_else(|e| e.into_inner());
         files
             .entry(job_id.to_string())
@@ -341,7 +341,7 @@ impl Journal {
     /// Records a new job: its submission on disk first (whole or not at all), then
     /// its row — and its idempotency key, in the same transaction; if the row cannot
     /// be written, the submission is removed again.
-    pub fn insert_job(&self, job: &JobRow, key: Option<&IdempotencyKey>) -> std::io::Result<()> {
+    pub(crate) fn insert_job(&self, job: &JobRow, key: Option<&IdempotencyKey>) -> std::io::Result<()> {
         let path = self.submission_path(&job.job_id);
         std::fs::create_dir_all(path.parent().expect("a directory"))?;
         crate::storage::write_atomic(&path, &job.submission)?;
@@ -375,7 +375,7 @@ impl Journal {
 
     /// The job an idempotency key named, `(api, digest of the submission, job ID)`, if
     /// it was used since `since` (seconds since the epoch); older keys are forgotten.
-    pub fn idempotent(&self, key: &str, since: f64) -> std::io::Result<Option<(String, Vec<u8>, String)>> {
+    pub(crate) fn idempotent(&self, key: &str, since: f64) -> std::io::Result<Option<(String, Vec<u8>, String)>> {
         self.with(|c| {
             c.execute("DELETE FROM idempotency WHERE created_at < ?1", [since])?;
             c.query_row("SELECT api_name, digest, job_id FROM idempotency WHERE key = ?1", [key], |r| {
@@ -408,12 +408,12 @@ impl Journal {
         "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error";
 
     /// A job's submission, as received.
-    pub fn submission(&self, job_id: &str) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn submission(&self, job_id: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.submission_path(job_id))
     }
 
     /// The job with this ID.
-    pub fn job(&self, job_id: &str) -> std::io::Result<Option<JobRow>> {
+    pub(crate) fn job(&self, job_id: &str) -> std::io::Result<Option<JobRow>> {
         self.with(|c| {
             c.query_row(&format!("SELECT {} FROM jobs WHERE job_id = ?1", Self::COLUMNS), [job_id], Self::row)
                 .optional()
@@ -421,7 +421,7 @@ impl Journal {
     }
 
     /// The API's jobs, newest first, at most `limit`.
-    pub fn jobs(&self, api_name: &str, limit: usize) -> std::io::Result<Vec<JobRow>> {
+    pub(crate) fn jobs(&self, api_name: &str, limit: usize) -> std::io::Result<Vec<JobRow>> {
         self.with(|c| {
             let mut q = c.prepare(&format!(
                 "SELECT {} FROM jobs WHERE api_name = ?1 ORDER BY submitted_at DESC LIMIT ?2",
@@ -432,7 +432,7 @@ impl Journal {
     }
 
     /// Jobs that have not ended (to resume at start), oldest first.
-    pub fn unfinished(&self) -> std::io::Result<Vec<JobRow>> {
+    pub(crate) fn unfinished(&self) -> std::io::Result<Vec<JobRow>> {
         self.with(|c| {
             let mut q = c.prepare(&format!(
                 "SELECT {} FROM jobs WHERE status IN ('pending', 'running') ORDER BY submitted_at",
@@ -443,7 +443,7 @@ impl Journal {
     }
 
     /// Jobs that have not ended.
-    pub fn unfinished_count(&self) -> std::io::Result<u64> {
+    pub(crate) fn unfinished_count(&self) -> std::io::Result<u64> {
         self.with(|c| {
             c.query_row("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')", [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
@@ -452,7 +452,7 @@ impl Journal {
 
     /// Batches not handled yet over the jobs that have not ended: those whose number
     /// of batches is known, less their outcomes.
-    pub fn batches_in_queue(&self) -> std::io::Result<u64> {
+    pub(crate) fn batches_in_queue(&self) -> std::io::Result<u64> {
         self.with(|c| {
             let mut q = c.prepare(
                 "SELECT job_id, total_batch_count FROM jobs
@@ -475,7 +475,7 @@ impl Journal {
     }
 
     /// How many jobs have each status.
-    pub fn status_counts(&self) -> std::io::Result<Vec<(JobState, u64)>> {
+    pub(crate) fn status_counts(&self) -> std::io::Result<Vec<(JobState, u64)>> {
         self.with(|c| {
             let mut q = c.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
             let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
@@ -491,7 +491,7 @@ impl Journal {
     }
 
     /// Sets a job's status (and its end and error, for a final one).
-    pub fn set_status(
+    pub(crate) fn set_status(
         &self,
         job_id: &str,
         status: JobState,
@@ -512,7 +512,7 @@ impl Journal {
     /// two completed states (batches may have failed before a restart): a job with a
     /// dead letter did not succeed. Returns the state recorded. The one way a job ends,
     /// for `run` and the operator alike.
-    pub fn conclude(
+    pub(crate) fn conclude(
         &self,
         job_id: &str,
         state: JobState,
@@ -534,14 +534,14 @@ impl Journal {
     }
 
     /// Sets how far on-job-complete got.
-    pub fn set_hook(&self, job_id: &str, hook: Hook) -> std::io::Result<()> {
+    pub(crate) fn set_hook(&self, job_id: &str, hook: Hook) -> std::io::Result<()> {
         self.with(|c| {
             c.execute("UPDATE jobs SET hook = ?2 WHERE job_id = ?1", params![job_id, hook_name(hook)]).map(drop)
         })
     }
 
     /// With a broker: every batch below this index was published and confirmed.
-    pub fn published(&self, job_id: &str) -> std::io::Result<u64> {
+    pub(crate) fn published(&self, job_id: &str) -> std::io::Result<u64> {
         self.with(|c| {
             c.query_row("SELECT upto FROM published WHERE job_id = ?1", [job_id], |r| r.get::<_, i64>(0))
                 .optional()
@@ -550,7 +550,7 @@ impl Journal {
     }
 
     /// With a broker: records that every batch below `upto` was published.
-    pub fn set_published(&self, job_id: &str, upto: u64) -> std::io::Result<()> {
+    pub(crate) fn set_published(&self, job_id: &str, upto: u64) -> std::io::Result<()> {
         self.with(|c| {
             c.prepare_cached("INSERT OR REPLACE INTO published (job_id, upto) VALUES (?1, ?2)")?
                 .execute(params![job_id, upto as i64])
@@ -559,12 +559,12 @@ impl Journal {
     }
 
     /// Sets what went wrong with a job that has not ended yet (its on-job-complete).
-    pub fn set_error(&self, job_id: &str, error: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn set_error(&self, job_id: &str, error: Option<&str>) -> std::io::Result<()> {
         self.with(|c| c.execute("UPDATE jobs SET error = ?2 WHERE job_id = ?1", params![job_id, error]).map(drop))
     }
 
     /// Records the number of batches, once the input has been read to its end.
-    pub fn set_total(&self, job_id: &str, total: u64) -> std::io::Result<()> {
+    pub(crate) fn set_total(&self, job_id: &str, total: u64) -> std::io::Result<()> {
         self.with(|c| {
             c.execute("UPDATE jobs SET total_batch_count = ?2 WHERE job_id = ?1", params![job_id, total as i64])
                 .map(drop)
@@ -572,7 +572,7 @@ impl Journal {
     }
 
     /// The batch counts of a job.
-    pub fn counts(&self, job_id: &str) -> std::io::Result<Counts> {
+    pub(crate) fn counts(&self, job_id: &str) -> std::io::Result<Counts> {
         self.with(|c| {
             let mut counts = Counts::default();
             let (n, elapsed): (i64, f64) = c
@@ -595,7 +595,7 @@ impl Journal {
     }
 
     /// The indexes of a job's batches that have ended, as a bit set.
-    pub fn ended(&self, job_id: &str) -> std::io::Result<Vec<u64>> {
+    pub(crate) fn ended(&self, job_id: &str) -> std::io::Result<Vec<u64>> {
         self.with(|c| {
             let mut bits: Vec<u64> = Vec::new();
             let mut set = |idx: usize| {
@@ -619,7 +619,7 @@ impl Journal {
     }
 
     /// A job's dead letters, in batch order.
-    pub fn dead_letters(&self, job_id: &str) -> std::io::Result<Vec<DeadLetter>> {
+    pub(crate) fn dead_letters(&self, job_id: &str) -> std::io::Result<Vec<DeadLetter>> {
         self.with(|c| {
             let mut q = c.prepare(
                 "SELECT idx, attempts, kind, message, body FROM outcomes
@@ -639,19 +639,19 @@ impl Journal {
     }
 
     /// The ledger of one job, for the runner.
-    pub fn ledger(&self, job_id: &str) -> JobLedger {
+    pub(crate) fn ledger(&self, job_id: &str) -> JobLedger {
         JobLedger { journal: self.clone(), job_id: job_id.to_string() }
     }
 
     /// The dead letters of `job_id` as a source of batches (for a job re-running them).
-    pub fn dead_letter_source(&self, job_id: &str) -> std::io::Result<Box<dyn BatchSource>> {
+    pub(crate) fn dead_letter_source(&self, job_id: &str) -> std::io::Result<Box<dyn BatchSource>> {
         let letters = self.dead_letters(job_id)?;
         let total = letters.len() as u64;
         Ok(Box::new(Letters { batches: letters.into_iter(), next: 0, total }))
     }
 
     /// The only job of a journal that `wasmbatch run` keeps.
-    pub fn only_job(&self) -> std::io::Result<Option<JobRow>> {
+    pub(crate) fn only_job(&self) -> std::io::Result<Option<JobRow>> {
         self.with(|c| {
             c.query_row(&format!("SELECT {} FROM jobs ORDER BY submitted_at LIMIT 1", Self::COLUMNS), [], Self::row)
                 .optional()
@@ -660,7 +660,7 @@ impl Journal {
 
     /// The batches of `inner` (a job's input, read again from the start) that have no
     /// outcome yet; records the number of batches when the input ends.
-    pub fn resumed(&self, job_id: &str, inner: Box<dyn BatchSource>) -> std::io::Result<Box<dyn BatchSource>> {
+    pub(crate) fn resumed(&self, job_id: &str, inner: Box<dyn BatchSource>) -> std::io::Result<Box<dyn BatchSource>> {
         let ended = self.ended(job_id)?;
         Ok(Box::new(Resumed { inner, ended, journal: self.clone(), job_id: job_id.to_string(), seen: 0 }))
     }

@@ -14,13 +14,13 @@ use subtle::ConstantTimeEq;
 
 /// The shortest token accepted in a token file: 16 characters (a guessable token is a
 /// configuration mistake, not a policy choice).
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 /// The longest `Authorization` header read, in bytes; longer ones are refused unread.
-pub const MAX_HEADER: usize = 4096;
+pub(crate) const MAX_HEADER: usize = 4096;
 
 /// The tokens that open the API.
-pub struct Tokens {
+pub(crate) struct Tokens {
     digests: Vec<[u8; 32]>,
 }
 
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Tokens {
 
 /// Why a request is not let in (the answer's message; never the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No `Authorization` header.
     #[error(
         "this operator requires a token: send `Authorization: Bearer <token>` (wasmbatch: --token or WASMBATCH_TOKEN)"
@@ -50,13 +50,13 @@ pub enum Denied {
 impl Tokens {
     /// Reads a token file; a file without a token, or with a token too short, is an
     /// error naming its line.
-    pub fn load(path: &Path) -> Result<Tokens, String> {
+    pub(crate) fn load(path: &Path) -> Result<Tokens, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("--token-file {}: {e}", path.display()))?;
         Tokens::parse(&text).map_err(|e| format!("--token-file {}: {e}", path.display()))
     }
 
     /// Parses a token file's text.
-    pub fn parse(text: &str) -> Result<Tokens, String> {
+    pub(crate) fn parse(text: &str) -> Result<Tokens, String> {
         let mut digests = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let token = line.trim();
@@ -78,7 +78,7 @@ impl Tokens {
     }
 
     /// Whether an `Authorization` header's value (raw bytes, or none) lets a request in.
-    pub fn check(&self, header: Option<&[u8]>) -> Result<(), Denied> {
+    pub(crate) fn check(&self, header: Option<&[u8]>) -> Result<(), Denied> {
         let header = header.ok_or(Denied::Missing)?;
         if header.len() > MAX_HEADER {
             return Err(Denied::Malformed);

@@ -16,7 +16,7 @@ use crate::job::status::JobState;
 /// A failed call, with the exit code it maps to (2: the operator refused the input).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct ClientError {
+pub(crate) struct ClientError {
     /// What happened.
     pub message: String,
     /// 2 for a refused submission or an unknown API or job, else 1.
@@ -24,7 +24,7 @@ pub struct ClientError {
 }
 
 /// A connection to one operator.
-pub struct Client {
+pub(crate) struct Client {
     runtime: tokio::runtime::Runtime,
     connection: Connection,
     /// `Bearer <token>`, when the operator wants one.
@@ -34,7 +34,7 @@ pub struct Client {
 impl Client {
     /// A client of the operator at `url` (`http://` or `https://`), sending `token`
     /// with every request when given.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
+    pub(crate) fn new(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
         let endpoint = Endpoint::parse(url).map_err(|message| ClientError { message, exit_code: 2 })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -106,7 +106,7 @@ impl Client {
 
     /// `POST /batch/<api>` with an idempotency key of its own: the job spec. A lost
     /// answer is asked for again, and never makes a second job.
-    pub fn submit(&mut self, api: &str, job: Vec<u8>) -> Result<Value, ClientError> {
+    pub(crate) fn submit(&mut self, api: &str, job: Vec<u8>) -> Result<Value, ClientError> {
         let key = new_idempotency_key(&job);
         let bytes = self.call_with(Method::POST, &format!("/batch/{api}"), Bytes::from(job), Some(&key))?;
         serde_json::from_slice(&bytes)
@@ -114,17 +114,17 @@ impl Client {
     }
 
     /// `GET /batch/<api>?jobID=`.
-    pub fn job(&mut self, api: &str, job_id: &str) -> Result<Value, ClientError> {
+    pub(crate) fn job(&mut self, api: &str, job_id: &str) -> Result<Value, ClientError> {
         self.json(Method::GET, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())
     }
 
     /// `GET /batch/<api>/jobs`.
-    pub fn jobs(&mut self, api: &str) -> Result<Value, ClientError> {
+    pub(crate) fn jobs(&mut self, api: &str) -> Result<Value, ClientError> {
         self.json(Method::GET, &format!("/batch/{api}/jobs"), Bytes::new())
     }
 
     /// `DELETE /batch/<api>?jobID=`: the operator's message.
-    pub fn stop(&mut self, api: &str, job_id: &str) -> Result<String, ClientError> {
+    pub(crate) fn stop(&mut self, api: &str, job_id: &str) -> Result<String, ClientError> {
         let answer = self.json(Method::DELETE, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())?;
         Ok(answer["message"].as_str().unwrap_or_default().to_string())
     }
@@ -145,7 +145,7 @@ fn new_idempotency_key(job: &[u8]) -> String {
 }
 
 /// Chaining under `serve`: a guest's job is POSTed to the operator.
-pub struct RemoteSubmitter {
+pub(crate) struct RemoteSubmitter {
     client: std::sync::Mutex<Client>,
     from: String,
     allowed: Vec<String>,
@@ -154,7 +154,7 @@ pub struct RemoteSubmitter {
 impl RemoteSubmitter {
     /// Submits to the operator at `url` (with `token`) for API `from`, to the APIs in
     /// `allowed`.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         token: Option<&str>,
         from: &str,
@@ -174,7 +174,7 @@ impl crate::plugin::Submitter for RemoteSubmitter {
 }
 
 /// The message `cortex get` shows for a status.
-pub fn status_message(status: &str) -> &str {
+pub(crate) fn status_message(status: &str) -> &str {
     match status {
         "completed_with_failures" => "completed with failures",
         "enqueue_failed" => "failed while enqueuing",
@@ -185,7 +185,7 @@ pub fn status_message(status: &str) -> &str {
 }
 
 /// The exit code for a job that ended with `status`, as `run`'s.
-pub fn exit_code(status: &str) -> u8 {
+pub(crate) fn exit_code(status: &str) -> u8 {
     match JobState::parse(status) {
         Some(JobState::Succeeded) => 0,
         Some(JobState::EnqueueFailed) => 2,
@@ -194,7 +194,7 @@ pub fn exit_code(status: &str) -> u8 {
 }
 
 /// RFC 3339 (`2026-11-29T21:16:22Z`) as Cortex's CLI shows it: `29 Nov 26 21:16:22 UTC`.
-pub fn cortex_time(rfc3339: &str) -> String {
+pub(crate) fn cortex_time(rfc3339: &str) -> String {
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let parse = || -> Option<String> {
         let (date, time) = rfc3339.split_once('T')?;
@@ -225,7 +225,7 @@ fn epoch_secs(rfc3339: &str) -> Option<i64> {
 }
 
 /// Go's `Duration.String()` truncated to seconds: `45s`, `1m3s`, `2h0m5s`.
-pub fn go_duration(secs: i64) -> String {
+pub(crate) fn go_duration(secs: i64) -> String {
     let secs = secs.max(0);
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     match (h, m) {
@@ -243,7 +243,7 @@ fn key_values(rows: &[(&str, String)]) -> String {
 
 /// A table: each column as wide as its widest cell plus three spaces, trailing spaces
 /// trimmed.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| rows.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap_or(0) + 3)
         .collect();
@@ -259,7 +259,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `wasmbatch get <api> <job_id>`, as `cortex get` prints it.
-pub fn describe_job(answer: &Value, now: i64) -> String {
+pub(crate) fn describe_job(answer: &Value, now: i64) -> String {
     let s = &answer["job_status"];
     let status = s["status"].as_str().unwrap_or("unknown");
     let start = s["start_time"].as_str().unwrap_or_default();
@@ -312,7 +312,7 @@ pub fn describe_job(answer: &Value, now: i64) -> String {
 }
 
 /// `wasmbatch get <api>`: the API's jobs, as `cortex get <api>` lists them.
-pub fn describe_jobs(list: &Value, now: i64) -> String {
+pub(crate) fn describe_jobs(list: &Value, now: i64) -> String {
     let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
     if jobs.is_empty() {
         return "no submitted batch jobs\n".into();

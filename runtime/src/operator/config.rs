@@ -44,7 +44,7 @@ use crate::units::{parse_duration, parse_size};
 
 /// The whole file.
 #[derive(Debug, Clone)]
-pub struct OperatorConfig {
+pub(crate) struct OperatorConfig {
     /// Batches handled at once over all jobs (the worker budget).
     pub max_workers: usize,
     /// Jobs running at once.
@@ -61,7 +61,7 @@ pub struct OperatorConfig {
 
 /// Who handles an API's batches.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Handler {
+pub(crate) enum Handler {
     /// A plugin run in the operator's process.
     Plugin(PathBuf),
     /// Servers of the container contract.
@@ -72,7 +72,7 @@ pub enum Handler {
 
 /// One API.
 #[derive(Debug, Clone)]
-pub struct ApiConfig {
+pub(crate) struct ApiConfig {
     /// Its name, the `<api>` of `/batch/<api>`.
     pub name: String,
     /// Its handler.
@@ -110,7 +110,7 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// How to load this API's plugin, for `max_running_jobs` jobs at once: each job's
     /// workers and its on-job-complete.
-    pub fn load_options(
+    pub(crate) fn load_options(
         &self,
         max_running_jobs: usize,
         cache_dir: Option<std::path::PathBuf>,
@@ -124,7 +124,7 @@ impl ApiConfig {
     }
 
     /// The limits of every call into this API's guests.
-    pub fn limits(&self) -> crate::plugin::CallLimits {
+    pub(crate) fn limits(&self) -> crate::plugin::CallLimits {
         crate::plugin::CallLimits {
             batch_timeout: self.batch_timeout,
             init_timeout: self.init_timeout,
@@ -180,14 +180,14 @@ struct RawApi {
 /// The problems of a configuration file, one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {}", problems.join(&format!("\n{}: ", path.display())))]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     path: PathBuf,
     problems: Vec<String>,
 }
 
 /// Whether `name` is a valid API name (Cortex's rule: lowercase letters, digits and
 /// dashes, starting with a letter, at most 63 characters).
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -196,7 +196,7 @@ pub fn valid_name(name: &str) -> bool {
 
 impl OperatorConfig {
     /// Reads and checks the file at `path`.
-    pub fn load(path: &Path, broker: bool) -> Result<OperatorConfig, ConfigError> {
+    pub(crate) fn load(path: &Path, broker: bool) -> Result<OperatorConfig, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
         let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read it: {e}")]))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -204,7 +204,7 @@ impl OperatorConfig {
     }
 
     /// Parses `text`; relative paths are taken from `base`.
-    pub fn parse(text: &str, base: &Path, broker: bool) -> Result<OperatorConfig, Vec<String>> {
+    pub(crate) fn parse(text: &str, base: &Path, broker: bool) -> Result<OperatorConfig, Vec<String>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
         let mut problems = Vec::new();
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -399,7 +399,8 @@ impl OperatorConfig {
     }
 
     /// The API named `name`.
-    pub fn api(&self, name: &str) -> Option<&ApiConfig> {
+    #[cfg(test)]
+    pub(crate) fn api(&self, name: &str) -> Option<&ApiConfig> {
         self.apis.iter().find(|a| a.name == name)
     }
 }

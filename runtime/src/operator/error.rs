@@ -6,7 +6,7 @@ use hyper::StatusCode;
 
 /// The `kind` of an error answer `{"kind", "message"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// Cortex's catch-all `error`: a body that is not JSON, a bad field with no kind of
     /// its own, an input that cannot be listed.
     Error,
@@ -49,8 +49,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, for tests and documentation.
-    pub const ALL: [ErrorKind; 19] = [
+    /// Every kind.
+    #[cfg(test)]
+    pub(crate) const ALL: [ErrorKind; 19] = [
         ErrorKind::Error,
         ErrorKind::SpecifyExactlyOneKey,
         ErrorKind::ConflictingFields,
@@ -73,7 +74,7 @@ impl ErrorKind {
     ];
 
     /// The name in answers: Cortex's for the kinds Cortex has.
-    pub fn wire_name(self) -> &'static str {
+    pub(crate) fn wire_name(self) -> &'static str {
         match self {
             ErrorKind::Error => "error",
             ErrorKind::SpecifyExactlyOneKey => "job.specify_exactly_one_key",
@@ -99,7 +100,7 @@ impl ErrorKind {
 
     /// The HTTP status of an answer of this kind. Cortex answers every error of its
     /// own 400; ours say what happened.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -124,7 +125,7 @@ impl ErrorKind {
     }
 
     /// Seconds a client should wait before it tries again, for the kinds that pass.
-    pub fn retry_after(self) -> Option<u32> {
+    pub(crate) fn retry_after(self) -> Option<u32> {
         match self {
             ErrorKind::Busy => Some(5),
             ErrorKind::StorageFull => Some(30),
@@ -135,7 +136,7 @@ impl ErrorKind {
 
 /// Why a request to the service failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     /// No such API.
     #[error("{0} is not deployed")]
     ApiNotDeployed(String),
@@ -175,7 +176,7 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// Its kind.
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             ServiceError::ApiNotDeployed(_) => ErrorKind::ApiNotDeployed,
             ServiceError::JobNotFound { .. } => ErrorKind::JobNotFound,

@@ -63,7 +63,7 @@ pub(crate) fn with_default_workers(bytes: &[u8], workers: usize) -> Vec<u8> {
 }
 
 /// The longest `Idempotency-Key` accepted.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub(super) const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A submission's key, checked, with the digest of the API's name and the body.
 pub(crate) fn idempotency_key(

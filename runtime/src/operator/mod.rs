@@ -9,22 +9,22 @@
 //! - `auth`: bearer tokens of the job API (`--token-file`), checked in constant time.
 //! - `client`: `wasmbatch submit`, `get`, `stop` — the command-line side.
 
-pub mod auth;
-pub mod client;
-pub mod config;
-pub mod error;
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod error;
 mod intake;
-pub mod routes;
-pub mod service;
+pub(crate) mod routes;
+pub(crate) mod service;
 
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 
 use crate::job::status::JobState;
-pub use service::Service;
+pub(crate) use service::Service;
 
 /// The operator's metrics: every API's batch series, plus jobs by status and the
 /// worker budget, read when scraped.
-pub fn render_metrics(service: &Service) -> String {
+pub(crate) fn render_metrics(service: &Service) -> String {
     use std::sync::OnceLock;
     static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge, IntGauge, IntGauge)> = OnceLock::new();
     let (jobs, busy, budget, queued, free) = GAUGES.get_or_init(|| {

@@ -39,7 +39,7 @@ use super::service::{Service, ServiceError, Submitted};
 use crate::journal::{Counts, JobRow};
 
 /// Cortex's limit on a submission's body.
-pub const MAX_SUBMISSION: usize = 10 << 20;
+pub(crate) const MAX_SUBMISSION: usize = 10 << 20;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -80,7 +80,7 @@ fn unauthorized(denied: &Denied) -> HttpResponse {
 }
 
 /// What stands in front of the routes: who may call them, and TLS.
-pub struct Front {
+pub(crate) struct Front {
     /// The tokens that open the API; `None`: open to all.
     pub tokens: Option<Tokens>,
     /// Whether `/metrics` needs a token too.
@@ -116,7 +116,7 @@ fn service_error(e: &ServiceError) -> HttpResponse {
 }
 
 /// A job's `job_status`: the spec, its status and counts.
-pub fn job_status(row: &JobRow, counts: &Counts) -> Value {
+pub(crate) fn job_status(row: &JobRow, counts: &Counts) -> Value {
     let mut status = row.spec.clone();
     status["status"] = json!(row.status.as_str());
     if let Some(end) = &row.end_time {
@@ -314,7 +314,7 @@ async fn submit(service: Arc<Service>, api: String, request: Request<Incoming>) 
 
 /// Serves the operator's API on `listener` until `shutdown` resolves, behind `front`
 /// (tokens, TLS).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     front: Arc<Front>,

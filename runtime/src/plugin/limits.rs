@@ -51,7 +51,7 @@ pub struct LoadOptions {
     /// Instances alive at once (the workers' warm ones, on-job-complete's).
     pub instances: usize,
     /// Linear memory per instance; `None`: fitted to the container
-    /// ([`crate::engine::fitted_memory`]).
+    /// (`crate::engine::fitted_memory`).
     pub max_memory: Option<u64>,
     /// The compile cache; `None`: compile every time.
     pub cache_dir: Option<PathBuf>,

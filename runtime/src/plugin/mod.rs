@@ -10,8 +10,8 @@
 //!   spec, then called batch after batch until a fatal failure
 //!   ([`FailureKind::is_fatal`](crate::failure::FailureKind::is_fatal)) poisons one.
 //!
-//! Inside: [`memory`] is the guest-memory convention, [`host`] the host functions by
-//! capability, [`state`] what a store holds, [`instance`] the calls and their failures.
+//! Inside: `memory` is the guest-memory convention, `host` the host functions by
+//! capability, `state` what a store holds, `instance` the calls and their failures.
 
 mod host;
 mod instance;
@@ -102,7 +102,7 @@ pub struct Plugin {
 impl Plugin {
     /// Loads the plugin at `path`: an engine for `options.instances` live instances
     /// (plus the version probe and one being replaced) with memory fitted to the
-    /// container ([`crate::engine::fitted_memory`]), the module compiled or taken from
+    /// container (`crate::engine::fitted_memory`), the module compiled or taken from
     /// the cache, then [`Plugin::new`]'s checks.
     pub fn load(path: &Path, options: &LoadOptions, metrics: Arc<Metrics>) -> Result<Plugin, PluginError> {
         let instances = options.instances.max(1);

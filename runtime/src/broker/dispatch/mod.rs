@@ -49,15 +49,15 @@ use crate::metrics::Metrics;
 mod record;
 
 /// Batches published and confirmed together.
-pub const GROUP: usize = 256;
+pub(crate) const GROUP: usize = 256;
 /// Batches of one job in the queue or in flight at most.
-pub const WINDOW: u64 = 4096;
+pub(crate) const WINDOW: u64 = 4096;
 /// Outcomes the operator takes from the broker before acknowledging any.
 const PREFETCH: u16 = 2048;
 
 /// What the dispatcher knows of an API.
 #[derive(Clone)]
-pub struct ApiInfo {
+pub(crate) struct ApiInfo {
     /// The delivery limit of its queue: the API's `max_attempts`.
     pub max_attempts: u32,
     /// Its metrics.
@@ -65,7 +65,7 @@ pub struct ApiInfo {
 }
 
 /// The operator's connection to the broker and the jobs it dispatches.
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     url: BrokerUrl,
     name: String,
     journal: Journal,
@@ -123,7 +123,7 @@ impl Track {
 }
 
 /// A job as its thread hands it to [`Dispatch::drive`].
-pub struct BrokerJob<'a> {
+pub(crate) struct BrokerJob<'a> {
     /// The job's ID.
     pub job_id: &'a str,
     /// Its API.
@@ -137,7 +137,7 @@ pub struct BrokerJob<'a> {
 }
 
 /// How a dispatched job ended.
-pub enum Ended {
+pub(crate) enum Ended {
     /// The operator is shutting down; the job resumes on the next start.
     Shutdown,
     /// The job ended.
@@ -181,7 +181,7 @@ impl Dispatch {
     /// with the configuration, is an error now; one that is unreachable is retried in
     /// the background) and starts the connection's keeper. Outcomes are consumed
     /// only after [`Dispatch::open`], once every unfinished job is tracked.
-    pub fn start(
+    pub(crate) fn start(
         url: BrokerUrl,
         journal: Journal,
         apis: HashMap<String, ApiInfo>,
@@ -227,17 +227,17 @@ impl Dispatch {
     }
 
     /// Starts consuming outcomes.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.send_replace(true);
     }
 
     /// Stops the connection's keeper (the operator is shutting down).
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.stop.set(StopReason::Shutdown);
     }
 
     /// Starts tracking a job: the outcomes recorded so far are read from the journal.
-    pub fn track(&self, job_id: &str, api_name: &str) -> std::io::Result<()> {
+    pub(crate) fn track(&self, job_id: &str, api_name: &str) -> std::io::Result<()> {
         let ended = self.journal.ended(job_id)?;
         let ended_count = ended.iter().map(|w| u64::from(w.count_ones())).sum();
         let hook = match self.journal.job(job_id)?.map(|r| r.hook) {
@@ -264,7 +264,7 @@ impl Dispatch {
     /// Runs a job through the broker to its end (or to a shutdown). `source` gives its
     /// batches without those that have an outcome; `reopen` reads the input again
     /// (to dead-letter what is left after a stop).
-    pub fn drive(
+    pub(crate) fn drive(
         &self,
         job: BrokerJob<'_>,
         mut source: Box<dyn BatchSource>,

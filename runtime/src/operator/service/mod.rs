@@ -20,7 +20,7 @@ use super::config::{ApiConfig, Handler, OperatorConfig};
 use super::error::ErrorKind;
 mod submit;
 
-pub use super::error::ServiceError;
+pub(crate) use super::error::ServiceError;
 use super::intake::{cortex_error, idempotency_key, with_default_workers};
 use crate::broker::BrokerUrl;
 use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
@@ -39,10 +39,10 @@ use crate::metrics::Metrics;
 use crate::plugin::{JobContext, Plugin};
 
 /// The largest item Cortex accepts in an `item_list`, in bytes of raw JSON.
-pub const MAX_ITEM_SIZE: usize = 256_000;
+pub(crate) const MAX_ITEM_SIZE: usize = 256_000;
 
 /// What a submission gives: the job spec, or for a dry run the text to answer.
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// The job was accepted.
     Job(Value),
     /// The job an idempotency key was first sent with: accepted before.
@@ -52,7 +52,7 @@ pub enum Submitted {
 }
 
 /// Whether `from` may submit a job to `to`, by its `allowed` list (`*`: any).
-pub fn check_chain(from: &str, allowed: &[String], to: &str) -> Result<(), String> {
+pub(crate) fn check_chain(from: &str, allowed: &[String], to: &str) -> Result<(), String> {
     if allowed.iter().any(|a| a == to || a == "*") {
         return Ok(());
     }
@@ -100,7 +100,7 @@ struct Live {
 }
 
 /// The service.
-pub struct Service {
+pub(crate) struct Service {
     config: OperatorConfig,
     journal: Journal,
     apis: HashMap<String, Api>,
@@ -124,7 +124,7 @@ fn now_secs() -> f64 {
 impl Service {
     /// Opens the journal in `data_dir`, loads every API (compiling plugins), and
     /// resumes the jobs a previous run left unfinished.
-    pub fn start(
+    pub(crate) fn start(
         config: OperatorConfig,
         data_dir: &std::path::Path,
         cache_dir: Option<PathBuf>,
@@ -219,32 +219,32 @@ impl Service {
     }
 
     /// The journal.
-    pub fn journal(&self) -> &Journal {
+    pub(crate) fn journal(&self) -> &Journal {
         &self.journal
     }
 
     /// The metrics of every API.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
     /// The directory of the journal, submissions and results.
-    pub fn data_dir(&self) -> &std::path::Path {
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
         self.journal.path().parent().unwrap_or(std::path::Path::new("."))
     }
 
     /// Worker places in use and in all.
-    pub fn workers(&self) -> (usize, usize) {
+    pub(crate) fn workers(&self) -> (usize, usize) {
         (self.budget.in_use(), self.budget.total())
     }
 
     /// Whether `name` is a hosted API.
-    pub fn has_api(&self, name: &str) -> bool {
+    pub(crate) fn has_api(&self, name: &str) -> bool {
         self.apis.contains_key(name)
     }
 
     /// The API's settings, as `api_spec` shows them.
-    pub fn api_spec(&self, name: &str) -> Option<Value> {
+    pub(crate) fn api_spec(&self, name: &str) -> Option<Value> {
         let api = &self.apis.get(name)?.config;
         let handler = match &api.handler {
             Handler::Plugin(path) => json!({"plugin": path.display().to_string()}),
@@ -263,7 +263,7 @@ impl Service {
 
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
     /// for reading).
-    pub fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
+    pub(crate) fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
         if !self.has_api(api_name) {
             return Err(ServiceError::ApiNotDeployed(api_name.into()));
         }
@@ -278,7 +278,7 @@ impl Service {
     }
 
     /// Stops a job; waits (up to 10 s) until its final status is recorded.
-    pub fn stop(&self, api_name: &str, job_id: &str) -> Result<(), ServiceError> {
+    pub(crate) fn stop(&self, api_name: &str, job_id: &str) -> Result<(), ServiceError> {
         let (row, _) = self.job(api_name, job_id)?;
         if row.status.is_terminal() {
             return Ok(());
@@ -501,7 +501,7 @@ impl Service {
 
     /// Stops taking jobs' batches: every job thread leaves what it has not finished
     /// pending; waits up to `timeout` for them.
-    pub fn shutdown(&self, timeout: Duration) {
+    pub(crate) fn shutdown(&self, timeout: Duration) {
         let live: Vec<(String, Live)> = self.live.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         for (_, job) in &live {
             job.stop.set(StopReason::Shutdown);

@@ -60,7 +60,7 @@ impl Service {
     /// and starts it. With an idempotency `key`, a key used before (within the
     /// retention) with the same API and body gives that job again, with another body
     /// a conflict; a key and its job are recorded in one transaction.
-    pub fn submit(
+    pub(crate) fn submit(
         self: &Arc<Self>,
         api_name: &str,
         body: &[u8],
@@ -162,7 +162,7 @@ impl Service {
 
     /// Starts a new job of `api_name` whose batches are the dead letters of its job
     /// `job_id`, byte for byte, with that job's workers, config and timeout.
-    pub fn retry_dead_letters(self: &Arc<Self>, api_name: &str, job_id: &str) -> Result<Value, ServiceError> {
+    pub(crate) fn retry_dead_letters(self: &Arc<Self>, api_name: &str, job_id: &str) -> Result<Value, ServiceError> {
         let (old, counts) = self.job(api_name, job_id)?;
         if old.api_name != api_name {
             return Err(ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() });
