@@ -19,8 +19,9 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     // Jobs: sources, executors, the runner.
     &["job"],
-    // Durable job state.
+    // Durable job state, then the one job engine over it.
     &["journal"],
+    &["driver"],
     // Many machines, then the job service, then the command line.
     &["broker"],
     &["operator"],

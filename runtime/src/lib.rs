@@ -86,6 +86,8 @@
 //!   `objects` (S3, GCS, Azure, local files beneath their grant).
 //! - `lifecycle`: a worker's warm instance — started, recycled, retired in one place.
 //! - `journal`: the job service's durable state (SQLite), and the one way a job ends.
+//! - `driver`: the one job engine — a job from its journal row to its conclusion, over
+//!   a dispatcher (this process's runner, or the broker).
 //! - `broker`: the operator and its workers through RabbitMQ.
 //! - `operator`: the job service — Cortex's job API (tokens, TLS), scheduling, resume.
 //! - `cli`: the `wasmbatch` command line ([`main`]).
@@ -103,6 +105,7 @@ mod capture;
 mod cli;
 mod compile;
 mod confine;
+mod driver;
 mod engine;
 pub mod failure;
 pub mod http;

@@ -3,19 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use serde_json::json;
 
 use super::*;
+use crate::driver::Local;
 use crate::http::client::{Endpoint, READY_TIMEOUT, wait_ready};
 use crate::job::{
     self,
     dead_letter::DeadLetters,
     executor::{EndpointExecutor, InProcess},
-    runner::JobPlan,
     source::{self, PathRewrite},
     status::{ProgressView, new_job_id},
     stop::StopFlag,
@@ -43,6 +42,31 @@ struct RunMeta {
     results: Option<PathBuf>,
 }
 
+impl RunMeta {
+    /// The file beside the journal that keeps them.
+    const FILE: &'static str = "run.json";
+
+    fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::storage::write_atomic(&state_dir.join(Self::FILE), &text)
+    }
+
+    /// The settings of the job kept in `state_dir` (older journals kept them in the
+    /// spec, as `_run`).
+    fn load(state_dir: &Path, spec: &serde_json::Value) -> anyhow::Result<RunMeta> {
+        let path = state_dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).with_context(|| format!("the run settings in {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.get("_run").is_some() => {
+                serde_json::from_value(spec["_run"].clone()).context("the journal's run settings")
+            }
+            Err(e) => Err(anyhow::anyhow!("the run settings in {}: {e}", path.display())),
+        }
+    }
+}
+
 pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.endpoint.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
 
@@ -68,8 +92,7 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             row.submission = journal
                 .submission(&row.job_id)
                 .map_err(|e| invalid(format!("--resume {}: the job file kept there: {e}", dir.display())))?;
-            let mut meta: RunMeta =
-                serde_json::from_value(row.spec["_run"].clone()).context("the journal's run settings")?;
+            let mut meta = RunMeta::load(dir, &row.spec)?;
             if let Some(path) = &args.dead_letter {
                 meta.dead_letter = path.clone();
             }
@@ -112,14 +135,15 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             let results =
                 args.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl")));
             let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone(), results: Some(results) };
-            let mut spec =
+            let spec =
                 job::status::job_spec(&job_id, &api_name, workers, &submission.config, submission.timeout, start_time);
-            spec["_run"] = json!(meta);
             let explicit = args.state_dir.is_some();
             let state_dir =
                 args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.state")));
             let journal = crate::journal::Journal::open(&state_dir)
                 .map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
+            // The settings first: a journal with a job always has them beside it.
+            meta.save(&state_dir).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             let row = crate::journal::JobRow {
                 job_id,
                 api_name,
@@ -133,7 +157,6 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 error: None,
             };
             journal.insert_job(&row, None).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
-            let meta: RunMeta = serde_json::from_value(row.spec["_run"].clone()).expect("just written");
             (journal, row, meta, state_dir, explicit, Some(submission))
         }
     };
@@ -144,7 +167,6 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     let job_id = row.job_id.clone();
     let api_name = row.api_name.clone();
     let workers = args.workers.map(|w| w as usize).unwrap_or(row.spec["workers"].as_u64().unwrap_or(1) as usize);
-    let start_time = std::time::UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at);
 
     let mount = args.guest.mount().filter(|_| args.plugin.is_some());
     let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });
@@ -153,10 +175,6 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => source::open(submission.source, rewrite, None).map_err(invalid)?,
     };
     let total = input.total_batches();
-    if let Some(total) = total {
-        journal.set_total(&job_id, total)?;
-    }
-    let source = journal.resumed(&job_id, input)?;
     // A resumed job adds to its dead-letter file; a new one starts it.
     let dead_letter = if args.resume.is_some() {
         DeadLetters::append_to(&meta.dead_letter)
@@ -164,26 +182,17 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         DeadLetters::create(&meta.dead_letter)
     }
     .map_err(|e| invalid(format!("cannot write the dead-letter file {}: {e}", meta.dead_letter.display())))?;
-    let timeout = submission.timeout.map(|t| {
-        let spent = SystemTime::now().duration_since(start_time).unwrap_or_default();
-        Duration::from_secs(t).saturating_sub(spent).max(Duration::from_millis(1))
+    let results = meta.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl")));
+    let ledger: Box<dyn crate::job::ledger::Ledger> = Box::new(crate::journal::Exported {
+        journal: journal.ledger(&job_id),
+        file: dead_letter,
+        results: job::results::ResultsFile::new(&results),
     });
-    let plan = JobPlan {
-        job_id: job_id.clone(),
-        api_name: api_name.clone(),
+    let facts = crate::driver::JobFacts {
+        row: &row,
         workers,
-        config: submission.config.clone(),
-        timeout,
         max_attempts: args.max_attempts.or(submission.max_attempts).unwrap_or(3),
-        ledger: Box::new(crate::journal::Exported {
-            journal: journal.ledger(&job_id),
-            file: dead_letter,
-            results: job::results::ResultsFile::new(
-                &meta.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl"))),
-            ),
-        }),
-        budget: None,
-        start_time,
+        timeout: crate::driver::remaining(submission.timeout, row.submitted_at),
     };
     let mut spec = row.spec.clone();
     if let Some(object) = spec.as_object_mut() {
@@ -218,7 +227,7 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = &args.metrics_addr {
         super::serve_metrics_at(&runtime, addr, &metrics)?;
     }
-    let mut progress = ProgressView::new(args.progress, args.progress_interval);
+    let progress = ProgressView::new(args.progress, args.progress_interval);
     tracing::info!(
         job_id,
         api_name,
@@ -228,10 +237,15 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         executor = if args.plugin.is_some() { "in_process" } else { "endpoint" },
         "job started"
     );
-    let mut status = if let Some(plugin_path) = &args.plugin {
+    let grants = args.guest.limits()?.grants;
+    let room = crate::storage::Room::default();
+    let engine = crate::driver::Job { journal: &journal, row: &row, results, grants: &grants, room: &room };
+    // The input is read once: a local dispatcher never reads it again.
+    let reopen = || anyhow::bail!("the input of a local run is read once");
+    let concluded = if let Some(plugin_path) = &args.plugin {
         let plugin = load_plugin(&args.guest, plugin_path, workers, metrics.clone()).map_err(invalid)?;
         let executor = InProcess::new(bind(&plugin, &args.guest, &spec, None)?, args.guest.recycle_after);
-        job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
+        engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?
     } else {
         for endpoint in &endpoints {
             let ready = runtime.block_on(async {
@@ -247,25 +261,9 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let executor = EndpointExecutor::new(endpoints, runtime.handle().clone(), args.guest.batch_timeout());
-        job::runner::run(plan, source, Arc::new(executor), stop, &mut progress, metrics)
+        engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?
     };
-    conclude(&journal, &mut status)?;
-    if let Some(prefix) = status.config.get("results_prefix").and_then(|p| p.as_str()).map(str::to_string)
-        && status.status.is_terminal()
-    {
-        let file =
-            meta.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{}.results.jsonl", status.job_id)));
-        let grants = args.guest.limits()?.grants;
-        match job::results::upload(&file, &prefix, &status.job_id, &grants) {
-            Ok(Some(url)) => tracing::info!(url, "results copied to object storage"),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!("cannot copy the results: {e}");
-                status.error =
-                    Some(status.error.take().map(|x| format!("{x}; ")).unwrap_or_default() + &format!("results: {e}"));
-            }
-        }
-    }
+    let mut status = whole_job_status(&journal, concluded)?;
     if status.status == job::status::JobState::Stopped {
         status.resume_with = Some(state_dir.display().to_string());
     } else if !explicit_state && status.status.is_terminal() {
@@ -286,11 +284,15 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status.exit_code()))
 }
 
-/// Records how the run ended in its journal, and gives the status the whole job's
-/// counts (a resumed job's earlier runs included).
-fn conclude(journal: &crate::journal::Journal, status: &mut job::status::JobStatus) -> anyhow::Result<()> {
+/// The status of the run, with the whole job's counts (a resumed job's earlier runs
+/// included) and how it was concluded; a job that did not end is stopped, resumable.
+fn whole_job_status(
+    journal: &crate::journal::Journal,
+    concluded: crate::driver::Concluded,
+) -> anyhow::Result<job::status::JobStatus> {
     use job::status::JobState;
-    let counts = journal.counts(&status.job_id)?;
+    let mut status = *concluded.status.expect("a local run has its runner's status");
+    let counts = concluded.counts;
     let row = journal.job(&status.job_id)?.expect("the job is in its journal");
     let deferred = status.pending_batch_count;
     status.metrics.succeeded = counts.succeeded;
@@ -302,24 +304,7 @@ fn conclude(journal: &crate::journal::Journal, status: &mut job::status::JobStat
     status.total_batch_count = row.total_batch_count.unwrap_or(ended + deferred);
     // Every batch without an outcome waits for a resume, read or not.
     status.pending_batch_count = status.total_batch_count.saturating_sub(ended);
-    status.status = match status.status {
-        // Interrupted by a signal: resumable.
-        JobState::Running => JobState::Stopped,
-        other => crate::journal::final_state(other, &counts),
-    };
-    let recorded = if status.pending_batch_count > 0 || status.status == JobState::Stopped {
-        JobState::Running
-    } else {
-        status.status
-    };
-    if recorded.is_terminal() {
-        journal.conclude(
-            &status.job_id,
-            recorded,
-            status.on_job_complete,
-            &status.end_time,
-            status.error.as_deref(),
-        )?;
-    }
-    Ok(())
+    status.status = if concluded.ended { concluded.state } else { JobState::Stopped };
+    status.error = concluded.error;
+    Ok(status)
 }

@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{BrokerUrl, DEAD, Headers, RESULTS, header};
+use crate::driver::{Dispatcher, Ended, JobFacts, Reopen};
 use crate::job::dead_letter::Record;
 use crate::job::executor::{AttemptError, AttemptKind, Completion};
 use crate::job::ledger::Ledger;
@@ -122,8 +123,8 @@ impl Track {
     }
 }
 
-/// A job as its thread hands it to [`Dispatch::drive`].
-pub(crate) struct BrokerJob<'a> {
+/// A job as the broker's dispatcher drives it.
+struct BrokerJob<'a> {
     /// The job's ID.
     pub job_id: &'a str,
     /// Its API.
@@ -134,21 +135,6 @@ pub(crate) struct BrokerJob<'a> {
     pub max_attempts: u32,
     /// What remains of its time limit.
     pub timeout: Option<Duration>,
-}
-
-/// How a dispatched job ended.
-pub(crate) enum Ended {
-    /// The operator is shutting down; the job resumes on the next start.
-    Shutdown,
-    /// The job ended.
-    Done {
-        /// Its final state (the two completed states are decided from the counts).
-        state: JobState,
-        /// How on-job-complete went.
-        hook: HookOutcome,
-        /// What went wrong, if anything.
-        error: Option<String>,
-    },
 }
 
 /// A message the operator publishes to an API's queue.
@@ -264,11 +250,11 @@ impl Dispatch {
     /// Runs a job through the broker to its end (or to a shutdown). `source` gives its
     /// batches without those that have an outcome; `reopen` reads the input again
     /// (to dead-letter what is left after a stop).
-    pub(crate) fn drive(
+    fn drive(
         &self,
         job: BrokerJob<'_>,
         mut source: Box<dyn BatchSource>,
-        reopen: &dyn Fn() -> anyhow::Result<Box<dyn BatchSource>>,
+        reopen: &Reopen<'_>,
         stop: &StopFlag,
     ) -> anyhow::Result<Ended> {
         let track = match self.get_track(job.job_id) {
@@ -353,16 +339,21 @@ impl Dispatch {
         // 3. A stop: what has no outcome yet is dead-lettered, unhandled.
         if let Some(reason) = stop.reason() {
             if reason == StopReason::Shutdown {
-                return Ok(Ended::Shutdown);
+                return Ok(Ended::Interrupted { status: None });
             }
             let unhandled = self.close(&track, job.job_id, reason, reopen)?;
             self.notify_workers(job.job_id, reason);
             let state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
             tracing::info!(job_id = job.job_id, unhandled, reason = reason.as_str(), "job ended early");
-            return Ok(Ended::Done { state, hook: HookOutcome::Skipped, error: None });
+            return Ok(Ended::Done { state, hook: HookOutcome::Skipped, error: None, status: None });
         }
         if let Some(error) = input_error {
-            return Ok(Ended::Done { state: JobState::EnqueueFailed, hook: HookOutcome::Skipped, error: Some(error) });
+            return Ok(Ended::Done {
+                state: JobState::EnqueueFailed,
+                hook: HookOutcome::Skipped,
+                error: Some(error),
+                status: None,
+            });
         }
 
         // 4. on-job-complete, through a worker.
@@ -379,7 +370,7 @@ impl Dispatch {
             let hook = body.to_string();
             if !self.publish(&queue, &job, &spec, &[Outgoing::Hook(hook.as_bytes())], stop) {
                 return Ok(match stop.reason() {
-                    Some(StopReason::Shutdown) | None => Ended::Shutdown,
+                    Some(StopReason::Shutdown) | None => Ended::Interrupted { status: None },
                     Some(reason) => self.ended_in_hook(reason),
                 });
             }
@@ -396,7 +387,7 @@ impl Dispatch {
         drop(state);
         let Some(completion) = completion else {
             return Ok(match stop.reason() {
-                Some(StopReason::Shutdown) | None => Ended::Shutdown,
+                Some(StopReason::Shutdown) | None => Ended::Interrupted { status: None },
                 Some(reason) => self.ended_in_hook(reason),
             });
         };
@@ -407,23 +398,17 @@ impl Dispatch {
         };
         let error = error.or(row.error);
         self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(job.job_id);
-        Ok(Ended::Done { state: JobState::Succeeded, hook, error })
+        Ok(Ended::Done { state: JobState::Succeeded, hook, error, status: None })
     }
 
     fn ended_in_hook(&self, reason: StopReason) -> Ended {
         let state = if reason == StopReason::TimedOut { JobState::TimedOut } else { JobState::Stopped };
-        Ended::Done { state, hook: HookOutcome::Skipped, error: None }
+        Ended::Done { state, hook: HookOutcome::Skipped, error: None, status: None }
     }
 
     /// Closes a stopped job's track and dead-letters its batches without an outcome;
     /// returns how many.
-    fn close(
-        &self,
-        track: &Track,
-        job_id: &str,
-        reason: StopReason,
-        reopen: &dyn Fn() -> anyhow::Result<Box<dyn BatchSource>>,
-    ) -> anyhow::Result<u64> {
+    fn close(&self, track: &Track, job_id: &str, reason: StopReason, reopen: &Reopen<'_>) -> anyhow::Result<u64> {
         // Closed first: outcomes arriving from now on are dropped, so nothing is
         // recorded twice.
         let mut state = track.lock();
@@ -660,5 +645,25 @@ impl Dispatch {
                 }
             }
         }
+    }
+}
+
+impl Dispatcher for Dispatch {
+    fn dispatch(
+        &self,
+        job: &JobFacts<'_>,
+        source: Box<dyn BatchSource>,
+        reopen: &Reopen<'_>,
+        stop: &StopFlag,
+    ) -> anyhow::Result<Ended> {
+        let row = job.row;
+        let job = BrokerJob {
+            job_id: &row.job_id,
+            api_name: &row.api_name,
+            spec: &row.spec,
+            max_attempts: job.max_attempts,
+            timeout: job.timeout,
+        };
+        self.drive(job, source, reopen, stop)
     }
 }

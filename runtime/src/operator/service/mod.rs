@@ -23,13 +23,13 @@ mod submit;
 pub(crate) use super::error::ServiceError;
 use super::intake::{cortex_error, idempotency_key, with_default_workers};
 use crate::broker::BrokerUrl;
-use crate::broker::dispatch::{ApiInfo, BrokerJob, Dispatch, Ended};
+use crate::broker::dispatch::{ApiInfo, Dispatch};
 use crate::confine::Prefixes;
+use crate::driver::{Job, JobFacts, Local, remaining};
 use crate::http::client::{Endpoint, wait_ready};
 use crate::job::budget::Budget;
 use crate::job::executor::{EndpointExecutor, InProcess};
 use crate::job::inputs;
-use crate::job::runner::JobPlan;
 use crate::job::source::{self, PathRewrite};
 use crate::job::status::{JobState, ProgressMode, ProgressView, new_job_id, rfc3339};
 use crate::job::stop::{StopFlag, StopReason};
@@ -353,7 +353,7 @@ impl Service {
         })
     }
 
-    /// Runs one job to its end (or to a shutdown).
+    /// Runs one job to its end (or to a shutdown), through the one job engine.
     fn drive(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, stop: &StopFlag) -> anyhow::Result<()> {
         let api = self.apis.get(&row.api_name).expect("checked when spawned");
         let Some(_running) = self.running.acquire(stop) else {
@@ -363,51 +363,26 @@ impl Service {
             return Ok(());
         };
         self.journal.set_status(&row.job_id, JobState::Running, None, None)?;
-        let (inner, timeout, max_attempts) = self.input(&row, parsed, api)?;
-        let timeout = timeout.map(|t| {
-            let spent = (now_secs() - row.submitted_at).max(0.0);
-            Duration::from_secs_f64((t as f64 - spent).max(0.001))
-        });
-        if let Some(total) = inner.total_batches() {
-            self.journal.set_total(&row.job_id, total)?;
-        }
-        let source = self.journal.resumed(&row.job_id, inner)?;
-        if let Some(dispatch) = &self.dispatch {
-            let job = BrokerJob {
-                job_id: &row.job_id,
-                api_name: &row.api_name,
-                spec: &row.spec,
-                max_attempts: max_attempts.unwrap_or(api.config.max_attempts),
-                timeout,
-            };
-            let reopen = || {
-                let (inner, _, _) = self.input(&row, None, api)?;
-                Ok(self.journal.resumed(&row.job_id, inner)?)
-            };
-            return match dispatch.drive(job, source, &reopen, stop)? {
-                Ended::Shutdown => {
-                    tracing::info!(job_id = row.job_id, "interrupted by the shutdown; resumes on the next start");
-                    Ok(())
-                }
-                Ended::Done { state, hook, error } => {
-                    self.conclude(&row, state, hook, &rfc3339(SystemTime::now()), error.as_deref())
-                }
-            };
-        }
-        let workers = row.spec["workers"].as_u64().unwrap_or(1) as usize;
-        let plan = JobPlan {
-            job_id: row.job_id.clone(),
-            api_name: row.api_name.clone(),
-            workers,
-            config: row.spec["config"].clone(),
-            timeout,
+        let (input, timeout, max_attempts) = self.input(&row, parsed, api)?;
+        let facts = JobFacts {
+            row: &row,
+            workers: row.spec["workers"].as_u64().unwrap_or(1) as usize,
             max_attempts: max_attempts.unwrap_or(api.config.max_attempts),
-            ledger: Box::new(self.journal.ledger(&row.job_id)),
-            budget: Some(self.budget.clone()),
-            start_time: UNIX_EPOCH + Duration::from_secs_f64(row.submitted_at),
+            timeout: remaining(timeout, row.submitted_at),
         };
-        let run = |executor| run_job(executor, plan, source, stop, api);
-        let status = match &api.plugin {
+        let reopen = || Ok(self.input(&row, None, api)?.0);
+        let job = Job {
+            journal: &self.journal,
+            row: &row,
+            results: self.journal.results_path(&row.job_id),
+            grants: &api.config.grants,
+            room: &self.room,
+        };
+        if let Some(dispatch) = &self.dispatch {
+            job.drive(&facts, input, &reopen, dispatch.as_ref(), stop)?;
+            return Ok(());
+        }
+        match &api.plugin {
             Some(plugin) => {
                 let spec = serde_json::to_vec_pretty(&row.spec)?;
                 let submitter = ServiceSubmitter {
@@ -421,7 +396,7 @@ impl Service {
                     submitter: Some(Arc::new(submitter)),
                 };
                 let executor = InProcess::new(Arc::new(plugin.bind(context)?), api.config.recycle_after);
-                run(Executor::InProcess(executor))
+                job.drive(&facts, input, &reopen, &self.local(executor, &row, api), stop)?;
             }
             None => {
                 for endpoint in &api.endpoints {
@@ -438,65 +413,24 @@ impl Service {
                         None => {}
                     }
                 }
-                run(Executor::Endpoint(EndpointExecutor::new(
-                    api.endpoints.clone(),
-                    self.runtime.clone(),
-                    api.config.batch_timeout,
-                )))
+                let executor =
+                    EndpointExecutor::new(api.endpoints.clone(), self.runtime.clone(), api.config.batch_timeout);
+                job.drive(&facts, input, &reopen, &self.local(executor, &row, api), stop)?;
             }
-        };
-        if status.status == JobState::Running {
-            tracing::info!(job_id = row.job_id, "interrupted by the shutdown; resumes on the next start");
-            return Ok(());
         }
-        self.conclude(&row, status.status, status.on_job_complete, &status.end_time, status.error.as_deref())
+        Ok(())
     }
 
-    /// Records how a job ended. The whole job's counts decide between the two
-    /// completed states: batches may have failed before a restart.
-    fn conclude(
-        &self,
-        row: &JobRow,
-        state: JobState,
-        hook: crate::job::status::HookOutcome,
-        end_time: &str,
-        error: Option<&str>,
-    ) -> anyhow::Result<()> {
-        // Results asked for in object storage are there before the job shows as ended.
-        let mut error = error.map(str::to_string);
-        if let Some(prefix) = row.spec["config"].get("results_prefix").and_then(|p| p.as_str())
-            && let Some(api) = self.apis.get(&row.api_name)
-        {
-            let file = self.journal.results_path(&row.job_id);
-            match crate::job::results::upload(&file, prefix, &row.job_id, &api.config.grants) {
-                Ok(Some(url)) => tracing::info!(job_id = row.job_id, url, "results copied to object storage"),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(job_id = row.job_id, "cannot copy the results: {e}");
-                    error = Some(error.map(|x| format!("{x}; ")).unwrap_or_default() + &format!("results: {e}"));
-                }
-            }
-        }
-        // A full disk delays the record of the end (the job shows as running) instead of
-        // failing the job: its batches are all recorded already.
-        let concluded = self.room.wait_for(
-            "job states",
-            |pause| {
-                std::thread::sleep(pause);
-                false
-            },
-            || self.journal.conclude(&row.job_id, state, hook, end_time, error.as_deref()),
-        )?;
-        let (state, counts) = concluded;
-        tracing::info!(
-            job_id = row.job_id,
-            api_name = row.api_name,
-            status = state.as_str(),
-            succeeded = counts.succeeded,
-            failed = counts.failed,
-            "job ended"
-        );
-        Ok(())
+    /// This process's dispatcher for a job of `api`: `executor` under the shared worker
+    /// budget, outcomes into the journal.
+    fn local<E: crate::job::executor::Executor>(&self, executor: E, row: &JobRow, api: &Api) -> Local<E> {
+        Local::new(
+            executor,
+            Box::new(self.journal.ledger(&row.job_id)),
+            Some(self.budget.clone()),
+            ProgressView::new(ProgressMode::Off, Duration::from_secs(3600)),
+            api.metrics.clone(),
+        )
     }
 
     /// Stops taking jobs' batches: every job thread leaves what it has not finished
@@ -529,25 +463,3 @@ impl Service {
 /// A job's input from its beginning, its time limit (seconds) and its attempts per
 /// batch, when the submission sets them.
 type Input = (Box<dyn crate::job::source::BatchSource>, Option<u64>, Option<u32>);
-
-/// The two executors an API can have.
-enum Executor {
-    InProcess(InProcess),
-    Endpoint(EndpointExecutor),
-}
-
-/// Runs a job's batches on `executor`, without a progress display.
-fn run_job(
-    executor: Executor,
-    plan: JobPlan,
-    source: Box<dyn crate::job::source::BatchSource>,
-    stop: &StopFlag,
-    api: &Api,
-) -> crate::job::status::JobStatus {
-    let mut progress = ProgressView::new(ProgressMode::Off, Duration::from_secs(3600));
-    let (stop, metrics) = (stop.clone(), api.metrics.clone());
-    match executor {
-        Executor::InProcess(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
-        Executor::Endpoint(e) => crate::job::runner::run(plan, source, Arc::new(e), stop, &mut progress, metrics),
-    }
-}
