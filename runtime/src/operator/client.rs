@@ -209,19 +209,9 @@ pub(crate) fn cortex_time(rfc3339: &str) -> String {
 
 /// Seconds since the epoch of an RFC 3339 UTC time.
 fn epoch_secs(rfc3339: &str) -> Option<i64> {
-    let (date, time) = rfc3339.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.trim_end_matches('Z').split('.').next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let time = humantime::parse_rfc3339_weak(rfc3339).ok()?;
+    let secs = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 /// Go's `Duration.String()` truncated to seconds: `45s`, `1m3s`, `2h0m5s`.

@@ -22,33 +22,47 @@ use prometheus::{IntGauge, IntGaugeVec, Opts};
 use crate::job::status::JobState;
 pub(crate) use service::Service;
 
-/// The operator's metrics: every API's batch series, plus jobs by status and the
-/// worker budget, read when scraped.
-pub(crate) fn render_metrics(service: &Service) -> String {
-    use std::sync::OnceLock;
-    static GAUGES: OnceLock<(IntGaugeVec, IntGauge, IntGauge, IntGauge, IntGauge)> = OnceLock::new();
-    let (jobs, busy, budget, queued, free) = GAUGES.get_or_init(|| {
+/// The service's own gauges: jobs by status, the worker budget, the batches in queue,
+/// the data directory's free bytes. Each service registers its own in its registry.
+pub(crate) struct Gauges {
+    jobs: IntGaugeVec,
+    busy: IntGauge,
+    budget: IntGauge,
+    queued: IntGauge,
+    free: IntGauge,
+}
+
+impl Gauges {
+    /// The gauges, registered in `metrics`.
+    pub(crate) fn new(metrics: &crate::metrics::Metrics) -> Gauges {
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("a valid metric");
+            metrics.register(Box::new(gauge.clone()));
+            gauge
+        };
         let jobs = IntGaugeVec::new(Opts::new("wasmbatch_jobs", "Jobs in the journal, by status."), &["status"])
-            .expect("valid metric");
-        let busy = IntGauge::new("wasmbatch_workers_busy", "Worker places in use (batches in flight).").expect("valid");
-        let budget = IntGauge::new("wasmbatch_workers_budget", "Worker places in all.").expect("valid");
-        service.metrics().register(Box::new(jobs.clone()));
-        service.metrics().register(Box::new(busy.clone()));
-        let queued = IntGauge::new(
-            "wasmbatch_batches_in_queue",
-            "Batches not handled yet, over the jobs that have not ended (once their input was read).",
-        )
-        .expect("valid");
-        service.metrics().register(Box::new(budget.clone()));
-        service.metrics().register(Box::new(queued.clone()));
-        let free = IntGauge::new(
-            "wasmbatch_data_dir_free_bytes",
-            "Bytes free in the data directory's file system (for this user).",
-        )
-        .expect("valid");
-        service.metrics().register(Box::new(free.clone()));
-        (jobs, busy, budget, queued, free)
-    });
+            .expect("a valid metric");
+        metrics.register(Box::new(jobs.clone()));
+        Gauges {
+            jobs,
+            busy: gauge("wasmbatch_workers_busy", "Worker places in use (batches in flight)."),
+            budget: gauge("wasmbatch_workers_budget", "Worker places in all."),
+            queued: gauge(
+                "wasmbatch_batches_in_queue",
+                "Batches not handled yet, over the jobs that have not ended (once their input was read).",
+            ),
+            free: gauge(
+                "wasmbatch_data_dir_free_bytes",
+                "Bytes free in the data directory's file system (for this user).",
+            ),
+        }
+    }
+}
+
+/// The operator's metrics: every API's batch series, plus the service's gauges, read
+/// when scraped.
+pub(crate) fn render_metrics(service: &Service) -> String {
+    let Gauges { jobs, busy, budget, queued, free } = service.gauges();
     if let Ok(n) = crate::storage::free_bytes(service.data_dir()) {
         free.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -65,4 +79,19 @@ pub(crate) fn render_metrics(service: &Service) -> String {
     busy.set(in_use as i64);
     budget.set(total as i64);
     service.metrics().render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_has_gauges_of_its_own() {
+        let (a, b) = (crate::metrics::Metrics::new("a"), crate::metrics::Metrics::new("b"));
+        let (ga, gb) = (Gauges::new(&a), Gauges::new(&b));
+        ga.budget.set(3);
+        gb.budget.set(5);
+        assert!(a.render().contains("wasmbatch_workers_budget 3"), "{}", a.render());
+        assert!(b.render().contains("wasmbatch_workers_budget 5"), "{}", b.render());
+    }
 }

@@ -108,6 +108,7 @@ pub(crate) struct Service {
     running: Arc<Budget>,
     live: Mutex<HashMap<String, Live>>,
     metrics: Arc<Metrics>,
+    gauges: super::Gauges,
     runtime: tokio::runtime::Handle,
     /// With a broker: batches go to workers through it.
     dispatch: Option<Arc<Dispatch>>,
@@ -193,6 +194,7 @@ impl Service {
             journal,
             apis,
             live: Mutex::new(HashMap::new()),
+            gauges: super::Gauges::new(&metrics),
             metrics,
             runtime,
             room: crate::storage::Room::default(),
@@ -226,6 +228,11 @@ impl Service {
     /// The metrics of every API.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The service's own gauges.
+    pub(crate) fn gauges(&self) -> &super::Gauges {
+        &self.gauges
     }
 
     /// The directory of the journal, submissions and results.
