@@ -46,7 +46,7 @@ pub(crate) struct JobFacts<'a> {
 impl JobFacts<'_> {
     /// The job's `config`.
     pub(crate) fn config(&self) -> &Value {
-        &self.row.spec["config"]
+        self.row.config()
     }
 }
 
@@ -185,7 +185,7 @@ impl Job<'_> {
     /// Copies the results to object storage when the job's `config.results_prefix`
     /// asks for it, before the job shows as ended; a failure joins `error`.
     fn upload_results(&self, mut error: Option<String>) -> Option<String> {
-        let Some(prefix) = self.row.spec["config"].get("results_prefix").and_then(|p| p.as_str()) else {
+        let Some(prefix) = self.row.results_prefix() else {
             return error;
         };
         match crate::job::results::upload(&self.results, prefix, &self.row.job_id, self.grants) {

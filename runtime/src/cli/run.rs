@@ -166,7 +166,7 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let job_id = row.job_id.clone();
     let api_name = row.api_name.clone();
-    let workers = args.workers.map(|w| w as usize).unwrap_or(row.spec["workers"].as_u64().unwrap_or(1) as usize);
+    let workers = args.workers.map(|w| w as usize).unwrap_or(row.workers());
 
     let mount = args.guest.mount().filter(|_| args.plugin.is_some());
     let rewrite = mount.as_ref().and_then(|m| m.canonicalize().ok()).map(|host| PathRewrite { host });

@@ -60,12 +60,12 @@ impl std::fmt::Display for Endpoint {
 /// A request that got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ConnectionError(String);
+pub(crate) struct ConnectionError(String);
 
 /// What a server answered. Only the start of the body is kept: the contract ignores
 /// answer bodies, and an error message fits in [`Answer::BODY_KEPT`] bytes.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The status.
     pub status: StatusCode,
     /// `Retry-After` in seconds, when the server sent one.
@@ -76,23 +76,23 @@ pub struct Answer {
 
 impl Answer {
     /// How much of an answer body is kept.
-    pub const BODY_KEPT: usize = 64 << 10;
+    pub(crate) const BODY_KEPT: usize = 64 << 10;
 }
 
 /// A kept-alive HTTP/1.1 connection to one endpoint.
-pub struct Connection {
+pub(crate) struct Connection {
     endpoint: Endpoint,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Connection {
     /// A connection, opened on first use.
-    pub fn new(endpoint: Endpoint) -> Connection {
+    pub(crate) fn new(endpoint: Endpoint) -> Connection {
         Connection { endpoint, sender: None }
     }
 
     /// Where it goes.
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
@@ -135,7 +135,7 @@ impl Connection {
 
     /// Sends one request and reads the answer, giving up after `timeout`. Headers
     /// are `(name, value)` pairs added to the request.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: Method,
         path: &str,
@@ -207,11 +207,11 @@ impl Connection {
 
 /// How long a server of the contract is waited for unless said otherwise: by `run`,
 /// by `worker`, and by the operator for an API's endpoints.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Waits until `endpoint` is ready, or `timeout` passes: every probe, connection
 /// included, ends by that deadline.
-pub async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut connection = Connection::new(endpoint.clone());
     let mut last = String::from("no answer yet");

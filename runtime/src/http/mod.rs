@@ -8,8 +8,8 @@
 //! - `client`: the dispatcher's side — kept-alive connections, readiness waiting.
 
 pub mod batch;
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 pub mod server;
 
 pub use server::{ServerConfig, serve, serve_metrics};

@@ -86,6 +86,28 @@ pub(crate) struct JobRow {
     pub error: Option<String>,
 }
 
+impl JobRow {
+    /// The job's workers (its spec's `workers`, at least 1).
+    pub(crate) fn workers(&self) -> usize {
+        self.spec["workers"].as_u64().map_or(1, |n| n.max(1) as usize)
+    }
+
+    /// The job's time limit in seconds, when it has one.
+    pub(crate) fn timeout(&self) -> Option<u64> {
+        self.spec["timeout"].as_u64()
+    }
+
+    /// The job's `config` (`null` when it has none).
+    pub(crate) fn config(&self) -> &serde_json::Value {
+        &self.spec["config"]
+    }
+
+    /// Where the job asks its results to be copied (`config.results_prefix`).
+    pub(crate) fn results_prefix(&self) -> Option<&str> {
+        self.config().get("results_prefix").and_then(|p| p.as_str())
+    }
+}
+
 /// A submission's `Idempotency-Key`, and the digest of what it was sent with.
 #[derive(Debug, Clone)]
 pub(crate) struct IdempotencyKey {

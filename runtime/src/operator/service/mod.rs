@@ -342,7 +342,7 @@ impl Service {
             .ok()
             .and_then(|v| v.get("retry_of").and_then(|r| serde_json::from_str::<String>(r.get()).ok()));
         Ok(match retry_of {
-            Some(old) => (self.journal.dead_letter_source(&old)?, row.spec["timeout"].as_u64(), None),
+            Some(old) => (self.journal.dead_letter_source(&old)?, row.timeout(), None),
             None => {
                 let submission = match parsed {
                     Some(submission) => submission,
@@ -373,7 +373,7 @@ impl Service {
         let (input, timeout, max_attempts) = self.input(&row, parsed, api)?;
         let facts = JobFacts {
             row: &row,
-            workers: row.spec["workers"].as_u64().unwrap_or(1) as usize,
+            workers: row.workers(),
             max_attempts: max_attempts.unwrap_or(api.config.max_attempts),
             timeout: remaining(timeout, row.submitted_at),
         };
