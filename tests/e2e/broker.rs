@@ -510,11 +510,11 @@ fn a_worker_cut_off_mid_batch_has_its_batch_delivered_again() {
     let mount = place.path("out");
     let url = format!("amqp://cut:cut@127.0.0.1:{}/%2f", rabbit.port);
     let worker = Worker::start(&url, "misbehave", "misbehave", &mount, 1);
-    let job = json!({"workers": 1, "item_list": {"items": ["batch:/mnt/calls.jsonl", "sleep:5000"], "batch_size": 2}});
+    let job = json!({"workers": 1, "item_list": {"items": ["batch:/mnt/calls.jsonl", "sleep:15000"], "batch_size": 2}});
     let job_id = operator.submit("misbehave", &job);
     wait_lines(&mount.join("calls.jsonl"), 1);
-    // The broker drops the worker's connection mid-batch (the batch sleeps 5 s;
-    // rabbitmqctl itself takes about a second to start).
+    // The broker drops the worker's connection mid-batch (the batch sleeps 15 s;
+    // rabbitmqctl itself takes a second to start, several on a loaded machine).
     rabbit.ctl(&["close_all_user_connections", "cut", "cut off by the test"]);
     assert_eq!(succeeded(&operator.status("misbehave", &job_id)), 0, "the cut came mid-batch");
     worker.wait_for("lost the broker connection", |_| true);

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::driver::Local;
-use crate::http::client::{Endpoint, READY_TIMEOUT, wait_ready};
+use crate::http::client::{Endpoint, READY_TIMEOUT, wait_all_ready};
 use crate::job::{
     self,
     dead_letter::DeadLetters,
@@ -247,18 +247,9 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         let executor = InProcess::new(bind(&plugin, &args.guest, &spec, None)?, args.guest.recycle_after);
         engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?
     } else {
-        for endpoint in &endpoints {
-            let ready = runtime.block_on(async {
-                tokio::select! {
-                    ready = wait_ready(endpoint, args.ready_timeout.unwrap_or(READY_TIMEOUT)) => Some(ready),
-                    () = stop.stopped() => None,
-                }
-            });
-            match ready {
-                Some(Ok(())) => {}
-                Some(Err(e)) => anyhow::bail!(e),
-                None => anyhow::bail!("stopped while waiting for {endpoint} to be ready"),
-            }
+        let timeout = args.ready_timeout.unwrap_or(READY_TIMEOUT);
+        if !runtime.block_on(wait_all_ready(&endpoints, timeout, stop.stopped())).map_err(anyhow::Error::msg)? {
+            anyhow::bail!("stopped while waiting for the endpoints to be ready");
         }
         let executor = EndpointExecutor::new(endpoints, runtime.handle().clone(), args.guest.batch_timeout());
         engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?

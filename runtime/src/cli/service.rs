@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use super::*;
 use crate::compile;
-use crate::http::client::{Endpoint, READY_TIMEOUT, wait_ready};
+use crate::http::client::{Endpoint, READY_TIMEOUT, wait_all_ready};
 use crate::job::{
     self,
     status::{ProgressMode, ProgressView},
@@ -99,19 +99,9 @@ pub(super) fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid(format!("--endpoint: {e}")))?;
             // Cortex's dequeuer waits for the user's container before taking batches.
-            for endpoint in &endpoints {
-                tracing::info!(endpoint = %endpoint, timeout_s = args.ready_timeout.unwrap_or(READY_TIMEOUT).as_secs(), "waiting for the endpoint to be ready");
-                let ready = runtime.block_on(async {
-                    tokio::select! {
-                        ready = wait_ready(endpoint, args.ready_timeout.unwrap_or(READY_TIMEOUT)) => Some(ready),
-                        () = shutdown_signal() => None,
-                    }
-                });
-                match ready {
-                    Some(Ok(())) => tracing::info!(endpoint = %endpoint, "endpoint ready"),
-                    Some(Err(e)) => anyhow::bail!(e),
-                    None => return Ok(()),
-                }
+            let timeout = args.ready_timeout.unwrap_or(READY_TIMEOUT);
+            if !runtime.block_on(wait_all_ready(&endpoints, timeout, shutdown_signal())).map_err(anyhow::Error::msg)? {
+                return Ok(());
             }
             Handler::Endpoints { endpoints, batch_timeout: args.guest.batch_timeout() }
         }

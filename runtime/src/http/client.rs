@@ -211,7 +211,7 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Waits until `endpoint` is ready, or `timeout` passes: every probe, connection
 /// included, ends by that deadline.
-pub(crate) async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
+async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut connection = Connection::new(endpoint.clone());
     let mut last = String::from("no answer yet");
@@ -229,6 +229,26 @@ pub(crate) async fn wait_ready(endpoint: &Endpoint, timeout: Duration) -> Result
         }
         tokio::time::sleep_until((tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline)).await;
     }
+}
+
+/// Waits until each of `endpoints` is ready (each within `timeout`, in turn), unless
+/// `cancel` resolves first: `Ok(false)`. The one readiness wait of `run`, `worker`
+/// and the operator.
+pub(crate) async fn wait_all_ready(
+    endpoints: &[Endpoint],
+    timeout: Duration,
+    cancel: impl std::future::Future<Output = ()>,
+) -> Result<bool, String> {
+    tokio::pin!(cancel);
+    for endpoint in endpoints {
+        tracing::info!(endpoint = %endpoint, timeout_s = timeout.as_secs_f64(), "waiting for the endpoint to be ready");
+        tokio::select! {
+            ready = wait_ready(endpoint, timeout) => ready?,
+            () = &mut cancel => return Ok(false),
+        }
+        tracing::info!(endpoint = %endpoint, "endpoint ready");
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::broker::BrokerUrl;
 use crate::broker::dispatch::{ApiInfo, Dispatch};
 use crate::confine::Prefixes;
 use crate::driver::{Job, JobFacts, Local, remaining};
-use crate::http::client::{Endpoint, wait_ready};
+use crate::http::client::{Endpoint, wait_all_ready};
 use crate::job::budget::Budget;
 use crate::job::executor::{EndpointExecutor, InProcess};
 use crate::job::inputs;
@@ -406,19 +406,10 @@ impl Service {
                 job.drive(&facts, input, &reopen, &self.local(executor, &row, api), stop)?;
             }
             None => {
-                for endpoint in &api.endpoints {
-                    let ready = self.runtime.block_on(async {
-                        tokio::select! {
-                            ready = wait_ready(endpoint, api.config.ready_timeout) => Some(ready),
-                            () = stop.stopped() => None,
-                        }
-                    });
-                    match ready {
-                        Some(Ok(())) => {}
-                        Some(Err(e)) => anyhow::bail!(e),
-                        None if stop.reason() == Some(StopReason::Shutdown) => return Ok(()),
-                        None => {}
-                    }
+                let ready = wait_all_ready(&api.endpoints, api.config.ready_timeout, stop.stopped());
+                let ready = self.runtime.block_on(ready).map_err(anyhow::Error::msg)?;
+                if !ready && stop.reason() == Some(StopReason::Shutdown) {
+                    return Ok(());
                 }
                 let executor =
                     EndpointExecutor::new(api.endpoints.clone(), self.runtime.clone(), api.config.batch_timeout);
