@@ -138,6 +138,9 @@ mod sys;
 
 pub use anyhow;
 pub use io::{Output, Request, Response};
+/// `serde_json`, as the SDK uses it: `wasmbatch_guest::serde_json::json!` and `Value`
+/// without a dependency of the plugin's own.
+pub use serde_json;
 #[cfg(not(target_arch = "wasm32"))]
 pub use sys::{take_emitted, take_error, take_item_errors};
 pub use wasmbatch_guest_macros::{handler, init, on_job_complete};
@@ -381,10 +384,16 @@ impl<'a> Context<'a> {
         self.spec().get("config").unwrap_or(&Value::Null)
     }
 
-    /// The job's `config`, deserialized into `T`; a config that does not fit is
-    /// invalid input.
+    /// The job's `config`, deserialized into `T`; a job without a `config` (or with
+    /// `null`) reads as `{}`, so that a `T` whose fields all have defaults needs none.
+    /// A config that does not fit is invalid input.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T> {
-        T::deserialize(self.config()).map_err(|e| Error::invalid_input(format!("job config: {e}")))
+        let empty = Value::Object(serde_json::Map::new());
+        let config = match self.config() {
+            Value::Null => &empty,
+            config => config,
+        };
+        T::deserialize(config).map_err(|e| Error::invalid_input(format!("job config: {e}")))
     }
 
     /// Submits a job to another API of the job service (chaining) and returns the new
@@ -517,6 +526,15 @@ fn with_state<S: 'static, R>(f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
 /// results ([`Output`]). Implemented for such functions; the marker type tells the
 /// two apart. `'b` is the batch's lifetime: items may borrow from it (`&'b str`,
 /// `Cow<'b, str>` with `#[serde(borrow)]`) instead of copying their strings.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a batch handler",
+    label = "this function's signature is not one a handler may have",
+    note = "a handler is `fn(ctx: &Context, items: Vec<T>) -> Result<O>` or `fn(ctx: &Context, state: &mut S, \
+            items: Vec<T>) -> Result<O>`, where T: Deserialize (one batch item), S is the type #[init] returns, \
+            and O is `()` or `Vec<R>` with R: Serialize (results)",
+    note = "check the order of the parameters, that the context is borrowed (`&Context`), and that the items \
+            are a `Vec`"
+)]
 pub trait Handler<'b, Marker> {
     /// Deserializes the batch and calls the function.
     fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()>;
@@ -573,6 +591,12 @@ where
 
 /// An on-job-complete hook: `fn(&Context, &JobComplete) -> Result<()>` or
 /// `fn(&Context, &mut S, &JobComplete) -> Result<()>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an on-job-complete hook",
+    label = "this function's signature is not one an on-job-complete hook may have",
+    note = "an on-job-complete hook is `fn(ctx: &Context, done: &JobComplete) -> Result<()>` or `fn(ctx: \
+            &Context, state: &mut S, done: &JobComplete) -> Result<()>`, where S is the type #[init] returns"
+)]
 pub trait CompletionHook<Marker> {
     /// Calls the function.
     fn call(self, ctx: &Context<'_>, done: &JobComplete) -> Result<()>;

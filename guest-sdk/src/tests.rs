@@ -221,3 +221,20 @@ fn items_may_borrow_their_strings_from_the_batch() {
     let error = take_error().unwrap();
     assert!(error.starts_with("item 1 does not match the handler's item type"), "{error}");
 }
+
+#[test]
+fn config_as_reads_a_missing_config_as_an_empty_object() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Settings {
+        #[serde(default)]
+        scale: u32,
+    }
+    let none = serde_json::json!({"job_id": "j"});
+    assert_eq!(Context::new("j", &none).config_as::<Settings>().unwrap(), Settings { scale: 0 });
+    let null = serde_json::json!({"config": null});
+    assert_eq!(Context::new("j", &null).config_as::<Settings>().unwrap(), Settings { scale: 0 });
+    let given = serde_json::json!({"config": {"scale": 3}});
+    assert_eq!(Context::new("j", &given).config_as::<Settings>().unwrap(), Settings { scale: 3 });
+    let wrong = serde_json::json!({"config": {"scale": "x"}});
+    assert!(Context::new("j", &wrong).config_as::<Settings>().unwrap_err().to_string().contains("job config"));
+}

@@ -64,7 +64,17 @@ impl WarmInstance {
         let result =
             self.instance().and_then(|instance| instance.handle(job_id, batch).map(|()| instance.take_output()));
         self.settle();
-        result
+        result.map_err(|failure| self.hint(failure))
+    }
+
+    /// A failure that names `/mnt` when nothing is mounted there says so.
+    fn hint(&self, mut failure: Failure) -> Failure {
+        if self.plugin.mount().is_none() && failure.message.contains(crate::sandbox::GUEST_MOUNT) {
+            failure
+                .message
+                .push_str(" (nothing is mounted at /mnt: give --mount DIR, or `mount` in the API's settings)");
+        }
+        failure
     }
 
     /// Runs the on-job-complete hook; `None` when the plugin has none.

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod authors;
 mod broker;
 mod capabilities;
 mod compile;

@@ -80,7 +80,8 @@ pub(crate) enum Command {
 /// Parses the command line, runs the command, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, cli.log_level);
+    let log_format = cli.log_format;
+    logging::init(log_format, cli.log_level);
     if let Err(e) = crate::tls::init(cli.ca_file.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -98,7 +99,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Said once: as a log line where logs are JSON for machines, and always as
+            // the `error:` line for people (text logs would say it a second time).
+            if matches!(log_format, LogFormat::Json) {
+                tracing::error!("{e:#}");
+            }
             eprintln!("error: {e:#}");
             // Bad input (a job file, a plugin, an option) is exit 2, as documented.
             let invalid = e.downcast_ref::<InvalidInput>().is_some();
@@ -142,10 +147,15 @@ fn bind(
     submitter: Option<Arc<dyn Submitter>>,
 ) -> anyhow::Result<Arc<JobPlugin>> {
     let mount = guest.mount();
-    tracing::info!(
-        mount = mount.as_ref().map(|m| m.display().to_string()).unwrap_or_else(|| "none".into()),
-        "guests' /mnt"
-    );
+    match (&mount, guest.mount.is_some()) {
+        (Some(dir), true) => tracing::info!(mount = %dir.display(), "guests' /mnt is --mount"),
+        // Said out loud: guests write into this machine's own /mnt.
+        (Some(dir), false) => tracing::warn!(
+            mount = %dir.display(),
+            "guests' /mnt is this machine's /mnt (it exists and neither --mount nor --no-mount was given)"
+        ),
+        (None, _) => tracing::info!(mount = "none", "nothing is mounted at the guests' /mnt"),
+    }
     Ok(Arc::new(plugin.bind(JobContext { spec: spec.bytes(), mount, submitter })?))
 }
 

@@ -113,6 +113,9 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 (bytes, job.display().to_string())
             };
             let submission = Submission::parse(&bytes, &origin).map_err(invalid)?;
+            for warning in &submission.warnings {
+                tracing::warn!("{origin}: {warning}");
+            }
             let start_time = SystemTime::now();
             let job_id = new_job_id(start_time);
             let workers = args.workers.map(|w| w as usize).unwrap_or(submission.workers);

@@ -139,6 +139,9 @@ pub(super) fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(&args.operator.url, args.operator.token.token.as_deref()).map_err(client_error)?;
     let spec = client.submit(&args.api, job).map_err(client_error)?;
     let job_id = spec["job_id"].as_str().unwrap_or_default().to_string();
+    for warning in spec["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str()) {
+        eprintln!("warning: {}: {warning}", args.job.display());
+    }
     if !args.watch {
         println!("{}", serde_json::to_string_pretty(&spec)?);
         return Ok(ExitCode::SUCCESS);

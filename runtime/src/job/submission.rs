@@ -2,7 +2,8 @@
 //!
 //! `workers`, `config`, `timeout`, and exactly one of `item_list {items, batch_size}`,
 //! `delimited_files {s3_paths, includes, excludes, batch_size}` or `file_path_lister
-//! {same}`. Unknown keys are ignored, as Cortex's `json.Unmarshal` ignores them. Our
+//! {same}`. Unknown keys are ignored, as Cortex's `json.Unmarshal` ignores them, and
+//! named in [`Submission::warnings`] with the nearest known key. Our
 //! one addition is `max_attempts` (retries of a failed batch). In `s3_paths`, object
 //! URLs (`s3://`, `gs://`, `az://`; read through `crate::objects`), local paths and
 //! `file://` URLs are accepted.
@@ -31,6 +32,9 @@ pub struct Submission {
     pub dead_letter_queue: Option<Value>,
     /// Where the items come from.
     pub source: SourceSpec,
+    /// Keys nobody reads, each with the nearest known one: accepted (Cortex ignores
+    /// unknown keys) and said once, so that a misspelt `confg` does not pass unseen.
+    pub warnings: Vec<String>,
 }
 
 /// The input source of a job.
@@ -375,8 +379,56 @@ impl Submission {
             max_attempts,
             dead_letter_queue,
             source,
+            warnings: unknown_keys(bytes),
         })
     }
+}
+
+/// The keys of a submission and of its nested objects that are read.
+const TOP_KEYS: &[&str] = &[
+    "workers",
+    "config",
+    "timeout",
+    "max_attempts",
+    "sqs_dead_letter_queue",
+    "item_list",
+    "file_path_lister",
+    "delimited_files",
+];
+const ITEM_LIST_KEYS: &[&str] = &["items", "batch_size"];
+const FILE_SOURCE_KEYS: &[&str] = &["s3_paths", "includes", "excludes", "batch_size"];
+const DEAD_LETTER_KEYS: &[&str] = &["arn", "max_receive_count"];
+
+/// A warning for every key of the submission (and of its source and dead-letter
+/// queue objects) that is not read, naming the nearest known key when one is close.
+fn unknown_keys(bytes: &[u8]) -> Vec<String> {
+    type Keys = std::collections::BTreeMap<String, Value>;
+    let mut warnings = Vec::new();
+    let Ok(top) = serde_json::from_slice::<Keys>(bytes) else { return warnings };
+    let mut check = |object: &Keys, known: &[&str], prefix: &str| {
+        for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+            let nearest = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                .filter(|(distance, k)| *distance <= 2.max(k.len() / 4))
+                .min();
+            let hint = nearest.map(|(_, k)| format!(" — did you mean {prefix}{k:?}?")).unwrap_or_default();
+            warnings.push(format!("{prefix}{key:?}: unknown key, ignored{hint}"));
+        }
+    };
+    check(&top, TOP_KEYS, "");
+    for (name, known) in [
+        ("item_list", ITEM_LIST_KEYS),
+        ("file_path_lister", FILE_SOURCE_KEYS),
+        ("delimited_files", FILE_SOURCE_KEYS),
+        ("sqs_dead_letter_queue", DEAD_LETTER_KEYS),
+    ] {
+        if let Some(Value::Object(inner)) = top.get(name) {
+            let inner: Keys = inner.clone().into_iter().collect();
+            check(&inner, known, &format!("{name}."));
+        }
+    }
+    warnings
 }
 
 /// A local path from an `s3_paths` entry: a plain path or a `file://` URL.
@@ -405,6 +457,24 @@ fn local_path(entry: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_keys_are_accepted_and_named_with_the_nearest_known_one() {
+        let job = br#"{"workers": 1, "confg": {"a": 1}, "item_list": {"items": [1], "batch_size": 1, "batchsize": 2},
+                       "priority": 3}"#;
+        let submission = Submission::parse(job, "job.json").unwrap();
+        assert_eq!(submission.config, Value::Null, "the misspelt key is not read");
+        assert_eq!(
+            submission.warnings,
+            vec![
+                r#""confg": unknown key, ignored — did you mean "config"?"#.to_string(),
+                r#""priority": unknown key, ignored"#.to_string(),
+                r#"item_list."batchsize": unknown key, ignored — did you mean item_list."batch_size"?"#.to_string(),
+            ]
+        );
+        let clean = br#"{"workers": 1, "config": {}, "item_list": {"items": [1], "batch_size": 1}}"#;
+        assert!(Submission::parse(clean, "job.json").unwrap().warnings.is_empty());
+    }
 
     fn parse(text: &str) -> Result<Submission, SubmissionError> {
         Submission::parse(text.as_bytes(), "job.json")

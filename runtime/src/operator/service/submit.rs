@@ -156,8 +156,16 @@ impl Service {
         self.room.note("submissions", &inserted);
         inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id, api_name, workers, "job submitted");
+        for warning in &submission.warnings {
+            tracing::warn!(job_id, api_name, "the submission: {warning}");
+        }
+        // The answer names the keys nobody reads (Cortex's clients ignore the field).
+        let mut answer = spec;
+        if !submission.warnings.is_empty() {
+            answer["warnings"] = json!(submission.warnings);
+        }
         self.spawn(row, Some(submission));
-        Ok(Submitted::Job(spec))
+        Ok(Submitted::Job(answer))
     }
 
     /// Starts a new job of `api_name` whose batches are the dead letters of its job

@@ -1,0 +1,72 @@
+//! What a plugin author sees when something is slightly off: a misspelt job key, a
+//! bad job file, a guest that writes to `/mnt` with nothing mounted.
+
+use serde_json::{Value, json};
+
+use crate::operator::Operator;
+use crate::run::Job;
+
+#[test]
+fn a_misspelt_key_runs_the_job_and_is_named_once_with_the_nearest_known_key() {
+    let job = Job::new(&json!({"workers": 1, "confg": {"a": 1}, "item_list": {"items": ["ok"], "batch_size": 1}}));
+    let out = job.run(&["--plugin", crate::harness::plugin("misbehave").to_str().unwrap(), "--no-mount"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let hint = r#""confg": unknown key, ignored — did you mean "config"?"#;
+    assert_eq!(out.stderr.matches(hint).count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_bad_job_file_is_said_once() {
+    let job = Job::new(&json!({"workers": 0, "item_list": {"items": [1], "batch_size": 1}}));
+    let out = job.run(&["--plugin", crate::harness::plugin("misbehave").to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.matches("workers: must be at least 1, got 0").count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn the_operator_answers_warnings_for_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apis.toml");
+    std::fs::write(
+        &config,
+        format!("[[api]]\nname = \"m\"\nplugin = \"{}\"\n", crate::harness::plugin("misbehave").display()),
+    )
+    .unwrap();
+    let operator = Operator::start(&config, &dir.path().join("data"));
+    let job = json!({"workers": 1, "timout": 5, "item_list": {"items": ["ok"], "batch_size": 1}});
+    let (status, body) = operator.request("POST", "/batch/m", Some(&job.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["warnings"], json!([r#""timout": unknown key, ignored — did you mean "timeout"?"#]));
+    let clean = json!({"workers": 1, "item_list": {"items": ["ok"], "batch_size": 1}});
+    let (_, body) = operator.request("POST", "/batch/m", Some(&clean.to_string()));
+    assert!(serde_json::from_str::<Value>(&body).unwrap().get("warnings").is_none(), "{body}");
+}
+
+#[test]
+fn a_guest_writing_to_an_unmounted_mnt_is_told_why() {
+    let job = Job::new(
+        &json!({"workers": 1, "item_list": {"items": ["copy:/cortex/spec/job.json:/mnt/x"], "batch_size": 1}}),
+    );
+    let out = job.run(&[
+        "--plugin",
+        crate::harness::plugin("misbehave").to_str().unwrap(),
+        "--no-mount",
+        "--max-attempts",
+        "1",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let letters = job.dead_letters();
+    let message = letters[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("nothing is mounted at /mnt: give --mount DIR"), "{message}");
+
+    let mounted = job.run(&[
+        "--plugin",
+        crate::harness::plugin("misbehave").to_str().unwrap(),
+        "--mount",
+        job.path("mnt").to_str().unwrap(),
+    ]);
+    assert_eq!(mounted.code, 0, "{}", mounted.stderr);
+    assert!(job.path("mnt/x").is_file());
+    assert!(mounted.stderr.contains("guests' /mnt is --mount"), "{}", mounted.stderr);
+}
