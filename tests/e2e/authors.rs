@@ -70,3 +70,50 @@ fn a_guest_writing_to_an_unmounted_mnt_is_told_why() {
     assert!(job.path("mnt/x").is_file());
     assert!(mounted.stderr.contains("guests' /mnt is --mount"), "{}", mounted.stderr);
 }
+
+/// Builds a plugin crate whose `src/lib.rs` is `source` against the SDK, for
+/// wasm32-wasip1 (in the plugins' target directory, with the workspace's lock file, so
+/// that the dependencies are the ones built already); the build's stderr.
+fn build_plugin_source(source: &str) -> (bool, String) {
+    let root = crate::harness::workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "[package]\nname = \"author\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+         [dependencies]\nwasmbatch-guest = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n\
+         [workspace]\n",
+        root.join("guest-sdk").display().to_string()
+    );
+    std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+    std::fs::copy(root.join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), source).unwrap();
+    // The plugins first: their build fills the target directory this one reuses.
+    crate::harness::plugin("noop");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(dir.path())
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--offline", "--target-dir"])
+        .arg(crate::harness::target_dir().join("wasm-plugins"))
+        .output()
+        .expect("run cargo");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_handler_with_a_wrong_signature_is_a_compile_error_listing_the_accepted_shapes() {
+    let (built, stderr) = build_plugin_source(
+        "use wasmbatch_guest::{Context, Result};\n\n#[wasmbatch_guest::handler]\n\
+         fn handle(items: Vec<u32>, ctx: &Context) -> Result<()> {\n    let _ = (items, ctx);\n    Ok(())\n}\n",
+    );
+    assert!(!built, "a handler taking its items before its context must not build");
+    assert!(stderr.contains("is not a batch handler"), "{stderr}");
+    assert!(stderr.contains("fn(ctx: &Context, items: Vec<T>) -> Result<O>"), "{stderr}");
+
+    let (built, stderr) = build_plugin_source(
+        "use wasmbatch_guest::{Context, JobComplete, Result};\n\n#[wasmbatch_guest::handler]\n\
+         fn handle(_: &Context, _: Vec<u32>) -> Result<()> {\n    Ok(())\n}\n\n#[wasmbatch_guest::on_job_complete]\n\
+         fn done(_: &Context) -> Result<()> {\n    Ok(())\n}\n",
+    );
+    assert!(!built, "an on-job-complete hook without its argument must not build");
+    assert!(stderr.contains("is not an on-job-complete hook"), "{stderr}");
+}

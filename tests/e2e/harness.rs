@@ -17,7 +17,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The target directory this test binary was built in (`…/target`).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // …/target/debug/deps/e2e-<hash>
     exe.ancestors().nth(3).expect("test binary lives in target/<profile>/deps").to_path_buf()
