@@ -71,32 +71,20 @@ fn a_guest_writing_to_an_unmounted_mnt_is_told_why() {
     assert!(mounted.stderr.contains("guests' /mnt is --mount"), "{}", mounted.stderr);
 }
 
-/// Builds a plugin crate whose `src/lib.rs` is `source` against the SDK, for
-/// wasm32-wasip1 (in the plugins' target directory, with the workspace's lock file, so
-/// that the dependencies are the ones built already); the build's stderr.
+/// Builds a plugin crate whose `src/lib.rs` is `source`; whether it built, and
+/// cargo's stderr.
 fn build_plugin_source(source: &str) -> (bool, String) {
     let root = crate::harness::workspace_root();
-    let dir = tempfile::tempdir().unwrap();
     let manifest = format!(
         "[package]\nname = \"author\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
-         [dependencies]\nwasmbatch-guest = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n\
-         [workspace]\n",
+         [dependencies]\nwasmbatch-guest = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
         root.join("guest-sdk").display().to_string()
     );
-    std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
-    std::fs::copy(root.join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
-    std::fs::create_dir(dir.path().join("src")).unwrap();
-    std::fs::write(dir.path().join("src/lib.rs"), source).unwrap();
-    // The plugins first: their build fills the target directory this one reuses.
-    crate::harness::plugin("noop");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(dir.path())
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--offline", "--target-dir"])
-        .arg(crate::harness::target_dir().join("wasm-plugins"))
-        .output()
-        .expect("run cargo");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let dir = tempfile::tempdir().unwrap();
+    match crate::harness::build_plugin_crate(dir.path(), &[("Cargo.toml", &manifest), ("src/lib.rs", source)]) {
+        Ok(_) => (true, String::new()),
+        Err(stderr) => (false, stderr),
+    }
 }
 
 #[test]

@@ -51,6 +51,35 @@ pub fn plugin(name: &str) -> PathBuf {
     dir.join(format!("{name}.wasm"))
 }
 
+/// Builds the plugin crate made of `files` (path, content) in `dir` for
+/// wasm32-wasip1, in the plugins' target directory and with the workspace's lock file,
+/// so that the dependencies built for the plugins are reused; the `.wasm`, or cargo's
+/// stderr.
+pub fn build_plugin_crate(dir: &Path, files: &[(&str, &str)]) -> Result<PathBuf, String> {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    // The plugins first: their build fills the target directory this one reuses.
+    plugin("noop");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = target_dir().join("wasm-plugins");
+    let out = Command::new(cargo)
+        .current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--offline", "--target-dir"])
+        .arg(&target)
+        .output()
+        .expect("run cargo");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+    let name = manifest["package"]["name"].as_str().unwrap().replace('-', "_");
+    Ok(target.join("wasm32-wasip1").join("release").join(format!("{name}.wasm")))
+}
+
 /// One compile cache for every process this test binary starts: each plugin is
 /// compiled once per test run, not once per test.
 pub fn shared_cache() -> &'static Path {

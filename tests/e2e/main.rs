@@ -10,6 +10,7 @@ mod compile;
 mod container;
 mod faults;
 mod foundation;
+mod guide;
 mod in_process;
 mod metrics;
 mod objects;
