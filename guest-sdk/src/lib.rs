@@ -62,7 +62,14 @@
 //!   overwrites its own output instead of adding a second. [`Context::attempt`] counts
 //!   attempts from 1.
 //! - **State.** `#[init]` runs once per instance, before its first batch, and may
-//!   return a value; a handler that takes `&mut S` gets it on every batch:
+//!   return a value; a handler that takes `&mut S` gets it on every batch. State
+//!   belongs to **one instance**: a job runs on several at once (`workers`), an
+//!   instance is replaced after a failure or `--recycle-after` batches, and `serve` may
+//!   answer on-job-complete on an instance that saw no batch. Keep a model or a lookup
+//!   table there, never a job-wide total: for that, write per-batch parts (named by the
+//!   batch and merged by item) and add them up in on-job-complete, as
+//!   `docs/plugin-guide.md` shows. A hook whose `&mut S` is not the type `#[init]`
+//!   returns does not compile:
 //!
 //! ```no_run
 //! use wasmbatch_guest::{Context, JobComplete, Result};
@@ -88,7 +95,8 @@
 //! }
 //! ```
 //!
-//!   The three attributes may come in any order, in any module. (The older
+//!   The three attributes may come in any order; a hook with state goes in the module
+//!   of `#[init]` (its state check finds the type there). (The older
 //!   `plugin!(handle: …, init: …, on_job_complete: …)` macro does the same, also in any
 //!   order.)
 //! - **Chaining.** [`Context::submit_job`] submits a job to another API of the job
@@ -761,6 +769,30 @@ macro_rules! __core_exports {
 pub mod __private {
     use super::*;
     use std::alloc::{Layout, alloc as raw_alloc};
+
+    /// The state an init hook's return type carries (`Result<S>` → `S`).
+    pub trait InitOutput {
+        /// The state.
+        type State;
+    }
+
+    impl<S, E> InitOutput for std::result::Result<S, E> {
+        type State = S;
+    }
+
+    /// Holds when a hook's `&mut` state is the type `#[init]` returns.
+    #[diagnostic::on_unimplemented(
+        message = "this hook takes `&mut {Self}`, but `#[init]` returns `Result<{S}>`",
+        label = "not the state `#[init]` returns",
+        note = "a handler or on-job-complete hook with state takes `&mut S`, where `S` is what the `#[init]` \
+                function returns inside its `Result`: make the two the same type"
+    )]
+    pub trait SameState<S> {}
+
+    impl<S> SameState<S> for S {}
+
+    /// Compiles only when `A` is `B`: the macros' check of a hook's state.
+    pub const fn same_state<A: SameState<B>, B>() {}
 
     /// `_initialize`: static constructors, then the panic hook.
     pub fn initialize() {

@@ -105,3 +105,23 @@ fn a_handler_with_a_wrong_signature_is_a_compile_error_listing_the_accepted_shap
     assert!(!built, "an on-job-complete hook without its argument must not build");
     assert!(stderr.contains("is not an on-job-complete hook"), "{stderr}");
 }
+
+#[test]
+fn a_hook_whose_state_is_not_what_init_returns_does_not_compile() {
+    let plugin = |handler_state: &str| {
+        format!(
+            "use wasmbatch_guest::{{Context, JobComplete, Result}};\n\n\
+             pub struct State {{ seen: u64 }}\n\n\
+             #[wasmbatch_guest::init]\nfn init(_: &Context) -> Result<State> {{\n    Ok(State {{ seen: 0 }})\n}}\n\n\
+             #[wasmbatch_guest::handler]\nfn handle(_: &Context, state: &mut {handler_state}, items: Vec<u32>) -> Result<()> {{\n    \
+             let _ = (state, items);\n    Ok(())\n}}\n\n\
+             #[wasmbatch_guest::on_job_complete]\nfn done(_: &Context, state: &mut State, _: &JobComplete) -> Result<()> {{\n    \
+             state.seen += 1;\n    Ok(())\n}}\n"
+        )
+    };
+    let (built, stderr) = build_plugin_source(&plugin("State"));
+    assert!(built, "the same state builds:\n{stderr}");
+    let (built, stderr) = build_plugin_source(&plugin("u64"));
+    assert!(!built, "a handler taking `&mut u64` while init returns State must not build");
+    assert!(stderr.contains("this hook takes `&mut u64`, but `#[init]` returns `Result<State>`"), "{stderr}");
+}

@@ -3,12 +3,14 @@
 //! `#[wasmbatch_guest::on_job_complete]`), which documents them.
 //!
 //! Each keeps the function as written (so a plugin's own tests call it directly) and
-//! adds the ABI export that calls it through `wasmbatch_guest::__private`. The
-//! function's name is all they need, so they parse nothing else and depend on nothing.
+//! adds the ABI export that calls it through `wasmbatch_guest::__private`. They read
+//! the function's name and, for the state check, its parameter and return types, from
+//! its tokens (no parser crate): a hook taking `&mut S` must get the `S` that
+//! `#[init]` returns, or the plugin does not compile.
 
 #![deny(missing_docs)]
 
-use proc_macro::{TokenStream, TokenTree};
+use proc_macro::{Delimiter, TokenStream, TokenTree};
 
 /// The name of the function the attribute sits on.
 fn function_name(item: &TokenStream) -> Result<String, &'static str> {
@@ -24,6 +26,92 @@ fn function_name(item: &TokenStream) -> Result<String, &'static str> {
         }
     }
     Err("this attribute goes on a function")
+}
+
+/// The function's parameters' types and its return type, as source text, read from
+/// its tokens: what the state check needs (`&mut S` in a hook, `Result<S>` from init).
+struct Signature {
+    parameters: Vec<String>,
+    output: Option<String>,
+}
+
+fn signature(item: &TokenStream) -> Option<Signature> {
+    let mut tokens =
+        item.clone().into_iter().skip_while(|t| !matches!(t, TokenTree::Ident(i) if i.to_string() == "fn"));
+    tokens.next()?; // fn
+    tokens.next()?; // the name
+    let parameters = loop {
+        match tokens.next()? {
+            TokenTree::Group(g) if g.delimiter() == Delimiter::Parenthesis => break g.stream(),
+            _ => continue, // generics
+        }
+    };
+    let mut list = Vec::new();
+    let (mut current, mut depth) = (Vec::new(), 0i32);
+    for token in parameters {
+        match &token {
+            TokenTree::Punct(p) if p.as_char() == '<' => depth += 1,
+            TokenTree::Punct(p) if p.as_char() == '>' => depth -= 1,
+            TokenTree::Punct(p) if p.as_char() == ',' && depth == 0 => {
+                list.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(token);
+    }
+    if !current.is_empty() {
+        list.push(current);
+    }
+    // Each parameter's type: what follows its first lone `:` (not a `::`).
+    let parameters = list
+        .iter()
+        .map(|tokens| {
+            let mut colon = None;
+            for (i, t) in tokens.iter().enumerate() {
+                if let TokenTree::Punct(p) = t
+                    && p.as_char() == ':'
+                {
+                    let joint_before = i > 0 && matches!(&tokens[i - 1], TokenTree::Punct(q) if q.as_char() == ':');
+                    let joint_after = matches!(tokens.get(i + 1), Some(TokenTree::Punct(q)) if q.as_char() == ':');
+                    if !joint_before && !joint_after {
+                        colon = Some(i);
+                        break;
+                    }
+                }
+            }
+            let ty: TokenStream = tokens[colon.map_or(0, |c| c + 1)..].iter().cloned().collect();
+            ty.to_string()
+        })
+        .collect();
+    // The return type: the tokens after `->` up to the body (or a `where`).
+    let rest: Vec<TokenTree> = tokens.collect();
+    let arrow = rest.windows(2).position(|w| {
+        matches!((&w[0], &w[1]), (TokenTree::Punct(a), TokenTree::Punct(b)) if a.as_char() == '-' && b.as_char() == '>')
+    });
+    let output = arrow.map(|i| {
+        let ty: TokenStream = rest[i + 2..]
+            .iter()
+            .take_while(|t| {
+                !matches!(t, TokenTree::Group(g) if g.delimiter() == Delimiter::Brace)
+                    && !matches!(t, TokenTree::Ident(w) if w.to_string() == "where")
+            })
+            .cloned()
+            .collect();
+        ty.to_string()
+    });
+    Some(Signature { parameters, output })
+}
+
+/// For a hook with state (`&mut S` as its second of three parameters): a check that
+/// `S` is what `#[init]` returns, made when the plugin compiles.
+fn state_check(item: &TokenStream) -> String {
+    let Some(signature) = signature(item) else { return String::new() };
+    let [_, state, _] = signature.parameters.as_slice() else { return String::new() };
+    let Some(state) = state.trim().strip_prefix('&').map(str::trim).and_then(|s| s.strip_prefix("mut ")) else {
+        return String::new();
+    };
+    format!("const _: () = ::wasmbatch_guest::__private::same_state::<{state}, __wasmbatch_init_state>();")
 }
 
 fn expand(attr: TokenStream, item: TokenStream, attribute: &str, exports: fn(&str) -> String) -> TokenStream {
@@ -45,7 +133,8 @@ fn expand(attr: TokenStream, item: TokenStream, attribute: &str, exports: fn(&st
 /// returned.
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(attr, item, "handler", |name| {
+    let check = state_check(&item);
+    let mut out = expand(attr, item, "handler", |name| {
         format!(
             "const _: () = {{
                 ::wasmbatch_guest::__core_exports!();
@@ -65,14 +154,23 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }}
             }};"
         )
-    })
+    });
+    out.extend(check.parse::<TokenStream>().expect("a valid check"));
+    out
 }
 
 /// Makes a function the plugin's init hook, run once per instance before its first
 /// batch: `fn(&Context) -> Result<S>`; the handler gets `&mut S`.
 #[proc_macro_attribute]
 pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(attr, item, "init", |name| {
+    // The state the hooks' `&mut S` is checked against.
+    let state = signature(&item).and_then(|s| s.output).map(|output| {
+        format!(
+            "#[doc(hidden)] #[allow(non_camel_case_types, dead_code)] \
+             type __wasmbatch_init_state = <{output} as ::wasmbatch_guest::__private::InitOutput>::State;"
+        )
+    });
+    let mut out = expand(attr, item, "init", |name| {
         format!(
             "const _: () = {{
                 /// # Safety
@@ -85,7 +183,9 @@ pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }}
             }};"
         )
-    })
+    });
+    out.extend(state.unwrap_or_default().parse::<TokenStream>().expect("a valid alias"));
+    out
 }
 
 /// Makes a function the plugin's on-job-complete hook, run once per job after its
@@ -93,7 +193,8 @@ pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `fn(&Context, &mut S, &JobComplete) -> Result<()>` with the state of `#[init]`.
 #[proc_macro_attribute]
 pub fn on_job_complete(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(attr, item, "on_job_complete", |name| {
+    let check = state_check(&item);
+    let mut out = expand(attr, item, "on_job_complete", |name| {
         format!(
             "const _: () = {{
                 /// # Safety
@@ -108,5 +209,7 @@ pub fn on_job_complete(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }}
             }};"
         )
-    })
+    });
+    out.extend(check.parse::<TokenStream>().expect("a valid check"));
+    out
 }
