@@ -170,6 +170,14 @@ impl Context<'_> {
     pub fn fail_item(&self, index: usize, message: impl std::fmt::Display) {
         sys::item_error(u32::try_from(index).unwrap_or(u32::MAX), &message.to_string());
     }
+
+    /// Rejects item `index` of the batch (from 0) with `message`: the item can never
+    /// succeed (empty, malformed), so it is not tried again. When every item left to
+    /// retry is rejected, they are dead-lettered at once, kind `items_rejected`; items
+    /// rejected beside items that failed are tried again with them.
+    pub fn reject_item(&self, index: usize, message: impl std::fmt::Display) {
+        sys::item_reject(u32::try_from(index).unwrap_or(u32::MAX), &message.to_string());
+    }
 }
 
 /// What a handler returns besides success: nothing, or results.

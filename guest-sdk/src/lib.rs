@@ -150,7 +150,7 @@ pub use io::{Output, Request, Response};
 /// without a dependency of the plugin's own.
 pub use serde_json;
 #[cfg(not(target_arch = "wasm32"))]
-pub use sys::{take_emitted, take_error, take_item_errors};
+pub use sys::{take_emitted, take_error, take_item_errors, take_rejected_items};
 pub use wasmbatch_guest_macros::{handler, init, on_job_complete};
 
 /// The guest ABI version this SDK implements.

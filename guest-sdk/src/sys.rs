@@ -53,6 +53,8 @@ mod imports {
         pub fn emit(ptr: *const u8, len: usize) -> i32;
         /// Fails one item of the batch.
         pub fn item_error(index: u32, ptr: *const u8, len: usize);
+        /// Rejects one item of the batch: it will not succeed on another attempt.
+        pub fn item_reject(index: u32, ptr: *const u8, len: usize);
     }
 
     unsafe extern "C" {
@@ -170,6 +172,12 @@ pub(crate) fn item_error(index: u32, message: &str) {
 }
 
 #[cfg(target_arch = "wasm32")]
+pub(crate) fn item_reject(index: u32, message: &str) {
+    // SAFETY: as above.
+    unsafe { imports::item_reject(index, message.as_ptr(), message.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
 pub(crate) fn call_ctors() {
     // SAFETY: called once, from `_initialize`, before any other export runs.
     unsafe { imports::__wasm_call_ctors() }
@@ -247,6 +255,7 @@ pub(crate) fn object_put(_url: &str, _data: &[u8]) -> (i32, Vec<u8>) {
 thread_local! {
     static EMITTED: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
     static ITEM_ERRORS: std::cell::RefCell<Vec<(u32, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static REJECTED_ITEMS: std::cell::RefCell<Vec<(u32, String)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -260,6 +269,11 @@ pub(crate) fn item_error(index: u32, message: &str) {
     ITEM_ERRORS.with(|e| e.borrow_mut().push((index, message.to_string())));
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn item_reject(index: u32, message: &str) {
+    REJECTED_ITEMS.with(|e| e.borrow_mut().push((index, message.to_string())));
+}
+
 /// Native builds only: takes the results emitted so far (one JSON value each).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn take_emitted() -> Vec<Vec<u8>> {
@@ -270,4 +284,10 @@ pub fn take_emitted() -> Vec<Vec<u8>> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn take_item_errors() -> Vec<(u32, String)> {
     ITEM_ERRORS.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+/// Native builds only: takes the item rejections recorded so far.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_rejected_items() -> Vec<(u32, String)> {
+    REJECTED_ITEMS.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }

@@ -56,6 +56,7 @@ pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
     ("object_put", &[I32, I32, I32, I32, I32], &[I32]),
     ("emit", &[I32, I32], &[I32]),
     ("item_error", &[I32, I32, I32], &[]),
+    ("item_reject", &[I32, I32, I32], &[]),
 ];
 
 /// Which optional parts of the ABI a module provides.

@@ -91,6 +91,9 @@ fn the_guides_job_gives_the_total_it_shows() {
     let letters = job.dead_letters();
     assert_eq!(letters.len(), 1);
     assert!(letters[0]["error"]["message"].as_str().unwrap().contains("document c is empty"), "{letters:?}");
+    assert_eq!(letters[0]["error"]["kind"], "items_rejected", "{letters:?}");
+    assert_eq!(letters[0]["attempts"], 1, "a rejected item is not tried again: {letters:?}");
+    assert_eq!(letters[0]["items"], json!([{"id": "c", "text": ""}]));
 }
 
 #[test]

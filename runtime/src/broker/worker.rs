@@ -513,8 +513,9 @@ impl Worker {
                     ))
                 }
                 // Failed items: the whole batch again while attempts are left (its
-                // other items' results are not kept), else only they are dead-lettered.
-                Some(Outcome::ItemsFailed(_, e, _)) if attempt < max_attempts => {
+                // other items' results are not kept), else only they are dead-lettered;
+                // at once when every one of them was rejected.
+                Some(Outcome::ItemsFailed(_, e, _)) if attempt < max_attempts && e.kind.retryable() => {
                     self.metrics.attempt_failed(&e.kind.to_string());
                     tracing::warn!(job_id, batch = index, attempt, error = %e.message, "items failed; the batch is handed back for another attempt");
                     None

@@ -453,8 +453,14 @@ fn batch_answer(output: crate::plugin::BatchOutput) -> HttpResponse {
         body.extend_from_slice(line);
     }
     body.extend_from_slice(b"],\"item_errors\":");
-    let errors: Vec<serde_json::Value> =
-        output.item_errors.iter().map(|(i, m)| serde_json::json!({"index": i, "message": m})).collect();
+    let errors: Vec<serde_json::Value> = output
+        .item_errors
+        .iter()
+        .map(|e| match e.rejected {
+            false => serde_json::json!({"index": e.index, "message": e.message}),
+            true => serde_json::json!({"index": e.index, "message": e.message, "rejected": true}),
+        })
+        .collect();
     body.extend_from_slice(serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into()).as_bytes());
     body.push(b'}');
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -23,7 +23,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::http::client::{Answer, Connection, Endpoint};
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
-use crate::plugin::{BatchCall, BatchId, BatchOutput, JobPlugin};
+use crate::plugin::{BatchCall, BatchId, BatchOutput, ItemError, JobPlugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub enum AttemptKind {
     /// The handler failed single items (its message lists them); those items are
     /// tried again as a smaller batch.
     ItemErrors,
+    /// The handler rejected every item left (they can never succeed): dead-lettered
+    /// without another attempt.
+    ItemsRejected,
 }
 
 impl AttemptKind {
@@ -66,6 +69,7 @@ impl AttemptKind {
             AttemptKind::Answer { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             AttemptKind::Connection | AttemptKind::RequestTimeout | AttemptKind::Busy => true,
             AttemptKind::ItemErrors => true,
+            AttemptKind::ItemsRejected => false,
             AttemptKind::Interrupted(_) | AttemptKind::WorkerPanic | AttemptKind::Remote(_) => false,
         }
     }
@@ -85,6 +89,7 @@ impl fmt::Display for AttemptKind {
             AttemptKind::WorkerPanic => f.write_str("worker_panic"),
             AttemptKind::Remote(kind) => f.write_str(kind),
             AttemptKind::ItemErrors => f.write_str("item_errors"),
+            AttemptKind::ItemsRejected => f.write_str("items_rejected"),
         }
     }
 }
@@ -111,17 +116,19 @@ impl AttemptError {
 
 /// The items of `body` (a JSON array) that `errors` names, as a smaller batch, and
 /// the error that describes them (by their index in `body`, mapped through `indexes`
-/// to their index in the original batch). `None` when `body` is not an array.
-pub fn failed_items(
-    body: &[u8],
-    errors: &[(u32, String)],
-    indexes: &[usize],
-) -> Option<(Bytes, Vec<usize>, AttemptError)> {
+/// to their index in the original batch): `items_rejected` when every one of them was
+/// rejected, else `item_errors`. `None` when `body` is not an array.
+pub fn failed_items(body: &[u8], errors: &[ItemError], indexes: &[usize]) -> Option<(Bytes, Vec<usize>, AttemptError)> {
     let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).ok()?;
-    let mut failed: Vec<(usize, &str)> =
-        errors.iter().filter(|(i, _)| (*i as usize) < items.len()).map(|(i, m)| (*i as usize, m.as_str())).collect();
+    let mut failed: Vec<(usize, &str)> = errors
+        .iter()
+        .filter(|e| (e.index as usize) < items.len())
+        .map(|e| (e.index as usize, e.message.as_str()))
+        .collect();
     failed.sort_by_key(|(i, _)| *i);
     failed.dedup_by_key(|(i, _)| *i);
+    let all_rejected = failed.iter().all(|(i, _)| errors.iter().any(|e| e.index as usize == *i && e.rejected));
+    let kind = if all_rejected { AttemptKind::ItemsRejected } else { AttemptKind::ItemErrors };
     let mut sub = Vec::with_capacity(body.len());
     sub.push(b'[');
     let mut original = Vec::with_capacity(failed.len());
@@ -137,7 +144,7 @@ pub fn failed_items(
         message.push_str(&format!("item {at}: {text}"));
     }
     sub.push(b']');
-    Some((Bytes::from(sub), original, AttemptError { kind: AttemptKind::ItemErrors, message }))
+    Some((Bytes::from(sub), original, AttemptError { kind, message }))
 }
 
 /// The results and failed items a wasmbatch server lists in its 200 answer
@@ -145,16 +152,18 @@ pub fn failed_items(
 /// or other body (any server of the contract may answer anything).
 fn answered_output(body: &[u8]) -> BatchOutput {
     #[derive(serde::Deserialize)]
-    struct ItemError {
+    struct Listed {
         index: u32,
         message: String,
+        #[serde(default)]
+        rejected: bool,
     }
     #[derive(serde::Deserialize)]
     struct Answer {
         #[serde(default)]
         results: Vec<Box<serde_json::value::RawValue>>,
         #[serde(default)]
-        item_errors: Vec<ItemError>,
+        item_errors: Vec<Listed>,
     }
     if body.is_empty() {
         return BatchOutput::default();
@@ -165,7 +174,12 @@ fn answered_output(body: &[u8]) -> BatchOutput {
         results.extend_from_slice(value.get().as_bytes());
         results.push(b'\n');
     }
-    BatchOutput { results, item_errors: answer.item_errors.into_iter().map(|e| (e.index, e.message)).collect() }
+    let item_errors = answer
+        .item_errors
+        .into_iter()
+        .map(|e| ItemError { index: e.index, message: e.message, rejected: e.rejected })
+        .collect();
+    BatchOutput { results, item_errors }
 }
 
 /// How the on-job-complete call went.
@@ -412,6 +426,23 @@ impl Executor for EndpointExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_items_make_a_smaller_batch_and_rejected_ones_are_not_retried() {
+        let error = |index, rejected| ItemError { index, message: format!("bad {index}"), rejected };
+        let body = br#"[10, 11, 12, 13]"#;
+        let (sub, original, e) = failed_items(body, &[error(3, false), error(1, true)], &[5, 6, 7, 8]).unwrap();
+        assert_eq!((&sub[..], original), (&b"[11,13]"[..], vec![6, 8]));
+        assert_eq!(e.kind, AttemptKind::ItemErrors, "a failed item beside a rejected one: tried again");
+        assert_eq!(e.message, "item 6: bad 1; item 8: bad 3");
+        assert!(e.kind.retryable());
+        let (_, _, e) = failed_items(body, &[error(2, true), error(0, true)], &[]).unwrap();
+        assert_eq!((e.kind.clone(), e.kind.to_string()), (AttemptKind::ItemsRejected, "items_rejected".to_string()));
+        assert!(!e.kind.retryable());
+        let (sub, original, _) = failed_items(body, &[error(9, false)], &[]).unwrap();
+        assert!(original.is_empty() && &sub[..] == b"[]", "an index the batch does not have is ignored");
+        assert!(failed_items(b"{}", &[error(0, false)], &[]).is_none());
+    }
 
     fn answer(status: u16, body: &'static [u8]) -> Answer {
         Answer {

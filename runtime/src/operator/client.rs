@@ -288,7 +288,16 @@ pub(crate) fn describe_job(answer: &Value, now: i64) -> String {
             out.push_str(&table(&["Requested"], &[vec![cell(&s["workers"])]]));
         }
     }
-    out.push_str(&format!("\njob endpoint: {}\n", answer["endpoint"].as_str().unwrap_or_default()));
+    let endpoint = answer["endpoint"].as_str().unwrap_or_default();
+    out.push_str(&format!("\njob endpoint: {endpoint}\n"));
+    // Ours: where the job's results and dead letters are downloaded.
+    let base = endpoint.split('?').next().unwrap_or_default();
+    let job_id = s["job_id"].as_str().unwrap_or_default();
+    let letters = s["dead_lettered_batch_count"].as_u64().unwrap_or(0);
+    out.push_str(&key_values(&[
+        ("results", format!("{base}/jobs/{job_id}/results")),
+        ("dead letters", format!("{base}/jobs/{job_id}/dead-letters ({letters})")),
+    ]));
     let mut spec = s.clone();
     if let Some(object) = spec.as_object_mut() {
         for key in ["status", "end_time", "batches_in_queue", "dead_lettered_batch_count", "on_job_complete", "error"] {
@@ -348,7 +357,7 @@ mod tests {
             "endpoint": "http://op/batch/sum?jobID=69d6faf7ea3b4b49",
         });
         let text = describe_job(&answer, epoch_secs("2023-03-21T10:05:08Z").unwrap());
-        let expected_head = "job id: 69d6faf7ea3b4b49\nstatus: running\n\nstart time: 21 Mar 23 10:04:05 UTC\nend time:   -\nduration:   1m3s\n\nbatch stats\ntotal   succeeded   failed attempts   avg time per batch\n5       3           0                 12ms\n\nworker stats\nRequested\n1\n\njob endpoint: http://op/batch/sum?jobID=69d6faf7ea3b4b49\n\njob configuration\n";
+        let expected_head = "job id: 69d6faf7ea3b4b49\nstatus: running\n\nstart time: 21 Mar 23 10:04:05 UTC\nend time:   -\nduration:   1m3s\n\nbatch stats\ntotal   succeeded   failed attempts   avg time per batch\n5       3           0                 12ms\n\nworker stats\nRequested\n1\n\njob endpoint: http://op/batch/sum?jobID=69d6faf7ea3b4b49\nresults:      http://op/batch/sum/jobs/69d6faf7ea3b4b49/results\ndead letters: http://op/batch/sum/jobs/69d6faf7ea3b4b49/dead-letters (0)\n\njob configuration\n";
         assert!(text.starts_with(expected_head), "{text}");
         assert_eq!(describe_jobs(&json!({"jobs": []}), 0), "no submitted batch jobs\n");
     }

@@ -46,8 +46,19 @@ impl From<wasmtime::Error> for CallError {
 pub struct BatchOutput {
     /// The results the guest emitted, one JSON value a line.
     pub results: Vec<u8>,
-    /// The items the guest failed: (index in the batch, message).
-    pub item_errors: Vec<(u32, String)>,
+    /// The items the guest failed or rejected.
+    pub item_errors: Vec<ItemError>,
+}
+
+/// One item a handler failed (`item_error`) or rejected (`item_reject`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// Its index in the batch, from 0.
+    pub index: u32,
+    /// The handler's message.
+    pub message: String,
+    /// Whether it can never succeed: not tried again alone.
+    pub rejected: bool,
 }
 
 /// One live guest instance.

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 
 use wasmtime::{InstancePre, Module};
 
-pub use self::instance::{BatchOutput, Instance};
+pub use self::instance::{BatchOutput, Instance, ItemError};
 pub use self::limits::{CallLimits, LoadOptions};
 use self::state::{AttemptLog, HostState};
 pub use self::state::{BatchCall, BatchId, content_id};

@@ -75,8 +75,8 @@ pub(crate) struct HostState {
     /// Results the guest emitted during the call in progress, one JSON value a line.
     pub(crate) results: Vec<u8>,
     pub(crate) results_limit: usize,
-    /// Items the guest failed during the call in progress: (index, message).
-    pub(crate) item_errors: Vec<(u32, String)>,
+    /// Items the guest failed or rejected during the call in progress.
+    pub(crate) item_errors: Vec<super::ItemError>,
 }
 
 impl HostState {

@@ -1,11 +1,11 @@
-//! What a batch produced besides its status: results (`emit`, one JSON value a line)
-//! and failed items (`item_error`).
+//! What a batch produced besides its status: results (`emit`, one JSON value a line),
+//! failed items (`item_error`) and rejected ones (`item_reject`).
 
 use wasmtime::{Caller, Linker};
 
 use crate::abi;
-use crate::plugin::memory;
 use crate::plugin::state::HostState;
+use crate::plugin::{ItemError, memory};
 
 /// Item failures kept per call; more are dropped.
 const MAX_ITEM_ERRORS: usize = 1_000_000;
@@ -24,17 +24,19 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         results.push(b'\n');
         Ok(0)
     })?;
-    linker.func_wrap(
-        abi::HOST_MODULE,
-        "item_error",
-        |mut caller: Caller<'_, HostState>, index: i32, ptr: i32, len: i32| {
-            let message = String::from_utf8_lossy(memory::read_capped(&mut caller, ptr, len)?).into_owned();
-            let errors = &mut caller.data_mut().item_errors;
-            if errors.len() < MAX_ITEM_ERRORS {
-                errors.push((index as u32, message));
-            }
-            Ok(())
-        },
-    )?;
+    for (name, rejected) in [("item_error", false), ("item_reject", true)] {
+        linker.func_wrap(
+            abi::HOST_MODULE,
+            name,
+            move |mut caller: Caller<'_, HostState>, index: i32, ptr: i32, len: i32| {
+                let message = String::from_utf8_lossy(memory::read_capped(&mut caller, ptr, len)?).into_owned();
+                let errors = &mut caller.data_mut().item_errors;
+                if errors.len() < MAX_ITEM_ERRORS {
+                    errors.push(ItemError { index: index as u32, message, rejected });
+                }
+                Ok(())
+            },
+        )?;
+    }
     Ok(())
 }
