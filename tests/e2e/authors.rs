@@ -69,6 +69,8 @@ fn a_guest_writing_to_an_unmounted_mnt_is_told_why() {
     assert_eq!(mounted.code, 0, "{}", mounted.stderr);
     assert!(job.path("mnt/x").is_file());
     assert!(mounted.stderr.contains("guests' /mnt is --mount"), "{}", mounted.stderr);
+    assert!(mounted.status["mount"].as_str().unwrap().ends_with("(--mount)"), "{}", mounted.status);
+    assert_eq!(out.status["mount"], "nothing mounted", "the summary says what /mnt was");
 }
 
 /// Builds a plugin crate whose `src/lib.rs` is `source`; whether it built, and

@@ -385,6 +385,17 @@ impl GuestArgs {
         self.mount.clone().or_else(|| Path::new("/mnt").is_dir().then(|| PathBuf::from("/mnt")))
     }
 
+    /// What guests see at `/mnt`, and why, in words.
+    pub(super) fn mount_description(&self) -> String {
+        match (self.mount(), self.mount.is_some()) {
+            (Some(dir), true) => format!("{} (--mount)", dir.display()),
+            (Some(dir), false) => {
+                format!("{} (this machine's /mnt, taken by default; --no-mount to refuse it)", dir.display())
+            }
+            (None, _) => "nothing mounted".to_string(),
+        }
+    }
+
     pub(super) fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache { None } else { self.cache_dir.clone().or_else(compile::default_cache_dir) }
     }

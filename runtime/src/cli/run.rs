@@ -258,6 +258,9 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?
     };
     let mut status = whole_job_status(&journal, concluded)?;
+    if args.plugin.is_some() {
+        status.mount = Some(args.guest.mount_description());
+    }
     if status.status == job::status::JobState::Stopped {
         status.resume_with = Some(state_dir.display().to_string());
     } else if !explicit_state && status.status.is_terminal() {

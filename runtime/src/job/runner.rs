@@ -358,6 +358,7 @@ pub fn run<E: Executor>(
         dead_lettered_batch_count: dead_lettered,
         pending_batch_count: t.deferred,
         resume_with: None,
+        mount: None,
         dead_letter_file,
         retries: t.retries,
         executor: executor.name(),

@@ -177,6 +177,9 @@ pub struct JobStatus {
     /// The state directory to resume the job from, when it can be resumed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_with: Option<String>,
+    /// What the guests saw at `/mnt`, and why (`run` with a plugin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
     /// The dead-letter file, when anything was written to it.
     pub dead_letter_file: Option<String>,
     /// Attempts beyond the first, over all batches.
@@ -244,6 +247,9 @@ impl JobStatus {
             s.push_str(&format!("\n  dead-letter file: {file} (re-run with --retry-from)"));
         }
         s.push_str(&format!("\n  on-job-complete: {}", self.on_job_complete.as_str()));
+        if let Some(mount) = &self.mount {
+            s.push_str(&format!("\n  guests' /mnt: {mount}"));
+        }
         if let Some(dir) = &self.resume_with {
             s.push_str(&format!("\n  resume with: wasmbatch run --resume {dir} (and the same --plugin or --endpoint)"));
         }
@@ -399,6 +405,7 @@ mod tests {
             dead_lettered_batch_count: 2,
             pending_batch_count: 0,
             resume_with: None,
+            mount: None,
             dead_letter_file: Some("dl.jsonl".into()),
             retries: 4,
             executor: "in_process",
