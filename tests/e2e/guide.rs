@@ -94,6 +94,7 @@ fn the_guides_job_gives_the_total_it_shows() {
     assert_eq!(letters[0]["error"]["kind"], "items_rejected", "{letters:?}");
     assert_eq!(letters[0]["attempts"], 1, "a rejected item is not tried again: {letters:?}");
     assert_eq!(letters[0]["items"], json!([{"id": "c", "text": ""}]));
+    assert_eq!(out.status["items"], json!({"succeeded": 4, "dead_lettered": 1}), "items counted as well as batches");
 }
 
 #[test]
@@ -109,6 +110,7 @@ fn the_total_is_exact_with_any_number_of_workers() {
             (Some(documents as u64), Some(words as u64)),
             "{workers} workers"
         );
+        assert_eq!(out.status["items"], json!({"succeeded": documents, "dead_lettered": 200 - documents}));
     }
 }
 

@@ -261,6 +261,10 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.plugin.is_some() {
         status.mount = Some(args.guest.mount_description());
     }
+    if args.resume.is_some() {
+        // This run's item counts are not the job's.
+        status.items = None;
+    }
     if status.status == job::status::JobState::Stopped {
         status.resume_with = Some(state_dir.display().to_string());
     } else if !explicit_state && status.status.is_terminal() {

@@ -56,6 +56,8 @@ struct Tally {
     items: u64,
     done: u64,
     done_items: u64,
+    /// Items dead-lettered: whole batches', or the failed items alone.
+    dead_items: u64,
     succeeded: u64,
     failed: u64,
     unhandled: u64,
@@ -90,9 +92,10 @@ impl Shared {
     }
 
     /// Writes `records` to the dead-letter file, then counts them (failed or
-    /// unhandled). A batch whose record cannot be written is not counted, which the
+    /// unhandled): their batches' `items` as done, `dead_items` of them as
+    /// dead-lettered. A batch whose record cannot be written is not counted, which the
     /// final check reports as lost; `false` then.
-    fn dead_letter(&self, records: &[Record<'_>], items: u64, unhandled: bool) -> bool {
+    fn dead_letter(&self, records: &[Record<'_>], items: u64, dead_items: u64, unhandled: bool) -> bool {
         if let Err(e) = self.record(|| self.ledger.dead_lettered(records)) {
             let message = format!("cannot record dead letters: {e}");
             tracing::error!("{message}");
@@ -108,6 +111,7 @@ impl Shared {
         }
         t.done += n;
         t.done_items += items;
+        t.dead_items += dead_items;
         true
     }
 }
@@ -224,7 +228,7 @@ pub fn run<E: Executor>(
                                 let error = AttemptError { kind: AttemptKind::WorkerPanic, message };
                                 let record =
                                     Record { index: batch.index, attempts: 1, error: &error, body: &batch.body };
-                                shared.dead_letter(&[record], batch.items as u64, false);
+                                shared.dead_letter(&[record], batch.items as u64, batch.items as u64, false);
                                 // The worker's state is in an unknown condition.
                                 state = executor.worker(index);
                             }
@@ -349,6 +353,10 @@ pub fn run<E: Executor>(
         end_time: rfc3339(SystemTime::now()),
         total_batch_count: t.read,
         total_item_count: t.items,
+        items: Some(super::status::ItemCounts {
+            succeeded: t.done_items.saturating_sub(t.dead_items),
+            dead_lettered: t.dead_items,
+        }),
         metrics: BatchCounts {
             succeeded: t.succeeded,
             failed: t.failed,
@@ -423,7 +431,7 @@ fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: Stop
     let records: Vec<Record<'_>> =
         group.iter().map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body }).collect();
     let items = group.iter().map(|b| b.items as u64).sum();
-    shared.dead_letter(&records, items, true);
+    shared.dead_letter(&records, items, items, true);
 }
 
 /// A worker's batches that succeeded and are not recorded yet. Fast batches are
@@ -599,7 +607,9 @@ fn work<E: Executor>(
             }
             let record = Record { index: batch.index, attempts, error: &error, body: dead };
             // Logged once the record is on disk.
-            if shared.dead_letter(&[record], batch.items as u64, unhandled) && !unhandled {
+            // Only the failed items are dead-lettered when items failed alone.
+            let dead_items = if unhandled || indexes.is_empty() { batch.items } else { indexes.len() };
+            if shared.dead_letter(&[record], batch.items as u64, dead_items as u64, unhandled) && !unhandled {
                 metrics.batch_failed(job_id);
                 tracing::error!(api_name, job_id, batch = batch.index, attempts, kind = %error.kind, error = %error.message, "batch failed for good; dead-lettered");
             }

@@ -43,6 +43,15 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH)).to_string()
 }
 
+/// Item counts of a run (batches are what Cortex counts; items are what a user has).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ItemCounts {
+    /// Items handled successfully.
+    pub succeeded: u64,
+    /// Items dead-lettered.
+    pub dead_lettered: u64,
+}
+
 /// Batch counts, as Cortex's status reports them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Metrics {
@@ -177,6 +186,11 @@ pub struct JobStatus {
     /// The state directory to resume the job from, when it can be resumed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_with: Option<String>,
+    /// Items of the batches that ended, when this run saw them all (not after a
+    /// resume): those that succeeded, and those dead-lettered (with their batch, or
+    /// alone when they failed alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemCounts>,
     /// What the guests saw at `/mnt`, and why (`run` with a plugin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount: Option<String>,
@@ -238,6 +252,12 @@ impl JobStatus {
             s.push_str(&format!(
                 "\n  {} + {} = {} of {} batches {check}",
                 m.succeeded, self.dead_lettered_batch_count, accounted, self.total_batch_count
+            ));
+        }
+        if let Some(items) = &self.items {
+            s.push_str(&format!(
+                "\n  items: {} succeeded, {} dead-lettered, of {}",
+                items.succeeded, items.dead_lettered, self.total_item_count
             ));
         }
         if let Some(avg) = m.average_time_per_batch {
@@ -405,6 +425,7 @@ mod tests {
             dead_lettered_batch_count: 2,
             pending_batch_count: 0,
             resume_with: None,
+            items: None,
             mount: None,
             dead_letter_file: Some("dl.jsonl".into()),
             retries: 4,
