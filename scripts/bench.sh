@@ -6,15 +6,23 @@
 #   (default: every section). --quick: small inputs, under two minutes once built; CI
 #   runs it so that the harness keeps working. It prints the figures and never fails on
 #   one (timings on a shared machine are not assertions).
-# Environment: BENCH_SECONDS (per load run, default 3), BENCH_ROUNDS (default 3), and
-# BENCH_<SIZE> for any entry of SIZES in bench/run.py (e.g. BENCH_JOB_BATCHES, BENCH_DOCS).
+# Environment: BENCH_SECONDS (per load run, default 3), BENCH_ROUNDS (default 3),
+# BENCH_<SIZE> for any entry of SIZES in bench/run.py (e.g. BENCH_JOB_BATCHES, BENCH_DOCS),
+# and BENCH_PROFILE: release (the default; the only figures worth reading) or dev (the
+# debug binaries the test suite builds anyway: CI checks the harness with them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
 ensure_rabbitmq
 scripts/build-plugins.sh >&2
-cargo build --release -p wasmbatch -p wasmbatch-bench >&2
+case "${BENCH_PROFILE:-release}" in
+  release) cargo build --release -p wasmbatch -p wasmbatch-bench >&2; profile_dir=release ;;
+  dev)
+    cargo build -p wasmbatch -p wasmbatch-bench >&2; profile_dir=debug
+    echo "BENCH_PROFILE=dev: debug binaries; the figures check the harness, they measure nothing" >&2 ;;
+  *) echo "BENCH_PROFILE must be release or dev, not ${BENCH_PROFILE}" >&2; exit 2 ;;
+esac
 
 venv="$HOME/.cache/wasmbatch/bench-venv"
 python3 -c 'import ensurepip' 2>/dev/null || apt_install "venv, for the FastAPI baseline" python3-venv
@@ -23,7 +31,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import fastapi, uvico
   "$venv/bin/pip" install --quiet fastapi uvicorn >&2
 fi
 
-export WASMBATCH_BIN="$CARGO_TARGET_DIR/release/wasmbatch"
-export BENCH_BIN="$CARGO_TARGET_DIR/release/wasmbatch-bench"
+export WASMBATCH_BIN="$CARGO_TARGET_DIR/$profile_dir/wasmbatch"
+export BENCH_BIN="$CARGO_TARGET_DIR/$profile_dir/wasmbatch-bench"
 export PLUGIN_DIR VENV_PYTHON="$venv/bin/python" OUT_DIR="$CARGO_TARGET_DIR/bench"
 python3 bench/run.py "$@"
