@@ -56,6 +56,10 @@ impl Job {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The results file in the job's scratch directory, not in the test's own.
+        if !args.contains(&"--results") {
+            cmd.arg("--results").arg(self.path("results.jsonl"));
+        }
         cmd
     }
 
