@@ -5,6 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
-cargo build --release --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
-  -p noop -p sum -p textstats -p misbehave -p reach -p reshape
+cargo build --release --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" $(plugin_packages)
 echo "plugins: $PLUGIN_DIR" >&2

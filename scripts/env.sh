@@ -45,6 +45,14 @@ ensure_c_toolchain() {
 
 # RabbitMQ, for the broker tests (each test starts a node of its own on free ports, from
 # the package's server script; the package's own service is not needed).
+# `-p NAME` for every plugin crate under plugins/.
+plugin_packages() {
+  local manifest
+  for manifest in plugins/*/Cargo.toml; do
+    printf -- '-p %s ' "$(basename "$(dirname "$manifest")")"
+  done
+}
+
 ensure_rabbitmq() {
   if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     return

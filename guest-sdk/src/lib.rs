@@ -66,10 +66,8 @@
 //!   belongs to **one instance**: a job runs on several at once (`workers`), an
 //!   instance is replaced after a failure or `--recycle-after` batches, and `serve` may
 //!   answer on-job-complete on an instance that saw no batch. Keep a model or a lookup
-//!   table there, never a job-wide total: for that, write per-batch parts (named by the
-//!   batch and merged by item) and add them up in on-job-complete, as
-//!   `docs/plugin-guide.md` shows. A hook whose `&mut S` is not the type `#[init]`
-//!   returns does not compile:
+//!   table there, never a job-wide total. A hook whose `&mut S` is not the type
+//!   `#[init]` returns does not compile:
 //!
 //! ```no_run
 //! use wasmbatch_guest::{Context, JobComplete, Result};
@@ -99,6 +97,11 @@
 //!   of `#[init]` (its state check finds the type there). (The older
 //!   `plugin!(handle: …, init: …, on_job_complete: …)` macro does the same, also in any
 //!   order.)
+//! - **Job-wide totals.** What handlers return (or [`Context::emit`]) are the job's
+//!   results, kept by the host once per batch however often a batch runs. In
+//!   on-job-complete, [`Context::results`] reads them all, typed — whichever instance,
+//!   worker or server produced them — so a total added up there is exact with any
+//!   number of workers (`docs/plugin-guide.md` builds one).
 //! - **Chaining.** [`Context::submit_job`] submits a job to another API of the job
 //!   service and returns its ID.
 //! - **Output.** [`info!`], [`warn!`], [`error!`], [`debug!`], [`trace!`] (and [`log`])
@@ -124,8 +127,9 @@
 //! wasmbatch repository): `_initialize`, `wasmbatch_abi_version`, `wasmbatch_alloc`,
 //! `wasmbatch_handle` and, with their hooks, `wasmbatch_init` and
 //! `wasmbatch_on_job_complete`. They import `set_error`, `log`, `panic`, `batch_id`,
-//! `attempt` and `submit_job` from the `wasmbatch` module (a module imports only what
-//! it uses). Inputs are copied once into guest memory by
+//! `attempt`, `submit_job`, `emit`, `item_error`, `item_reject`, `results_open`,
+//! `results_next` and the capability calls from the `wasmbatch` module (a module
+//! imports only what it uses). Inputs are copied once into guest memory by
 //! the host; the guest owns and frees them. Without an init hook the SDK reads the job
 //! spec from `/cortex/spec/job.json` when it is first needed.
 
@@ -142,15 +146,17 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 mod io;
+mod results;
 mod sys;
 
 pub use anyhow;
 pub use io::{Output, Request, Response};
+pub use results::Results;
 /// `serde_json`, as the SDK uses it: `wasmbatch_guest::serde_json::json!` and `Value`
 /// without a dependency of the plugin's own.
 pub use serde_json;
 #[cfg(not(target_arch = "wasm32"))]
-pub use sys::{take_emitted, take_error, take_item_errors, take_rejected_items};
+pub use sys::{give_job_results, take_emitted, take_error, take_item_errors, take_rejected_items};
 pub use wasmbatch_guest_macros::{handler, init, on_job_complete};
 
 /// The guest ABI version this SDK implements.

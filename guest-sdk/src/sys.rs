@@ -55,6 +55,12 @@ mod imports {
         pub fn item_error(index: u32, ptr: *const u8, len: usize);
         /// Rejects one item of the batch: it will not succeed on another attempt.
         pub fn item_reject(index: u32, ptr: *const u8, len: usize);
+        /// Starts reading the job's results (on-job-complete); `0`, or `-1` with the
+        /// reason in a buffer written at `out`.
+        pub fn results_open(out: *mut [u32; 2]) -> i32;
+        /// The next result line in a buffer written at `out`: `1`, `0` at the end, `-1`
+        /// with the error there.
+        pub fn results_next(out: *mut [u32; 2]) -> i32;
     }
 
     unsafe extern "C" {
@@ -178,6 +184,31 @@ pub(crate) fn item_reject(index: u32, message: &str) {
 }
 
 #[cfg(target_arch = "wasm32")]
+pub(crate) fn results_open() -> Result<(), String> {
+    let mut out = [0u32; 2];
+    // SAFETY: `out` is writable.
+    let (code, bytes) = answer(unsafe { imports::results_open(&mut out) }, out);
+    if code == 0 { Ok(()) } else { Err(reason(code, &bytes)) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
+    let mut out = [0u32; 2];
+    // SAFETY: `out` is writable.
+    let (code, bytes) = answer(unsafe { imports::results_next(&mut out) }, out);
+    match code {
+        1 => Ok(Some(bytes)),
+        0 => Ok(None),
+        _ => Err(reason(code, &bytes)),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn reason(code: i32, bytes: &[u8]) -> String {
+    if code == -4 { "out of memory for the host's answer".into() } else { String::from_utf8_lossy(bytes).into_owned() }
+}
+
+#[cfg(target_arch = "wasm32")]
 pub(crate) fn call_ctors() {
     // SAFETY: called once, from `_initialize`, before any other export runs.
     unsafe { imports::__wasm_call_ctors() }
@@ -290,4 +321,48 @@ pub fn take_item_errors() -> Vec<(u32, String)> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn take_rejected_items() -> Vec<(u32, String)> {
     REJECTED_ITEMS.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static JOB_RESULTS: std::cell::RefCell<(Option<Vec<Vec<u8>>>, usize)> = const { std::cell::RefCell::new((None, 0)) };
+}
+
+/// Native builds only: the job's results that [`Context::results`](crate::Context::results)
+/// reads on this thread, as `(batch, result)` pairs (a plugin's tests of its
+/// on-job-complete give them).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn give_job_results<T: serde::Serialize>(results: impl IntoIterator<Item = (u64, T)>) {
+    let lines = results
+        .into_iter()
+        .map(|(batch, result)| {
+            serde_json::to_vec(&serde_json::json!({"batch": batch, "result": result})).expect("a result as JSON")
+        })
+        .collect();
+    JOB_RESULTS.with(|r| *r.borrow_mut() = (Some(lines), 0));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn results_open() -> Result<(), String> {
+    JOB_RESULTS.with(|r| {
+        let mut r = r.borrow_mut();
+        match r.0 {
+            Some(_) => {
+                r.1 = 0;
+                Ok(())
+            }
+            None => Err("no results were given: call give_job_results first in a native build".into()),
+        }
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
+    JOB_RESULTS.with(|r| {
+        let mut r = r.borrow_mut();
+        let (lines, at) = &mut *r;
+        let line = lines.as_ref().and_then(|l| l.get(*at)).cloned();
+        *at += 1;
+        Ok(line)
+    })
 }

@@ -238,3 +238,17 @@ fn config_as_reads_a_missing_config_as_an_empty_object() {
     let wrong = serde_json::json!({"config": {"scale": "x"}});
     assert!(Context::new("j", &wrong).config_as::<Settings>().unwrap_err().to_string().contains("job config"));
 }
+
+#[test]
+fn on_job_complete_reads_the_job_results_typed_and_again_from_the_start() {
+    let spec = serde_json::json!({});
+    let ctx = Context::new("j", &spec);
+    crate::give_job_results([(0, serde_json::json!(2)), (0, serde_json::json!(3)), (4, serde_json::json!("x"))]);
+    let read: Vec<std::result::Result<u64, String>> =
+        ctx.results::<u64>().unwrap().map(|r| r.map_err(|e| e.message())).collect();
+    assert_eq!(read[..2], [Ok(2), Ok(3)]);
+    assert!(read[2].as_ref().unwrap_err().contains("does not fit the type"), "{read:?}");
+    let indexed: Vec<(u64, serde_json::Value)> =
+        ctx.results::<serde_json::Value>().unwrap().with_batches().map(|r| r.unwrap()).collect();
+    assert_eq!(indexed.iter().map(|(b, _)| *b).collect::<Vec<_>>(), [0, 0, 4]);
+}

@@ -57,6 +57,8 @@ pub(crate) const HOST_FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
     ("emit", &[I32, I32], &[I32]),
     ("item_error", &[I32, I32, I32], &[]),
     ("item_reject", &[I32, I32, I32], &[]),
+    ("results_open", &[I32], &[I32]),
+    ("results_next", &[I32], &[I32]),
 ];
 
 /// Which optional parts of the ABI a module provides.

@@ -127,3 +127,74 @@ fn a_hook_whose_state_is_not_what_init_returns_does_not_compile() {
     assert!(!built, "a handler taking `&mut u64` while init returns State must not build");
     assert!(stderr.contains("this hook takes `&mut u64`, but `#[init]` returns `Result<State>`"), "{stderr}");
 }
+
+/// A `classify` job of `n` items, every tenth without a score: the labels expected.
+fn classify_job(n: usize, workers: usize, then: Option<&str>) -> (Value, u64, u64, u64) {
+    let (mut low, mut high, mut rejected) = (0, 0, 0);
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            if i % 10 == 3 {
+                rejected += 1;
+                return json!({"id": format!("i{i}")});
+            }
+            let score = (i % 7) as f64;
+            if score < 2.0 {
+                low += 1
+            } else {
+                high += 1
+            }
+            json!({"id": format!("i{i}"), "score": score})
+        })
+        .collect();
+    let mut config = json!({"bands": [{"label": "low", "below": 2}, {"label": "high"}]});
+    if let Some(api) = then {
+        config["then"] = json!(api);
+    }
+    (json!({"workers": workers, "config": config, "item_list": {"items": items, "batch_size": 6}}), low, high, rejected)
+}
+
+#[test]
+fn the_classify_example_counts_its_labels_exactly_and_rejects_what_has_no_score() {
+    for workers in [1, 3] {
+        let (job, low, high, rejected) = classify_job(90, workers, None);
+        let job = Job::new(&job);
+        let out = job.in_process("classify", &["--recycle-after", "3"]);
+        assert_eq!(out.status["status"], "completed_with_failures", "{}", out.stderr);
+        let job_id = out.status["job_id"].as_str().unwrap();
+        let labels: Value =
+            serde_json::from_slice(&std::fs::read(job.path("mnt").join(job_id).join("labels.json")).unwrap()).unwrap();
+        assert_eq!(labels, json!({"low": low, "high": high}), "{workers} workers");
+        let letters = job.dead_letters();
+        assert_eq!(letters.len() as u64, rejected, "{letters:?}");
+        assert!(letters.iter().all(|l| l["error"]["kind"] == "items_rejected" && l["attempts"] == 1), "{letters:?}");
+    }
+}
+
+#[test]
+fn the_classify_example_chains_its_counts_to_the_next_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[api]]\nname = \"classify\"\nplugin = {:?}\nmay_submit_to = [\"noop\"]\n\
+             [[api]]\nname = \"noop\"\nplugin = {:?}\n",
+            crate::harness::plugin("classify").display().to_string(),
+            crate::harness::plugin("noop").display().to_string()
+        ),
+    )
+    .unwrap();
+    let operator = Operator::start(&config, &dir.path().join("data"));
+    let (job, _, _, _) = classify_job(60, 2, Some("noop"));
+    let job_id = operator.submit("classify", &job);
+    let status = operator.wait_done("classify", &job_id);
+    assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
+    let (code, body) = operator.request("GET", "/batch/noop/jobs", None);
+    assert_eq!(code, 200, "{body}");
+    let jobs: Value = serde_json::from_str(&body).unwrap();
+    let child = jobs["jobs"][0]["job_id"].as_str().expect("a job chained to noop").to_string();
+    let done = operator.wait_done("noop", &child);
+    assert_eq!(done["job_status"]["status"], "succeeded", "{done}");
+    // One item per label: the counts.
+    assert_eq!(done["job_status"]["total_batch_count"], 1, "{done}");
+}

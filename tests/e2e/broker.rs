@@ -698,6 +698,52 @@ fn results_and_failed_items_come_back_through_the_broker() {
 }
 
 #[test]
+fn on_job_complete_on_a_worker_reads_every_workers_results_from_the_operator() {
+    let rabbit = Rabbit::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"textstats\"\n").unwrap();
+    let operator =
+        Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
+    // Two workers on two "machines": /mnt of their own each.
+    let mounts: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("mnt{i}"))).collect();
+    let workers: Vec<Worker> = mounts
+        .iter()
+        .map(|mount| {
+            std::fs::create_dir(mount).unwrap();
+            let handler: Vec<String> = [
+                "--plugin",
+                &plugin("textstats").display().to_string(),
+                "--mount",
+                &mount.display().to_string(),
+                "--operator-url",
+                &operator.url,
+                "--prefetch",
+                "1",
+            ]
+            .map(String::from)
+            .to_vec();
+            let worker = Worker::spawn_args(&rabbit.url(), "textstats", 1, &handler);
+            worker.wait_for("consuming", |_| true);
+            worker
+        })
+        .collect();
+    let docs: Vec<Value> = (0..80).map(|i| json!({"id": format!("d{i}"), "text": "one two three"})).collect();
+    let job_id = operator.submit("textstats", &json!({"workers": 2, "item_list": {"items": docs, "batch_size": 2}}));
+    let status = operator.wait_done("textstats", &job_id);
+    assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
+    assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
+    let handled: Vec<usize> = workers.iter().map(|w| w.count("on-job-complete ran")).collect();
+    assert_eq!(handled.iter().sum::<usize>(), 1, "{handled:?}");
+    let summaries: Vec<Value> = mounts
+        .iter()
+        .filter_map(|m| std::fs::read(m.join(&job_id).join("summary.json")).ok())
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), 1, "one summary, by the worker that ran on-job-complete");
+    assert_eq!((summaries[0]["documents"].as_u64(), summaries[0]["words"].as_u64()), (Some(80), Some(240)));
+}
+
+#[test]
 fn the_operator_and_workers_speak_amqps_trusting_the_ca_file() {
     let pki = crate::tls::Pki::new();
     let tls_port = free_port();

@@ -383,6 +383,21 @@ fn long_answer_bodies_are_not_kept() {
     assert!(peak_kib < 128 << 10, "peak RSS {} MiB for 256 MiB answers", peak_kib >> 10);
 }
 
+#[test]
+fn results_too_long_to_keep_fail_their_batch_for_good_and_say_so() {
+    let python = Python::start("big-results:80");
+    let job = Job::new(&json!({"workers": 1, "item_list": {"items": [1], "batch_size": 1}}));
+    let out = job.run(&["--endpoint", &python.url()]);
+    assert_eq!(out.status["status"], "completed_with_failures", "{}", out.stderr);
+    let letters = job.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        (letters[0]["error"]["kind"].as_str(), letters[0]["attempts"].as_u64()),
+        (Some("answer_too_large"), Some(1))
+    );
+    assert!(letters[0]["error"]["message"].as_str().unwrap().contains("its results cannot be kept"), "{letters:?}");
+}
+
 // 13 and 14. Whole error chains; job files and paths checked up front.
 
 #[test]

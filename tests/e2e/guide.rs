@@ -3,13 +3,12 @@
 //! job-wide total it teaches is checked exact with 1, 2 and 8 workers in `run`, in the
 //! operator and behind `serve`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, build_plugin_crate, spec_file, workspace_root};
+use crate::harness::{Server, build_plugin_crate, free_port, spec_file, workspace_root};
 use crate::run::Job;
 
 /// The guide's code blocks: (info string, text), in order.
@@ -119,16 +118,36 @@ fn the_total_is_exact_in_the_operator_and_behind_serve() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
+    // Behind the contract: two replicas of `serve`, driven by the job service, each
+    // answering some of the batches; on-job-complete (on one of them) reads the whole
+    // job's results from the service.
+    let port = free_port();
+    let mount = tempfile::tempdir().unwrap();
+    let (_spec_dir, spec) = spec_file(&json!({"api_name": "langstats-served", "config": {"min_word_len": 1}}));
+    let operator_url = format!("http://127.0.0.1:{port}");
+    let replicas: Vec<Server> = (0..2)
+        .map(|_| {
+            Server::with(langstats())
+                .args(["--job-spec", spec.to_str().unwrap(), "--mount", mount.path().to_str().unwrap()])
+                .args(["--concurrency", "1", "--operator-url", operator_url.as_str()])
+                .start()
+        })
+        .collect();
+    let endpoints: Vec<String> = replicas.iter().map(|r| format!("{:?}", r.url(""))).collect();
     let config = dir.path().join("apis.toml");
     std::fs::write(
         &config,
         format!(
-            "[[api]]\nname = \"langstats\"\nplugin = {:?}\nmount = \"out\"\nmax_workers = 4\n",
-            langstats().display().to_string()
+            "[[api]]\nname = \"langstats\"\nplugin = {:?}\nmount = \"out\"\nmax_workers = 4\n\
+             [[api]]\nname = \"langstats-served\"\nendpoints = [{}]\nmax_workers = 4\n",
+            langstats().display().to_string(),
+            endpoints.join(", ")
         ),
     )
     .unwrap();
-    let operator = crate::operator::Operator::start(&config, &dir.path().join("data"));
+    let operator = crate::operator::Operator::start_on(&config, &dir.path().join("data"), port);
+
+    // In process, in the operator.
     let (job, documents, words) = big_job(4);
     let job_id = operator.submit("langstats", &job);
     let status = operator.wait_done("langstats", &job_id);
@@ -136,26 +155,40 @@ fn the_total_is_exact_in_the_operator_and_behind_serve() {
     let sums = total(&out);
     assert_eq!((sums["documents"].as_u64(), sums["words"].as_u64()), (Some(documents as u64), Some(words as u64)));
 
-    // Behind the contract: batches posted one by one, then on-job-complete.
-    let mount = tempfile::tempdir().unwrap();
-    let (_spec_dir, spec) = spec_file(&json!({"job_id": "s1", "config": {"min_word_len": 1}}));
-    let server = Server::with(langstats())
-        .args(["--job-spec", spec.to_str().unwrap(), "--mount", mount.path().to_str().unwrap(), "--concurrency", "2"])
-        .start();
-    let items = job["item_list"]["items"].as_array().unwrap();
-    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
-    for chunk in items.chunks(7) {
-        let reply = server.post("/", Some("s1"), &Value::from(chunk.to_vec()).to_string());
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        for item in chunk {
-            let n = item["text"].as_str().unwrap().split_whitespace().count();
-            if n > 0 {
-                expected.insert(item["id"].as_str().unwrap().to_string(), n);
-            }
-        }
+    // Behind the replicas.
+    let job_id = operator.submit("langstats-served", &job);
+    let status = operator.wait_done("langstats-served", &job_id);
+    assert_eq!(status["job_status"]["status"], "completed_with_failures", "{status}");
+    assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
+    for replica in &replicas {
+        let metrics = replica.get("/metrics").body;
+        let answered = metrics
+            .lines()
+            .find(|l| l.starts_with("cortex_batch_succeeded{") && l.contains(&format!("job_id=\"{job_id}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(answered > 0.0, "every replica answered some of the batches:\n{metrics}");
     }
-    assert_eq!(server.post("/on-job-complete", Some("s1"), r#"{"message":"job_complete"}"#).status, 200);
     let total = total(mount.path());
-    assert_eq!(total["documents"].as_u64(), Some(expected.len() as u64));
-    assert_eq!(total["words"].as_u64(), Some(expected.values().sum::<usize>() as u64));
+    assert_eq!((total["documents"].as_u64(), total["words"].as_u64()), (Some(documents as u64), Some(words as u64)));
+}
+
+#[test]
+fn serve_without_a_job_service_that_knows_the_job_says_why_there_are_no_results() {
+    let mount = tempfile::tempdir().unwrap();
+    let (_spec_dir, spec) = spec_file(&json!({"api_name": "langstats", "job_id": "s1"}));
+    let server = Server::with(langstats())
+        .args(["--job-spec", spec.to_str().unwrap(), "--mount", mount.path().to_str().unwrap()])
+        .args(["--operator-url", "http://127.0.0.1:9"])
+        .start();
+    let reply = server.post("/", Some("s1"), r#"[{"id":"a","text":"one two"}]"#);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = server.post("/on-job-complete", Some("s1"), r#"{"message":"job_complete"}"#);
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    let message = reply.message();
+    assert!(
+        message.contains("reading the results of job s1 of API langstats from the job service at http://127.0.0.1:9"),
+        "{message}"
+    );
+    assert!(!mount.path().join("s1/total.json").exists(), "no total from a part of the results");
 }

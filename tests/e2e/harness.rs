@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The plugin crates built for the tests.
-const PLUGINS: &[&str] = &["noop", "sum", "textstats", "misbehave", "reach", "reshape"];
-
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runtime/ has a parent").to_path_buf()
 }
@@ -33,8 +30,16 @@ pub fn plugin(name: &str) -> PathBuf {
         cmd.current_dir(workspace_root())
             .args(["build", "--release", "--target", "wasm32-wasip1", "--target-dir"])
             .arg(&target);
-        for p in PLUGINS {
-            cmd.args(["-p", p]);
+        // Every plugin crate under plugins/.
+        let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("plugins"))
+            .expect("plugins/")
+            .map(|e| e.expect("plugins/ entry").path())
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
+            cmd.args(["-p", name]);
         }
         let out = cmd.output().expect("run cargo to build the plugins");
         if !out.status.success() {

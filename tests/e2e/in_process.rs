@@ -49,7 +49,8 @@ impl Embedded {
             LoadOptions { instances: 2, cache_dir: Some(shared_cache().to_path_buf()), ..LoadOptions::default() };
         let loaded = Arc::new(Plugin::load(&plugin(plugin_name), &load, Metrics::new("in-process")).unwrap());
         let spec = serde_json::to_vec(&options.spec).unwrap();
-        let bound = loaded.bind(JobContext { spec: Arc::from(spec), mount: options.mount, submitter: None }).unwrap();
+        let bound =
+            loaded.bind(JobContext { spec: Arc::from(spec), mount: options.mount, ..JobContext::default() }).unwrap();
         let pool_config = PoolConfig {
             concurrency: 1,
             queue_depth: options.queue_depth,

@@ -66,10 +66,20 @@ impl Operator {
         Operator::start_env(config, data, extra, &[])
     }
 
+    /// An operator listening on `port`.
+    pub(crate) fn start_on(config: &Path, data: &Path, port: u16) -> Operator {
+        Operator::start_full(config, data, port, &[], &[])
+    }
+
     /// An operator with `extra` arguments and `env` added to its environment.
     pub(crate) fn start_env(config: &Path, data: &Path, extra: &[&str], env: &[(&str, String)]) -> Operator {
+        Operator::start_full(config, data, 0, extra, env)
+    }
+
+    fn start_full(config: &Path, data: &Path, port: u16, extra: &[&str], env: &[(&str, String)]) -> Operator {
+        let port = port.to_string();
         let mut child = wasmbatch()
-            .args(["--log-format", "json", "operator", "--host", "127.0.0.1", "--port", "0", "--config"])
+            .args(["--log-format", "json", "operator", "--host", "127.0.0.1", "--port", &port, "--config"])
             .arg(config)
             .arg("--data-dir")
             .arg(data)

@@ -487,3 +487,40 @@ fn a_large_streamed_input_runs_in_bounded_memory() {
     eprintln!("streamed {} MB with a peak RSS of {} MB", size >> 20, peak_kib >> 10);
     assert!(peak_kib << 10 < size, "peak RSS {peak_kib} KiB for a {size}-byte input");
 }
+
+#[test]
+fn textstats_sums_up_the_jobs_results_the_same_with_any_number_of_workers() {
+    let docs: Vec<Value> = (0..60)
+        .map(|i| json!({"id": format!("d{i}"), "text": format!("alpha beta{} gamma. delta {i}!", i % 7)}))
+        .collect();
+    let mut summaries = Vec::new();
+    for workers in [1, 4] {
+        let job = Job::new(&json!({"workers": workers, "item_list": {"items": docs, "batch_size": 7}}));
+        let out = job.in_process("textstats", &["--recycle-after", "2"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let job_id = out.status["job_id"].as_str().unwrap();
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(job.path("mnt").join(job_id).join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["documents"], 60, "{summary}");
+        assert_eq!(summary["words"], 60 * 4, "digits alone are not words: {summary}");
+        assert_eq!(summary["distinct_words"], 3 + 7, "{summary}");
+        assert_eq!(summary["top_words"][0], json!(["alpha", 60]), "{summary}");
+        summaries.push((summary["words"].clone(), summary["top_words"].clone(), summary["mean_reading_ease"].clone()));
+    }
+    assert_eq!(summaries[0], summaries[1], "the same summary with 1 and 4 workers");
+}
+
+#[test]
+fn textstats_behind_a_bare_server_writes_no_summary_and_says_why() {
+    let mount = tempfile::tempdir().unwrap();
+    let server = Server::with(plugin("textstats"))
+        .args(["--mount", mount.path().to_str().unwrap(), "--operator-url", "http://127.0.0.1:9"])
+        .start();
+    assert_eq!(server.post("/", Some("j1"), r#"[{"id":"a","text":"one two"}]"#).status, 200);
+    assert_eq!(server.post("/on-job-complete", Some("j1"), r#"{"message":"job_complete"}"#).status, 200);
+    let line = server.wait_for_log("the warning", |l| {
+        l["message"].as_str().is_some_and(|m| m.contains("no corpus summary") && m.contains("127.0.0.1:9"))
+    });
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(!mount.path().join("j1/summary.json").exists(), "no summary of a share of the batches");
+}

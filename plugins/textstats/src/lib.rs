@@ -2,13 +2,14 @@
 //!
 //! Each item is a document `{"id": "...", "text": "..."}`. For each one the plugin
 //! counts sentences, words, syllables and distinct words, computes the Flesch reading
-//! ease score, and finds the most frequent words (stop words left out). Results go to
-//! `/mnt/<job_id>/stats-<batch_id>.jsonl`, one line per document, with the batch's
-//! word counts beside it, when `/mnt` is mounted (named by the batch identifier, so a
-//! batch that runs twice replaces its own files and the summary counts it once); on-job-complete folds them into
-//! `/mnt/<job_id>/summary.json` (documents, words, mean reading ease, the corpus's top
-//! words). Set `"write_results": false` in the job's
-//! `config` to compute only (what the benchmarks do).
+//! ease score, and finds the most frequent words (stop words left out). Each batch's
+//! results are its documents' statistics and the batch's word counts; on-job-complete
+//! reads the job's results (each batch's once, however many instances, workers or
+//! servers handled them) and writes `/mnt/<job_id>/summary.json` (documents, words,
+//! mean reading ease, the corpus's top words) when `/mnt` is mounted. Behind a sender
+//! that keeps no results (Cortex, `curl`) it writes no summary and says why. Set
+//! `"write_results": false` in the job's `config` to compute only (what the benchmarks
+//! do).
 //!
 //! The analysis is plain Rust in [`analyze`], so the same code also builds natively.
 //!
@@ -22,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wasmbatch_guest::{Context, ErrorContext, JobComplete, Result, info, invalid};
+use wasmbatch_guest::{Context, ErrorContext, JobComplete, Result, info, invalid, warn};
 
 /// One input document. Its strings borrow from the batch (copied only when they hold
 /// escapes).
@@ -124,8 +125,7 @@ pub fn analyze(doc: &Document<'_>) -> Stats {
 }
 
 fn output_dir(ctx: &Context) -> Result<Option<PathBuf>> {
-    let wanted = ctx.config().get("write_results").and_then(|v| v.as_bool());
-    if wanted == Some(false) || (wanted.is_none() && !Path::new("/mnt").is_dir()) {
+    if !writes_results(ctx) || !Path::new("/mnt").is_dir() {
         return Ok(None);
     }
     let id = ctx.job_id();
@@ -135,51 +135,64 @@ fn output_dir(ctx: &Context) -> Result<Option<PathBuf>> {
     Ok(Some(PathBuf::from("/mnt").join(id)))
 }
 
+/// `"write_results": false` in the job's config: compute only.
+fn writes_results(ctx: &Context) -> bool {
+    ctx.config().get("write_results").and_then(|v| v.as_bool()) != Some(false)
+}
+
+/// What a batch emits: each document's statistics, and the batch's word counts (so
+/// that the corpus's top words are exact).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Emitted {
+    Document(Stats),
+    Words { batch_words: HashMap<String, u64> },
+}
+
 #[wasmbatch_guest::handler]
-fn handle(ctx: &Context, docs: Vec<Document<'_>>) -> Result<()> {
-    let stats: Vec<Stats> = docs.iter().map(analyze).collect();
-    let Some(dir) = output_dir(ctx)? else { return Ok(()) };
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The batch's own word counts, so that the corpus summary is exact.
+fn handle(ctx: &Context, docs: Vec<Document<'_>>) -> Result<Vec<Emitted>> {
+    if !writes_results(ctx) {
+        for doc in &docs {
+            std::hint::black_box(analyze(doc));
+        }
+        return Ok(Vec::new());
+    }
+    let mut emitted: Vec<Emitted> = docs.iter().map(|doc| Emitted::Document(analyze(doc))).collect();
     let mut batch_words: HashMap<String, u64> = HashMap::new();
     for doc in &docs {
         for (word, n) in word_counts(&doc.text).0 {
             *batch_words.entry(word).or_default() += n;
         }
     }
-    let name = ctx.batch_id();
-    let mut out = Vec::new();
-    for s in &stats {
-        serde_json::to_writer(&mut out, s)?;
-        out.push(b'\n');
-    }
-    let write =
-        |path: PathBuf, bytes: Vec<u8>| fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()));
-    write(dir.join(format!("stats-{name}.jsonl")), out)?;
-    write(dir.join(format!("words-{name}.json")), serde_json::to_vec(&batch_words)?)?;
-    Ok(())
+    emitted.push(Emitted::Words { batch_words });
+    Ok(emitted)
 }
 
 #[wasmbatch_guest::on_job_complete]
 fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
     let Some(dir) = output_dir(ctx)? else { return Ok(()) };
+    let results = match ctx.results::<Emitted>() {
+        Ok(results) => results,
+        Err(e) => {
+            // A sender that keeps no results (Cortex itself, `curl`): no summary, said
+            // out loud, rather than a summary of this server's share of the batches.
+            warn!("no corpus summary: {e}");
+            return Ok(());
+        }
+    };
     let (mut documents, mut words, mut ease_sum) = (0u64, 0u64, 0.0);
     let mut corpus: HashMap<String, u64> = HashMap::new();
-    let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with("stats-") && name.ends_with(".jsonl") {
-            for line in fs::read_to_string(&path)?.lines().filter(|l| !l.is_empty()) {
-                let s: Stats = serde_json::from_str(line)?;
+    for emitted in results {
+        match emitted? {
+            Emitted::Document(s) => {
                 documents += 1;
                 words += s.words;
                 ease_sum += s.reading_ease;
             }
-        } else if name.starts_with("words-") && name.ends_with(".json") {
-            let counts: HashMap<String, u64> = serde_json::from_slice(&fs::read(&path)?)?;
-            for (w, c) in counts {
-                *corpus.entry(w).or_default() += c;
+            Emitted::Words { batch_words } => {
+                for (w, c) in batch_words {
+                    *corpus.entry(w).or_default() += c;
+                }
             }
         }
     }
@@ -193,6 +206,7 @@ fn on_job_complete(ctx: &Context, done: &JobComplete) -> Result<()> {
         "top_words": top_words(&corpus, 10),
         "batches": { "succeeded": done.succeeded, "failed": done.failed, "total": done.total },
     });
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut file = fs::File::create(dir.join("summary.json"))?;
     file.write_all(&serde_json::to_vec_pretty(&summary)?)?;
     info!("summary: {documents} documents, {words} words, mean reading ease {mean_ease}");

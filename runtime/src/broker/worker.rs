@@ -42,7 +42,7 @@ use crate::job::executor::{
 use crate::job::stop::{StopFlag, StopReason};
 use crate::lifecycle::WarmInstance;
 use crate::metrics::Metrics;
-use crate::plugin::{JobContext, Plugin, Submitter};
+use crate::plugin::{JobContext, JobResults, Plugin, Submitter};
 
 /// What handles the batches.
 pub(crate) enum Handler {
@@ -56,6 +56,8 @@ pub(crate) enum Handler {
         recycle_after: Option<u64>,
         /// Chaining: where the guests' jobs go.
         submitter: Option<Arc<dyn Submitter>>,
+        /// Where on-job-complete reads the job's results (the job service).
+        results: Arc<dyn JobResults>,
     },
     /// Servers of the container contract.
     Endpoints {
@@ -122,14 +124,19 @@ enum State {
 impl Executors {
     /// The plugin executor of `job_id` (the last few are kept).
     fn plugin(&self, job_id: &str, spec: &Arc<[u8]>) -> Result<Arc<InProcess>, String> {
-        let Handler::Plugin { plugin, mount, recycle_after, submitter } = &self.handler else {
+        let Handler::Plugin { plugin, mount, recycle_after, submitter, results } = &self.handler else {
             unreachable!("only for plugins")
         };
         let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, executor)) = plugins.iter().find(|(id, _)| id == job_id) {
             return Ok(executor.clone());
         }
-        let context = JobContext { spec: spec.clone(), mount: mount.clone(), submitter: submitter.clone() };
+        let context = JobContext {
+            spec: spec.clone(),
+            mount: mount.clone(),
+            submitter: submitter.clone(),
+            results: Some(results.clone()),
+        };
         let bound = plugin.bind(context).map_err(|e| e.to_string())?;
         let executor = Arc::new(InProcess::new(Arc::new(bound), *recycle_after));
         plugins.push_back((job_id.to_string(), executor.clone()));

@@ -26,7 +26,7 @@ use self::serve::{run_compile, run_serve};
 use self::service::{run_get, run_operator, run_stop, run_submit, run_worker};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
-use crate::plugin::{JobContext, JobPlugin, Plugin, Submitter};
+use crate::plugin::{JobContext, JobPlugin, JobResults, Plugin, Submitter};
 use crate::spec::JobSpec;
 
 /// Runs WebAssembly batch handlers: batch jobs in-process, or behind (and against) the
@@ -139,12 +139,14 @@ fn serve_metrics_at(runtime: &tokio::runtime::Runtime, addr: &str, metrics: &Arc
     Ok(())
 }
 
-/// `plugin` bound to the job of `spec`, with the guests' mount and `submitter`.
+/// `plugin` bound to the job of `spec`, with the guests' mount, `submitter`, and where
+/// on-job-complete reads the job's results.
 fn bind(
     plugin: &Arc<Plugin>,
     guest: &GuestArgs,
     spec: &JobSpec,
     submitter: Option<Arc<dyn Submitter>>,
+    results: Arc<dyn JobResults>,
 ) -> anyhow::Result<Arc<JobPlugin>> {
     let mount = guest.mount();
     match (&mount, guest.mount.is_some()) {
@@ -156,7 +158,7 @@ fn bind(
         ),
         (None, _) => tracing::info!(mount = "none", "nothing is mounted at the guests' /mnt"),
     }
-    Ok(Arc::new(plugin.bind(JobContext { spec: spec.bytes(), mount, submitter })?))
+    Ok(Arc::new(plugin.bind(JobContext { spec: spec.bytes(), mount, submitter, results: Some(results) })?))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -242,12 +242,13 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let grants = args.guest.limits()?.grants;
     let room = crate::storage::Room::default();
+    let results_at = Arc::new(crate::plugin::ResultsFileAt(results.clone()));
     let engine = crate::driver::Job { journal: &journal, row: &row, results, grants: &grants, room: &room };
     // The input is read once: a local dispatcher never reads it again.
     let reopen = || anyhow::bail!("the input of a local run is read once");
     let concluded = if let Some(plugin_path) = &args.plugin {
         let plugin = load_plugin(&args.guest, plugin_path, workers, metrics.clone()).map_err(invalid)?;
-        let executor = InProcess::new(bind(&plugin, &args.guest, &spec, None)?, args.guest.recycle_after);
+        let executor = InProcess::new(bind(&plugin, &args.guest, &spec, None, results_at)?, args.guest.recycle_after);
         engine.drive(&facts, input, &reopen, &Local::new(executor, ledger, None, progress, metrics), &stop)?
     } else {
         let timeout = args.ready_timeout.unwrap_or(READY_TIMEOUT);

@@ -47,7 +47,12 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| invalid(format!("--operator-url: {e}")))?;
     let plugin = load_plugin(&args.guest, &args.plugin, concurrency, metrics)?;
-    let plugin = bind(&plugin, &args.guest, &spec, Some(Arc::new(submitter)))?;
+    let results = crate::operator::client::RemoteResults::new(
+        &args.operator_url,
+        args.token.token.as_deref(),
+        spec.api_name().unwrap_or(""),
+    );
+    let plugin = bind(&plugin, &args.guest, &spec, Some(Arc::new(submitter)), Arc::new(results))?;
 
     // Readiness: the port is bound only once an instance has started and its init
     // succeeded, so a TCP probe on the port tells the truth.

@@ -89,6 +89,11 @@ pub(super) fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 mount: args.guest.mount(),
                 recycle_after: args.guest.recycle_after,
                 submitter: Some(Arc::new(submitter)),
+                results: Arc::new(crate::operator::client::RemoteResults::new(
+                    &args.operator_url,
+                    args.token.token.as_deref(),
+                    &args.api,
+                )),
             }
         }
         None => {

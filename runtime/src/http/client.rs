@@ -62,8 +62,9 @@ impl std::fmt::Display for Endpoint {
 #[error("{0}")]
 pub(crate) struct ConnectionError(String);
 
-/// What a server answered. Only the start of the body is kept: the contract ignores
-/// answer bodies, and an error message fits in [`Answer::BODY_KEPT`] bytes.
+/// What a server answered. Only the start of the body is kept (the contract ignores
+/// answer bodies, and an error message fits in [`Answer::BODY_KEPT`] bytes), unless the
+/// connection keeps more of JSON answers ([`Connection::keeping`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     /// The status.
@@ -72,6 +73,10 @@ pub(crate) struct Answer {
     pub retry_after: Option<Duration>,
     /// The first bytes of the body.
     pub body: Bytes,
+    /// Whether `body` is the whole body.
+    pub complete: bool,
+    /// Whether the answer says it is JSON (`Content-Type: application/json`).
+    pub json: bool,
 }
 
 impl Answer {
@@ -83,12 +88,22 @@ impl Answer {
 pub(crate) struct Connection {
     endpoint: Endpoint,
     sender: Option<SendRequest<Full<Bytes>>>,
+    body_kept: usize,
 }
 
 impl Connection {
-    /// A connection, opened on first use.
+    /// A connection, opened on first use, keeping [`Answer::BODY_KEPT`] bytes of each
+    /// answer's body.
     pub(crate) fn new(endpoint: Endpoint) -> Connection {
-        Connection { endpoint, sender: None }
+        Connection { endpoint, sender: None, body_kept: Answer::BODY_KEPT }
+    }
+
+    /// The same, keeping up to `bytes` of each JSON answer's body (for answers whose
+    /// body is the point: a server's results, a job's results); of other answers,
+    /// [`Answer::BODY_KEPT`] as ever.
+    pub(crate) fn keeping(mut self, bytes: usize) -> Connection {
+        self.body_kept = bytes;
+        self
     }
 
     /// Where it goes.
@@ -153,6 +168,7 @@ impl Connection {
         }
         let request = request.body(Full::new(body)).map_err(|e| ConnectionError(format!("bad request: {e}")))?;
         let endpoint = self.endpoint.to_string();
+        let body_kept = self.body_kept;
         let exchange = async {
             let response = self
                 .sender()
@@ -167,6 +183,12 @@ impl Connection {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
+            let json = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            let body_kept = if json { body_kept } else { body_kept.min(Answer::BODY_KEPT) };
             let mut body = response.into_body();
             let mut kept = Vec::new();
             let complete = loop {
@@ -174,14 +196,14 @@ impl Connection {
                 let frame =
                     frame.map_err(|e| ConnectionError(format!("reading the answer of {endpoint} failed: {e}")))?;
                 if let Some(data) = frame.data_ref() {
-                    let room = Answer::BODY_KEPT - kept.len();
+                    let room = body_kept - kept.len();
                     kept.extend_from_slice(&data[..data.len().min(room)]);
                     if data.len() > room {
                         break false;
                     }
                 }
             };
-            Ok((Answer { status, retry_after, body: Bytes::from(kept) }, complete))
+            Ok((Answer { status, retry_after, body: Bytes::from(kept), complete, json }, complete))
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,

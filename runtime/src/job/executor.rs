@@ -21,6 +21,12 @@ use tokio::sync::watch;
 use super::stop::StopReason;
 use crate::failure::{Failure, FailureKind};
 use crate::http::client::{Answer, Connection, Endpoint};
+
+/// How much of a server's JSON answer to a batch is read: its results and failed
+/// items (a wasmbatch server's results of one batch are at most 16 MiB). A longer JSON
+/// answer fails the attempt, for good (`answer_too_large`): its results cannot be
+/// kept. Other answers are not results: their bodies are ignored, as the contract has it.
+const ANSWER_KEPT: usize = 64 << 20;
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
 use crate::plugin::{BatchCall, BatchId, BatchOutput, ItemError, JobPlugin};
@@ -326,6 +332,16 @@ impl EndpointExecutor {
                     Err(e) => return Err(AttemptError { kind: AttemptKind::Connection, message: e.to_string() }),
                 };
                 match answer.status.as_u16() {
+                    200 if !answer.complete && answer.json => {
+                        return Err(AttemptError {
+                            kind: AttemptKind::Answer { status: 200, kind: Some("answer_too_large".into()) },
+                            message: format!(
+                                "the answer of {} is over {} bytes: its results cannot be kept",
+                                connection.endpoint(),
+                                ANSWER_KEPT
+                            ),
+                        });
+                    }
                     200 => return Ok(answer.body),
                     503 if answer.retry_after.is_some() => {
                         let pause = answer
@@ -384,7 +400,7 @@ impl Executor for EndpointExecutor {
 
     fn worker(&self, index: usize) -> EndpointWorker {
         let endpoint = self.endpoints[index % self.endpoints.len()].clone();
-        EndpointWorker { connection: Connection::new(endpoint), cancel: self.cancel.subscribe() }
+        EndpointWorker { connection: Connection::new(endpoint).keeping(ANSWER_KEPT), cancel: self.cancel.subscribe() }
     }
 
     fn run(
@@ -449,6 +465,8 @@ mod tests {
             status: hyper::StatusCode::from_u16(status).unwrap(),
             retry_after: None,
             body: Bytes::from_static(body),
+            complete: true,
+            json: true,
         }
     }
 

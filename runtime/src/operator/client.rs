@@ -32,6 +32,9 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// The most of a job's results [`Client::results`] reads.
+    pub(crate) const RESULTS_KEPT: usize = 1 << 30;
+
     /// A client of the operator at `url` (`http://` or `https://`), sending `token`
     /// with every request when given.
     pub(crate) fn new(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
@@ -41,7 +44,8 @@ impl Client {
             .build()
             .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
         let authorization = token.map(str::trim).filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
-        Ok(Client { runtime, connection: Connection::new(endpoint), authorization })
+        let connection = Connection::new(endpoint).keeping(Self::RESULTS_KEPT);
+        Ok(Client { runtime, connection, authorization })
     }
 
     /// Sends a request; a non-200 answer becomes an error with the operator's message.
@@ -118,6 +122,11 @@ impl Client {
         self.json(Method::GET, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())
     }
 
+    /// `GET /batch/<api>/jobs/<id>/results`: the job's results, JSON Lines.
+    pub(crate) fn results(&mut self, api: &str, job_id: &str) -> Result<Bytes, ClientError> {
+        self.call(Method::GET, &format!("/batch/{api}/jobs/{job_id}/results"), Bytes::new())
+    }
+
     /// `GET /batch/<api>/jobs`.
     pub(crate) fn jobs(&mut self, api: &str) -> Result<Value, ClientError> {
         self.json(Method::GET, &format!("/batch/{api}/jobs"), Bytes::new())
@@ -170,6 +179,45 @@ impl crate::plugin::Submitter for RemoteSubmitter {
         let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
         let spec = client.submit(api, job.to_vec()).map_err(|e| e.message)?;
         Ok(spec["job_id"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// on-job-complete's results under `serve` and on workers: the job service's
+/// `GET /batch/<api>/jobs/<id>/results`, which holds every batch's results whichever
+/// server or worker handled it.
+pub(crate) struct RemoteResults {
+    url: String,
+    token: Option<String>,
+    api: String,
+}
+
+impl RemoteResults {
+    /// The results of API `api`'s jobs at the job service at `url`, asked with `token`.
+    pub(crate) fn new(url: &str, token: Option<&str>, api: &str) -> RemoteResults {
+        RemoteResults { url: url.to_string(), token: token.map(str::to_string), api: api.to_string() }
+    }
+}
+
+impl crate::plugin::JobResults for RemoteResults {
+    fn open(&self, job_id: &str) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+        let failed = |e: ClientError| {
+            format!("reading the results of job {job_id} of API {} from the job service at {}: {e}", self.api, self.url)
+        };
+        if self.api.is_empty() {
+            return Err(format!(
+                "reading the results of job {job_id}: the job spec names no api_name to ask the job service at {} with",
+                self.url
+            ));
+        }
+        let mut client = Client::new(&self.url, self.token.as_deref()).map_err(failed)?;
+        let bytes = client.results(&self.api, job_id).map_err(failed)?;
+        if bytes.len() >= Client::RESULTS_KEPT {
+            return Err(failed(ClientError {
+                message: format!("the results are over {} bytes", Client::RESULTS_KEPT),
+                exit_code: 1,
+            }));
+        }
+        Ok(Box::new(std::io::Cursor::new(bytes)))
     }
 }
 

@@ -61,6 +61,16 @@ pub struct ItemError {
     pub rejected: bool,
 }
 
+/// Which export a call runs.
+enum What {
+    /// `_initialize`, `init`, the version probe.
+    Other,
+    /// `handle`, with its batch.
+    Batch(BatchCall),
+    /// `on_job_complete`.
+    Completion,
+}
+
 /// One live guest instance.
 pub struct Instance {
     store: Store<HostState>,
@@ -109,6 +119,9 @@ impl Instance {
             results: Vec::new(),
             results_limit: limits.results_limit,
             item_errors: Vec::new(),
+            job_results: job.results.clone(),
+            completing: false,
+            reading: None,
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -160,7 +173,7 @@ impl Instance {
             batch_timeout: limits.batch_timeout,
         };
         if let Some(initialize) = initialize {
-            raw.call(limits.init_timeout, "", None, |store, _| {
+            raw.call(limits.init_timeout, "", What::Other, |store, _| {
                 initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into)
             })?;
         }
@@ -170,7 +183,7 @@ impl Instance {
     /// Runs the guest's `init` (when it has one) with the job spec.
     pub(super) fn init(&mut self, timeout: Duration, job_id: &str, spec: &[u8]) -> Result<(), Failure> {
         let Some(init) = self.exports.init.clone() else { return Ok(()) };
-        self.call(timeout, job_id, None, |store, ex| {
+        self.call(timeout, job_id, What::Other, |store, ex| {
             let (ptr, len) = put(store, ex, spec)?;
             Ok(init.call(store, (ptr, len))?)
         })
@@ -179,7 +192,7 @@ impl Instance {
     /// Runs `f` against the guest under a fresh deadline, then turns its result (a
     /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
     /// output tagged with `job_id`.
-    fn call<F>(&mut self, timeout: Duration, job_id: &str, batch: Option<BatchCall>, f: F) -> Result<(), Failure>
+    fn call<F>(&mut self, timeout: Duration, job_id: &str, what: What, f: F) -> Result<(), Failure>
     where
         F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
     {
@@ -192,10 +205,15 @@ impl Instance {
         if *state.job_id != *job_id {
             state.job_id = Arc::from(job_id);
         }
-        state.call = batch;
+        state.completing = matches!(what, What::Completion);
+        state.call = match what {
+            What::Batch(batch) => Some(batch),
+            _ => None,
+        };
         state.resolved = None;
         state.results.clear();
         state.item_errors.clear();
+        state.reading = None;
         self.store.set_epoch_deadline(1);
 
         let exports = self.exports.clone();
@@ -206,7 +224,10 @@ impl Instance {
             Err(CallError::Wasm(e)) => Err(classify(e, self.store.data_mut(), timeout, self.max_memory)),
         };
         self.flush_output();
-        self.store.data_mut().call = None;
+        let state = self.store.data_mut();
+        state.call = None;
+        state.completing = false;
+        state.reading = None;
         let tail = self.stderr.take_tail();
         result.map_err(|mut failure| {
             failure.stderr_tail = tail;
@@ -237,7 +258,7 @@ impl Instance {
 
     pub(super) fn call_version(&mut self) -> Result<i32, Failure> {
         let mut version = 0;
-        self.call(Duration::from_secs(5), "", None, |store, ex| {
+        self.call(Duration::from_secs(5), "", What::Other, |store, ex| {
             version = ex.version.call(store, ())?;
             Ok(abi::status::OK)
         })?;
@@ -249,7 +270,7 @@ impl Instance {
         self.batches += 1;
         let timeout = self.batch_timeout;
         let body = batch.body.clone();
-        self.call(timeout, job_id, Some(batch), |store, ex| {
+        self.call(timeout, job_id, What::Batch(batch), |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
             let (batch_ptr, batch_len) = put(store, ex, &body)?;
             Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
@@ -261,7 +282,7 @@ impl Instance {
     pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
         let hook = self.exports.on_job_complete.clone()?;
         let timeout = self.batch_timeout;
-        Some(self.call(timeout, job_id, None, |store, ex| {
+        Some(self.call(timeout, job_id, What::Completion, |store, ex| {
             let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
             let (body_ptr, body_len) = put(store, ex, body)?;
             Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)

@@ -89,6 +89,28 @@ pub trait Submitter: Send + Sync {
     fn submit(&self, api: &str, job: &[u8]) -> Result<String, String>;
 }
 
+/// Where on-job-complete reads its job's results: what the job's handlers emitted, each
+/// batch's once, as JSON Lines of `{"batch": <index>, "result": <value>}` (the format
+/// of a job's results file and of the job API's `…/results`).
+pub trait JobResults: Send + Sync {
+    /// The results of job `job_id`, from the first line; or why they cannot be read.
+    fn open(&self, job_id: &str) -> Result<Box<dyn std::io::BufRead + Send>, String>;
+}
+
+/// A job's results in a file of this machine (`wasmbatch run`, the operator): the file
+/// the job's batches were recorded with. No file: the job emitted nothing.
+pub struct ResultsFileAt(pub PathBuf);
+
+impl JobResults for ResultsFileAt {
+    fn open(&self, _job_id: &str) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+        match std::fs::File::open(&self.0) {
+            Ok(file) => Ok(Box::new(std::io::BufReader::new(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(std::io::empty())),
+            Err(e) => Err(format!("reading the job's results at {}: {e}", self.0.display())),
+        }
+    }
+}
+
 /// A compiled, validated, linked plugin, independent of any job.
 pub struct Plugin {
     engine: Arc<Engine>,
@@ -193,6 +215,9 @@ pub struct JobContext {
     /// Where guests submit jobs (chaining); none: `submit_job` answers that it is not
     /// available.
     pub submitter: Option<Arc<dyn Submitter>>,
+    /// Where on-job-complete reads the job's results; none: reading them answers that
+    /// they are not available here.
+    pub results: Option<Arc<dyn JobResults>>,
 }
 
 /// A job's side of its instances.
@@ -203,6 +228,7 @@ struct Job {
     job_id: String,
     attempts: Arc<AttemptLog>,
     submitter: Option<Arc<dyn Submitter>>,
+    results: Option<Arc<dyn JobResults>>,
 }
 
 impl Job {
@@ -218,6 +244,7 @@ impl Job {
             spec,
             attempts: Arc::new(AttemptLog::default()),
             submitter: context.submitter,
+            results: context.results,
         })
     }
 }

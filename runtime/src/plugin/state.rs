@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::Submitter;
+use super::{JobResults, Submitter};
 use crate::capability::Grants;
 use crate::capture::Capture;
 use crate::logging::GuestTag;
@@ -77,6 +77,18 @@ pub(crate) struct HostState {
     pub(crate) results_limit: usize,
     /// Items the guest failed or rejected during the call in progress.
     pub(crate) item_errors: Vec<super::ItemError>,
+    /// Where the job's results are read from, in on-job-complete.
+    pub(crate) job_results: Option<Arc<dyn JobResults>>,
+    /// Whether the call in progress is on-job-complete (the only one that may read
+    /// the job's results).
+    pub(crate) completing: bool,
+    /// The job's results being read by the call in progress.
+    pub(crate) reading: Option<ResultsReading>,
+}
+
+/// A call's reading of its job's results.
+pub(crate) struct ResultsReading {
+    pub(crate) lines: Box<dyn std::io::BufRead + Send>,
 }
 
 impl HostState {

@@ -36,7 +36,7 @@ use crate::job::stop::{StopFlag, StopReason};
 use crate::job::submission::{SourceSpec, Submission, SubmissionError};
 use crate::journal::{Hook, JobRow, Journal};
 use crate::metrics::Metrics;
-use crate::plugin::{JobContext, Plugin};
+use crate::plugin::{JobContext, Plugin, ResultsFileAt};
 
 /// The largest item Cortex accepts in an `item_list`, in bytes of raw JSON.
 pub(crate) const MAX_ITEM_SIZE: usize = 256_000;
@@ -401,6 +401,7 @@ impl Service {
                     spec: Arc::from(spec),
                     mount: api.config.mount.clone(),
                     submitter: Some(Arc::new(submitter)),
+                    results: Some(Arc::new(ResultsFileAt(job.results.clone()))),
                 };
                 let executor = InProcess::new(Arc::new(plugin.bind(context)?), api.config.recycle_after);
                 job.drive(&facts, input, &reopen, &self.local(executor, &row, api), stop)?;
