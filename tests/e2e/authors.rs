@@ -185,10 +185,18 @@ fn the_classify_example_chains_its_counts_to_the_next_api() {
     )
     .unwrap();
     let operator = Operator::start(&config, &dir.path().join("data"));
-    let (job, _, _, _) = classify_job(60, 2, Some("noop"));
+    let (job, low, high, rejected) = classify_job(60, 2, Some("noop"));
     let job_id = operator.submit("classify", &job);
     let status = operator.wait_done("classify", &job_id);
     assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
+    // Items counted beside batches, in the job API and in `get`.
+    assert_eq!(status["metrics"]["items"], json!({"succeeded": low + high, "dead_lettered": rejected}), "{status}");
+    let get =
+        crate::harness::wasmbatch().args(["get", "classify", &job_id, "--operator", &operator.url]).output().unwrap();
+    let text = String::from_utf8_lossy(&get.stdout);
+    assert!(get.status.success(), "{text}");
+    let stats = format!("item stats\nsucceeded   dead-lettered\n{:<12}{rejected}\n", low + high);
+    assert!(text.contains(&stats), "{text}");
     let (code, body) = operator.request("GET", "/batch/noop/jobs", None);
     assert_eq!(code, 200, "{body}");
     let jobs: Value = serde_json::from_str(&body).unwrap();

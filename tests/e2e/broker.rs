@@ -683,6 +683,7 @@ fn results_and_failed_items_come_back_through_the_broker() {
     let job_id = operator.submit("reach", &json!({"workers": 1, "item_list": {"items": items, "batch_size": 2}}));
     let status = operator.wait_done("reach", &job_id);
     assert_eq!(status["job_status"]["status"], "completed_with_failures", "{status}");
+    assert_eq!(status["metrics"]["items"], json!({"succeeded": 3, "dead_lettered": 1}), "{status}");
     let (_, text) = operator.request("GET", &format!("/batch/reach/jobs/{job_id}/results"), None);
     let mut results: Vec<Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect();
     results.sort_by_key(|r| (r["batch"].as_u64(), r["result"].to_string()));

@@ -548,6 +548,7 @@ fn the_command_line_client_submits_watches_gets_and_stops() {
     let (code, stdout, stderr) = cli(&["submit", "sum", job_file.to_str().unwrap(), "--watch"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains(" succeeded: 3 succeeded, 0 failed"), "{stdout}");
+    assert!(stdout.contains("\n  items: 3 succeeded, 0 dead-lettered, of 3\n"), "{stdout}");
     let job_id = stderr.split("submitted job ").nth(1).unwrap().split(' ').next().unwrap().to_string();
 
     let (code, stdout, _) = cli(&["get", "sum", &job_id]);

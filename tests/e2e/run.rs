@@ -421,6 +421,7 @@ fn interrupt_stops_the_job_and_resume_finishes_the_same_job() {
     assert_eq!((s["job_id"].as_str(), s["status"].as_str()), (Some(job_id.as_str()), Some("succeeded")));
     assert_eq!((s["metrics"]["succeeded"].as_u64(), s["total_batch_count"].as_u64()), (Some(40), Some(40)));
     assert!(s["total_item_count"].as_u64().unwrap() <= 40 - succeeded, "only the rest ran again: {s}");
+    assert_eq!(s["items"], json!({"succeeded": 40, "dead_lettered": 0}), "the whole job's items, both runs': {s}");
     let complete = read_lines(&job.path("mnt/complete.jsonl"));
     assert_eq!(complete.len(), 1);
     assert_eq!((complete[0]["succeeded"].as_u64(), complete[0]["total"].as_u64()), (Some(40), Some(40)));

@@ -55,6 +55,8 @@ pub(crate) mod header {
     pub(crate) const JOB: &str = "wb-job";
     /// The batch's index in its job.
     pub(crate) const INDEX: &str = "wb-index";
+    /// A batch's number of items (on the batch, and echoed on its outcome).
+    pub(crate) const ITEMS: &str = "wb-items";
     /// The job's attempts per batch.
     pub(crate) const MAX_ATTEMPTS: &str = "wb-max-attempts";
     /// The job spec (JSON), for the guest's `/cortex/spec/job.json` and init.

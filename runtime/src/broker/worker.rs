@@ -461,6 +461,7 @@ impl Worker {
         let kind = get_str(headers, header::KIND).unwrap_or_default();
         let job_id = get_str(headers, header::JOB);
         let index = get_int(headers, header::INDEX).map(|i| i as u64);
+        let items = get_int(headers, header::ITEMS);
         let max_attempts = get_int(headers, header::MAX_ATTEMPTS).unwrap_or(1).clamp(1, i64::from(u32::MAX)) as u32;
         let attempt =
             get_int(headers, header::DELIVERY_COUNT).unwrap_or(0).clamp(0, i64::from(u32::MAX - 1)) as u32 + 1;
@@ -484,6 +485,10 @@ impl Worker {
             let base = Headers::default().str(header::JOB, &job_id).str(header::WORKER, &self.name);
             let base = match index {
                 Some(i) => base.int(header::INDEX, i as i64),
+                None => base,
+            };
+            let base = match items {
+                Some(n) => base.int(header::ITEMS, n),
                 None => base,
             };
             let (reply, outcome) = oneshot::channel();

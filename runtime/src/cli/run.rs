@@ -262,10 +262,6 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.plugin.is_some() {
         status.mount = Some(args.guest.mount_description());
     }
-    if args.resume.is_some() {
-        // This run's item counts are not the job's.
-        status.items = None;
-    }
     if status.status == job::status::JobState::Stopped {
         status.resume_with = Some(state_dir.display().to_string());
     } else if !explicit_state && status.status.is_terminal() {
@@ -302,6 +298,9 @@ fn whole_job_status(
     status.metrics.average_time_per_batch = counts.average_time_per_batch;
     status.unhandled_batch_count = counts.unhandled;
     status.dead_lettered_batch_count = counts.failed + counts.unhandled;
+    // The whole job's items, from its journal (a state directory of an older version
+    // has none).
+    status.items = counts.items;
     let ended = counts.succeeded + counts.failed + counts.unhandled;
     status.total_batch_count = row.total_batch_count.unwrap_or(ended + deferred);
     // Every batch without an outcome waits for a resume, read or not.

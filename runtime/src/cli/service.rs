@@ -161,7 +161,7 @@ pub(super) fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let (succeeded, failed) = (m["succeeded"].as_u64().unwrap_or(0), m["failed"].as_u64().unwrap_or(0));
         let progress = job::status::Progress {
             done: succeeded + s["dead_lettered_batch_count"].as_u64().unwrap_or(failed),
-            items: None,
+            items: m["items"]["succeeded"].as_u64().zip(m["items"]["dead_lettered"].as_u64()).map(|(a, b)| a + b),
             failed,
             total: s["total_batch_count"].as_u64(),
         };
@@ -175,6 +175,9 @@ pub(super) fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 status_message(&status),
                 started.elapsed().as_secs_f64()
             );
+            if let (Some(ok), Some(dead)) = (m["items"]["succeeded"].as_u64(), m["items"]["dead_lettered"].as_u64()) {
+                println!("  items: {ok} succeeded, {dead} dead-lettered, of {}", ok + dead);
+            }
             return Ok(ExitCode::from(exit_code(&status)));
         }
         view.update(progress);

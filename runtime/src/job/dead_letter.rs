@@ -36,8 +36,11 @@ pub struct Record<'a> {
     pub attempts: u32,
     /// The last attempt's error.
     pub error: &'a AttemptError,
-    /// The batch (a JSON array).
+    /// What is dead-lettered (a JSON array): the batch, or the items of it that failed
+    /// alone.
     pub body: &'a [u8],
+    /// The items of the whole batch (`None`: not known, as from an older worker).
+    pub items: Option<u64>,
 }
 
 impl DeadLetters {
@@ -134,8 +137,8 @@ mod tests {
         let multi_line = b"[{\"z\": 1,\n  \"a\": 1e999999},\r\n 2]";
         let dead = DeadLetters::create(&path).unwrap();
         dead.append(&[
-            Record { index: 0, attempts: 3, error: &error, body: one_line },
-            Record { index: 4, attempts: 1, error: &error, body: multi_line },
+            Record { index: 0, attempts: 3, error: &error, body: one_line, items: Some(1) },
+            Record { index: 4, attempts: 1, error: &error, body: multi_line, items: Some(2) },
         ])
         .unwrap();
         assert_eq!(dead.written(), 2);

@@ -8,8 +8,9 @@ use super::dead_letter::{DeadLetters, Record};
 /// Where a job's outcomes are kept. Each call returns once what it records is
 /// durable; the runner counts a batch only after that.
 pub trait Ledger: Send + Sync + 'static {
-    /// Batches that succeeded, `(index, time)` (a worker's group: one write).
-    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()>;
+    /// Batches that succeeded, `(index, time)` (a worker's group: one write), and
+    /// their items (`None`: not known, as from an older worker).
+    fn succeeded(&self, batches: &[(u64, Duration)], items: Option<u64>) -> std::io::Result<()>;
     /// Batches that will not succeed (failed for good, or unhandled after a stop).
     fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()>;
     /// The results of batches that ended, `(index, results as JSON Lines)`; called
@@ -31,7 +32,7 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 impl Ledger for DeadLetters {
-    fn succeeded(&self, _batches: &[(u64, Duration)]) -> std::io::Result<()> {
+    fn succeeded(&self, _batches: &[(u64, Duration)], _items: Option<u64>) -> std::io::Result<()> {
         Ok(())
     }
 

@@ -88,8 +88,8 @@ impl Ledger for Exported {
         self.results.append(batches)
     }
 
-    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
-        self.journal.succeeded(batches)
+    fn succeeded(&self, batches: &[(u64, Duration)], items: Option<u64>) -> std::io::Result<()> {
+        self.journal.succeeded(batches, items)
     }
 
     fn dead_lettered(&self, records: &[Record<'_>]) -> std::io::Result<()> {
@@ -125,12 +125,13 @@ impl Ledger for JobLedger {
         self.journal.results(&self.job_id).append(batches)
     }
 
-    fn succeeded(&self, batches: &[(u64, Duration)]) -> std::io::Result<()> {
+    fn succeeded(&self, batches: &[(u64, Duration)], items: Option<u64>) -> std::io::Result<()> {
         let packed: Vec<u8> = batches.iter().flat_map(|(index, _)| index.to_le_bytes()).collect();
         let elapsed: f64 = batches.iter().map(|(_, e)| e.as_secs_f64()).sum();
+        let items = items.map(|n| n as i64);
         self.journal.with(|c| {
-            c.prepare_cached("INSERT INTO succeeded (job_id, n, elapsed, indexes) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![self.job_id, batches.len() as i64, elapsed, packed])
+            c.prepare_cached("INSERT INTO succeeded (job_id, n, elapsed, indexes, items) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![self.job_id, batches.len() as i64, elapsed, packed, items])
                 .map(drop)
         })
     }
@@ -140,11 +141,15 @@ impl Ledger for JobLedger {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO outcomes (job_id, idx, state, attempts, kind, message, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR REPLACE INTO outcomes (job_id, idx, state, attempts, kind, message, body, items, dead_items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for r in records {
                     let state = if r.error.interrupted() { UNHANDLED } else { FAILED };
+                    // The items dead-lettered: those of the body (the batch, or its
+                    // items that failed alone).
+                    let dead = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(r.body).map(|v| v.len() as i64);
+                    let items = r.items.map(|n| n as i64);
                     insert.execute(params![
                         self.job_id,
                         r.index as i64,
@@ -152,7 +157,9 @@ impl Ledger for JobLedger {
                         r.attempts,
                         r.error.kind.to_string(),
                         r.error.message,
-                        r.body
+                        r.body,
+                        items,
+                        items.and(dead.ok()),
                     ])?;
                 }
             }

@@ -39,7 +39,7 @@ use self::batches::{Letters, Resumed};
 
 use crate::job::results::ResultsFile;
 use crate::job::source::BatchSource;
-use crate::job::status::JobState;
+use crate::job::status::{ItemCounts, JobState};
 
 /// The journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,8 @@ pub(crate) struct Counts {
     pub unhandled: u64,
     /// Mean seconds per succeeded batch.
     pub average_time_per_batch: Option<f64>,
+    /// Items succeeded and dead-lettered, when every outcome recorded its items.
+    pub items: Option<ItemCounts>,
 }
 
 /// A dead-lettered batch, as downloaded.
@@ -156,12 +158,19 @@ pub(crate) struct Journal {
 
 /// The journal's schema version (`PRAGMA user_version`). A journal of a newer version
 /// is refused, never changed; an older one is brought up by the migrations below.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1` (after [`SCHEMA`], which
 /// creates what is missing). 0 → 1: a journal written before versions were kept (the
-/// same tables). 1 → 2: the `idempotency` table (made by `SCHEMA`).
-const MIGRATIONS: &[&str] = &["", ""];
+/// same tables). 1 → 2: the `idempotency` table (made by `SCHEMA`). 2 → 3: item counts
+/// beside batch counts (`NULL` in the rows written before: their jobs count no items).
+const MIGRATIONS: &[&str] = &[
+    "",
+    "",
+    "ALTER TABLE succeeded ADD COLUMN items INTEGER; \
+     ALTER TABLE outcomes ADD COLUMN items INTEGER; \
+     ALTER TABLE outcomes ADD COLUMN dead_items INTEGER",
+];
 
 /// How long the integrity check of an existing journal may take at start; beyond, the
 /// check is cut short with a warning (a large journal still starts).
@@ -611,6 +620,25 @@ impl Journal {
                     FAILED => counts.failed = n,
                     _ => counts.unhandled = n,
                 }
+            }
+            // Items: those of succeeded batches, and those of dead-lettered ones not
+            // dead-lettered themselves; unknown when any row lacks them.
+            let (done, unknown): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(items), 0), COUNT(*) - COUNT(items) FROM succeeded WHERE job_id = ?1",
+                )?
+                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (items, dead, unknown_dead): (i64, i64, i64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(items), 0), COALESCE(SUM(dead_items), 0), COUNT(*) - COUNT(dead_items)
+                     FROM outcomes WHERE job_id = ?1",
+                )?
+                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            if unknown == 0 && unknown_dead == 0 {
+                counts.items = Some(ItemCounts {
+                    succeeded: (done + items - dead).max(0) as u64,
+                    dead_lettered: dead.max(0) as u64,
+                });
             }
             Ok(counts)
         })

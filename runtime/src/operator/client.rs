@@ -325,6 +325,14 @@ pub(crate) fn describe_job(answer: &Value, now: i64) -> String {
         &["total", "succeeded", "failed attempts", "avg time per batch"],
         &[vec![total, cell(&m["succeeded"]), cell(&m["failed"]), average]],
     ));
+    // Ours: what the job's items came to (batches are what Cortex counts).
+    if m["items"].is_object() {
+        out.push_str("\nitem stats\n");
+        out.push_str(&table(
+            &["succeeded", "dead-lettered"],
+            &[vec![cell(&m["items"]["succeeded"]), cell(&m["items"]["dead_lettered"])]],
+        ));
+    }
     out.push('\n');
     match JobState::parse(status) {
         Some(state) if state.is_terminal() => {

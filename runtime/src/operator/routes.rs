@@ -141,11 +141,16 @@ pub(crate) fn job_status(row: &JobRow, counts: &Counts) -> Value {
 }
 
 fn metrics_of(counts: &Counts) -> Value {
-    json!({
+    let mut metrics = json!({
         "succeeded": counts.succeeded,
         "failed": counts.failed,
         "average_time_per_batch": counts.average_time_per_batch,
-    })
+    });
+    // Ours: items, when every outcome recorded its items.
+    if let Some(items) = &counts.items {
+        metrics["items"] = json!(items);
+    }
+    metrics
 }
 
 fn query_param<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {

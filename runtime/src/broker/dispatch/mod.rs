@@ -139,15 +139,15 @@ struct BrokerJob<'a> {
 
 /// A message the operator publishes to an API's queue.
 enum Outgoing<'a> {
-    /// A batch: its index and bytes.
-    Batch(u64, &'a [u8]),
+    /// A batch: its index, items and bytes.
+    Batch(u64, usize, &'a [u8]),
     /// A job's on-job-complete call: its body.
     Hook(&'a [u8]),
 }
 
 /// `group` as messages.
 fn batches(group: &[Batch]) -> Vec<Outgoing<'_>> {
-    group.iter().map(|b| Outgoing::Batch(b.index, &b.body)).collect()
+    group.iter().map(|b| Outgoing::Batch(b.index, b.items, &b.body)).collect()
 }
 
 /// One message taken from a queue, as the journal writer needs it.
@@ -441,7 +441,13 @@ impl Dispatch {
             if group.len() >= GROUP || (end && !group.is_empty()) {
                 let records: Vec<Record<'_>> = group
                     .iter()
-                    .map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body })
+                    .map(|b| Record {
+                        index: b.index,
+                        attempts: 0,
+                        error: &error,
+                        body: &b.body,
+                        items: Some(b.items as u64),
+                    })
                     .collect();
                 ledger.dead_lettered(&records)?;
                 for b in &group {
@@ -508,8 +514,10 @@ impl Dispatch {
                             .int(header::MAX_ATTEMPTS, i64::from(job.max_attempts))
                             .str(header::SPEC, spec);
                         let (headers, body) = match message {
-                            Outgoing::Batch(index, body) => {
-                                (headers.str(header::KIND, header::BATCH).int(header::INDEX, *index as i64), *body)
+                            Outgoing::Batch(index, items, body) => {
+                                let headers =
+                                    headers.str(header::KIND, header::BATCH).int(header::INDEX, *index as i64);
+                                (headers.int(header::ITEMS, *items as i64), *body)
                             }
                             Outgoing::Hook(body) => (headers.str(header::KIND, header::HOOK), *body),
                         };

@@ -30,7 +30,9 @@ impl Dispatch {
             let info = self.apis.get(&track.api_name);
             let mut seen = HashSet::new();
             let mut succeeded = Vec::new();
-            let mut failed: Vec<(u64, u32, AttemptError, &[u8])> = Vec::new();
+            // Known only when every outcome says its batch's items.
+            let mut succeeded_items = Some(0u64);
+            let mut failed: Vec<Failed<'_>> = Vec::new();
             let mut hook = None;
             let mut results: Vec<(u64, &[u8])> = Vec::new();
             let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -38,6 +40,7 @@ impl Dispatch {
                 let headers = item.headers.as_ref();
                 let kind = get_str(headers, header::KIND).unwrap_or_default();
                 let index = get_int(headers, header::INDEX).map(|i| i as u64);
+                let items = get_int(headers, header::ITEMS).map(|n| n.max(0) as u64);
                 let attempts = get_int(headers, header::ATTEMPTS).unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32;
                 match (from, kind.as_str(), index) {
                     (_, header::HOOK, _) => {
@@ -60,6 +63,7 @@ impl Dispatch {
                     (From::Results, header::SUCCEEDED, Some(i)) => {
                         let elapsed = get_float(headers, header::ELAPSED).unwrap_or(0.0).max(0.0);
                         succeeded.push((i, Duration::from_secs_f64(elapsed)));
+                        succeeded_items = succeeded_items.zip(items).map(|(a, b)| a + b);
                         if !item.data.is_empty() {
                             results.push((i, item.data.as_slice()));
                         }
@@ -70,12 +74,8 @@ impl Dispatch {
                         }
                         let kind = get_str(headers, header::ERROR_KIND).unwrap_or_else(|| "failed".into());
                         let message = get_str(headers, header::ERROR).unwrap_or_default();
-                        failed.push((
-                            i,
-                            attempts,
-                            AttemptError { kind: AttemptKind::Remote(kind), message },
-                            &item.data,
-                        ));
+                        let error = AttemptError { kind: AttemptKind::Remote(kind), message };
+                        failed.push(Failed { index: i, attempts, error, body: &item.data, items });
                     }
                     (From::Dead, _, Some(i)) => {
                         let deliveries = info.map_or(0, |i| i.max_attempts);
@@ -84,7 +84,7 @@ impl Dispatch {
                              was lost: killed, cut off, or out of time); the broker dead-lettered it"
                         );
                         let error = AttemptError { kind: AttemptKind::Remote("delivery_limit".into()), message };
-                        failed.push((i, deliveries, error, &item.data));
+                        failed.push(Failed { index: i, attempts: deliveries, error, body: &item.data, items });
                     }
                 }
             }
@@ -94,12 +94,18 @@ impl Dispatch {
                 ledger.results(&results)?;
             }
             if !succeeded.is_empty() {
-                ledger.succeeded(&succeeded)?;
+                ledger.succeeded(&succeeded, succeeded_items)?;
             }
             if !failed.is_empty() {
                 let records: Vec<Record<'_>> = failed
                     .iter()
-                    .map(|(index, attempts, error, body)| Record { index: *index, attempts: *attempts, error, body })
+                    .map(|f| Record {
+                        index: f.index,
+                        attempts: f.attempts,
+                        error: &f.error,
+                        body: f.body,
+                        items: f.items,
+                    })
                     .collect();
                 ledger.dead_lettered(&records)?;
             }
@@ -121,7 +127,7 @@ impl Dispatch {
                     info.metrics.batch_succeeded(&job_id, *elapsed);
                 }
             }
-            for (index, _, error, _) in &failed {
+            for Failed { index, error, .. } in &failed {
                 state.set_ended(*index);
                 if let Some(info) = info {
                     info.metrics.batch_failed(&job_id);
@@ -133,4 +139,14 @@ impl Dispatch {
         }
         Ok(())
     }
+}
+
+/// A batch a worker (or the broker) reported failed for good.
+struct Failed<'a> {
+    index: u64,
+    attempts: u32,
+    error: AttemptError,
+    body: &'a [u8],
+    /// The whole batch's items, when the outcome says.
+    items: Option<u64>,
 }

@@ -226,8 +226,13 @@ pub fn run<E: Executor>(
                                 tracing::error!(job_id = job.job_id, "{message}");
                                 shared.tally().faults.push(message.clone());
                                 let error = AttemptError { kind: AttemptKind::WorkerPanic, message };
-                                let record =
-                                    Record { index: batch.index, attempts: 1, error: &error, body: &batch.body };
+                                let record = Record {
+                                    index: batch.index,
+                                    attempts: 1,
+                                    error: &error,
+                                    body: &batch.body,
+                                    items: Some(batch.items as u64),
+                                };
                                 shared.dead_letter(&[record], batch.items as u64, batch.items as u64, false);
                                 // The worker's state is in an unknown condition.
                                 state = executor.worker(index);
@@ -428,8 +433,10 @@ fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: Stop
         return;
     }
     let error = AttemptError { kind: AttemptKind::Interrupted(reason), message: reason.message().into() };
-    let records: Vec<Record<'_>> =
-        group.iter().map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body }).collect();
+    let records: Vec<Record<'_>> = group
+        .iter()
+        .map(|b| Record { index: b.index, attempts: 0, error: &error, body: &b.body, items: Some(b.items as u64) })
+        .collect();
     let items = group.iter().map(|b| b.items as u64).sum();
     shared.dead_letter(&records, items, items, true);
 }
@@ -482,7 +489,7 @@ impl Succeeded {
         let results: Vec<(u64, &[u8])> = self.results.iter().map(|(i, r)| (*i, r.as_slice())).collect();
         let recorded = shared
             .record(|| shared.ledger.results(&results))
-            .and_then(|()| shared.record(|| shared.ledger.succeeded(&self.batches)));
+            .and_then(|()| shared.record(|| shared.ledger.succeeded(&self.batches, Some(self.items))));
         if let Err(e) = recorded {
             let message = format!("cannot record {} succeeded batches: {e}", self.batches.len());
             tracing::error!(api_name = job.api_name, job_id = job.job_id, "{message}");
@@ -605,7 +612,8 @@ fn work<E: Executor>(
             {
                 shared.tally().faults.push(format!("cannot record the results of batch {}: {e}", batch.index));
             }
-            let record = Record { index: batch.index, attempts, error: &error, body: dead };
+            let record =
+                Record { index: batch.index, attempts, error: &error, body: dead, items: Some(batch.items as u64) };
             // Logged once the record is on disk.
             // Only the failed items are dead-lettered when items failed alone.
             let dead_items = if unhandled || indexes.is_empty() { batch.items } else { indexes.len() };
