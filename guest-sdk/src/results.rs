@@ -28,8 +28,9 @@ impl Context<'_> {
     /// }
     /// ```
     ///
-    /// Each call starts again from the first result. They are streamed from the host,
-    /// not loaded into the guest's memory at once. A result that is not a `T` is an
+    /// Each call starts again from the first result (an iterator of an earlier call
+    /// then goes on from where the new one is: read one at a time). They are streamed
+    /// from the host, not loaded into the guest's memory at once. A result that is not a `T` is an
     /// error of its own (the iteration may go on). Where the results cannot be read —
     /// in a handler, or under `serve` when the job service at `--operator-url` does not
     /// know the job — this is an error with the host's reason.
