@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use wasmbatch::http::batch::check_batch;
 use wasmbatch::metrics::Metrics;
-use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin};
+use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin, drive};
 
 /// A guest that accepts every batch: a bump allocator reset on each call, nothing else.
 const NOOP_WAT: &str = r#"(module
@@ -48,7 +48,7 @@ fn hot_path(c: &mut Criterion) {
     let options = LoadOptions { instances: 2, ..LoadOptions::default() };
     let plugin = Arc::new(Plugin::load(&path, &options, Metrics::new("bench")).unwrap());
     let plugin = plugin.bind(JobContext::default()).unwrap();
-    let mut instance = plugin.instance(Arc::new(AtomicBool::new(false))).unwrap();
+    let mut instance = drive(plugin.instance(Arc::new(AtomicBool::new(false)))).unwrap();
 
     let mut group = c.benchmark_group("guest_call");
     for (name, body) in [("handle_10_items", &small), ("handle_1000_items", &large)] {
@@ -58,7 +58,7 @@ fn hot_path(c: &mut Criterion) {
             b.iter(|| {
                 let call =
                     BatchCall { tag: 0, id: BatchId::Content, attempt: 1, body: std::hint::black_box(body.clone()) };
-                instance.handle("job", call).unwrap()
+                drive(instance.handle("job", call)).unwrap()
             })
         });
     }
@@ -66,7 +66,7 @@ fn hot_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("instance");
     group.bench_function("instantiate_and_init", |b| {
-        b.iter(|| drop(plugin.instance(Arc::new(AtomicBool::new(false))).unwrap()))
+        b.iter(|| drop(drive(plugin.instance(Arc::new(AtomicBool::new(false)))).unwrap()))
     });
     group.finish();
 }

@@ -1,7 +1,9 @@
 //! The wasmtime engine, narrowed to what wasmbatch uses.
 //!
 //! One [`Engine`] per process: Cranelift, the pooling instance allocator sized for the
-//! number of instances we keep, epoch interruption driven by one ticker thread. Every
+//! number of instances we keep, epoch interruption driven by one ticker thread. Guests
+//! are always called asynchronously (`call_async`, on a fiber): on the async task that
+//! holds the request in `serve`, or through [`drive`] on a plain thread. Every
 //! knob a user can turn is in [`EngineConfig`]; nothing else of wasmtime's `Config`
 //! leaks out of this module.
 
@@ -94,10 +96,13 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // One instance, memory and table per slot; a module with more than one memory or
     // table is rejected at instantiation with wasmtime's own message.
+    // Guests are called asynchronously, each call on a fiber with a stack of its own:
+    // one per live instance, and one more for a host function's call back into the
+    // guest (`wasmbatch_alloc`, to hand it an answer) while the first is suspended.
     pool.total_core_instances(config.max_instances)
         .total_memories(config.max_instances)
         .total_tables(config.max_instances)
-        .total_stacks(config.max_instances)
+        .total_stacks(config.max_instances.saturating_mul(2))
         .total_component_instances(0)
         .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
 
@@ -106,6 +111,43 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
         .parallel_compilation(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
+}
+
+/// Runs a future — a guest call — to its end from synchronous code. The futures of
+/// guest calls yield at every epoch tick (so that, on an async runtime, other tasks run
+/// between a long guest's slices); here a yield just polls again. Host functions that
+/// block run on tokio's blocking threads, so a runtime is entered for them: on a plain
+/// thread, the process's own small one; on a worker of a multi-threaded runtime, that
+/// runtime (through `block_in_place`); inside a current-thread runtime, which cannot
+/// block, the future runs on a scoped thread of its own.
+pub fn drive<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use std::sync::OnceLock;
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    static AMBIENT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let ambient = || {
+        AMBIENT.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("wasmbatch-ambient")
+                .enable_all()
+                .build()
+                .expect("start the ambient runtime")
+        })
+    };
+    match Handle::try_current() {
+        Err(_) => ambient().block_on(future),
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(future))
+        }
+        Ok(_) => std::thread::scope(|scope| {
+            let run = scope.spawn(|| ambient().block_on(future));
+            run.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
 }
 
 /// The memory limit of the container this process runs in (cgroup v2 `memory.max`, or

@@ -23,7 +23,7 @@
 //! use wasmbatch::job::status::{JobState, ProgressMode, ProgressView};
 //! use wasmbatch::job::{stop::StopFlag, submission::Submission};
 //! use wasmbatch::metrics::Metrics;
-//! use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin};
+//! use wasmbatch::plugin::{BatchCall, BatchId, JobContext, LoadOptions, Plugin, drive};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A plugin: any `.wasm` built with the guest SDK; here, a text module that accepts
@@ -40,10 +40,11 @@
 //! let spec = br#"{"job_id": "j1", "api_name": "example"}"#;
 //! let bound = Arc::new(plugin.bind(JobContext { spec: Arc::from(&spec[..]), ..JobContext::default() })?);
 //!
-//! // One batch, on an instance of your own.
-//! let mut instance = bound.instance(Arc::new(AtomicBool::new(false)))?;
+//! // One batch, on an instance of your own. Guest calls are async; `drive` runs one on
+//! // this thread (in async code, `.await` them).
+//! let mut instance = drive(bound.instance(Arc::new(AtomicBool::new(false))))?;
 //! let batch = BatchCall { tag: 0, id: BatchId::Index(0), attempt: 1, body: "[1, 2, 3]".into() };
-//! instance.handle("j1", batch)?;
+//! drive(instance.handle("j1", batch))?;
 //!
 //! // A whole job: a Cortex job submission, its batches on two workers.
 //! let job = Submission::parse(br#"{"workers": 2, "item_list": {"items": [1, 2, 3, 4, 5], "batch_size": 2}}"#, "job")?;
@@ -67,15 +68,15 @@
 //! # }
 //! ```
 //!
-//! Serving is [`pool::WorkerPool::new`] over the bound plugin, then [`http::serve`]
+//! Serving is [`pool::InstancePool::new`] over the bound plugin, then [`http::serve`]
 //! with a `tokio::net::TcpListener` and any future as the shutdown signal; the
 //! in-process tests in `http::server` do exactly that.
 //!
 //! # Layout
 //!
 //! Public: [`plugin`] (loaded once, bound to a job, warm [`plugin::Instance`]s),
-//! [`failure`] (typed failures), [`capability`] (grants), [`pool`] (worker threads
-//! behind admission), [`http`] (the contract's server), [`job`] (job files, sources,
+//! [`failure`] (typed failures), [`capability`] (grants), [`pool`] (warm instances
+//! behind admission, called on the request's task), [`http`] (the contract's server), [`job`] (job files, sources,
 //! executors, the runner), [`metrics`], [`tls`] (one TLS stack), [`abi`] (guest ABI v1).
 //! Inside, lowest layer first (the `layers` test keeps imports pointing down):
 //!

@@ -3,8 +3,10 @@
 //! A [`WarmInstance`] is a worker's slot: it creates its instance on first use (with
 //! `_initialize` and `init`), hands it batch after batch, and retires it after a fatal
 //! failure or after `recycle_after` batches, so that the next call starts a fresh one.
-//! The worker pool of `serve` and the in-process executor of `run` both drive their
-//! guests through this type, so the two cannot disagree about when an instance lives.
+//! The instance pool of `serve` and the in-process executor of `run`, the operator and
+//! workers all drive their guests through this type, so they cannot disagree about
+//! when an instance lives. Its calls are async; [`crate::engine::drive`] runs them on a
+//! plain thread.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -40,9 +42,9 @@ impl WarmInstance {
         &self.plugin
     }
 
-    fn instance(&mut self) -> Result<&mut Instance, Failure> {
+    async fn instance(&mut self) -> Result<&mut Instance, Failure> {
         if self.instance.is_none() {
-            self.instance = Some(self.plugin.instance(self.cancel.clone())?);
+            self.instance = Some(self.plugin.instance(self.cancel.clone()).await?);
             tracing::debug!("started a guest instance");
         }
         Ok(self.instance.as_mut().expect("just filled"))
@@ -60,9 +62,11 @@ impl WarmInstance {
     }
 
     /// Hands one batch to the instance (started first if there is none).
-    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<BatchOutput, Failure> {
-        let result =
-            self.instance().and_then(|instance| instance.handle(job_id, batch).map(|()| instance.take_output()));
+    pub async fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<BatchOutput, Failure> {
+        let result = match self.instance().await {
+            Ok(instance) => instance.handle(job_id, batch).await.map(|()| instance.take_output()),
+            Err(failure) => Err(failure),
+        };
         self.settle();
         result.map_err(|failure| self.hint(failure))
     }
@@ -78,11 +82,14 @@ impl WarmInstance {
     }
 
     /// Runs the on-job-complete hook; `None` when the plugin has none.
-    pub fn on_job_complete(&mut self, job_id: &str, body: &Bytes) -> Option<Result<(), Failure>> {
+    pub async fn on_job_complete(&mut self, job_id: &str, body: &Bytes) -> Option<Result<(), Failure>> {
         if !self.plugin.capabilities().on_job_complete {
             return None;
         }
-        let result = self.instance().and_then(|instance| instance.on_job_complete(job_id, body).unwrap_or(Ok(())));
+        let result = match self.instance().await {
+            Ok(instance) => instance.on_job_complete(job_id, body).await.unwrap_or(Ok(())),
+            Err(failure) => Err(failure),
+        };
         self.settle();
         Some(result)
     }

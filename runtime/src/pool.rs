@@ -1,11 +1,13 @@
-//! Worker threads, each with its own warm guest instance, behind a bounded admission.
+//! Warm guest instances behind a bounded admission, called on the request's own task.
 //!
-//! Guest code never runs on an async runtime thread (wasmtime-wasi's synchronous
-//! functions panic there, and a long batch would stall I/O). The pool is
-//! `concurrency` plain threads fed by one channel; each thread owns a
-//! `WarmInstance`. (A rayon pool did the same job first; its idle workers spin in
-//! `sched_yield` before sleeping, which on 2 cores took ~13 % of the CPU from the I/O
-//! threads under load — see docs/benchmarks.md.)
+//! There are no guest threads: a batch takes an idle instance (or a fresh slot, whose
+//! instance starts on first use) and calls the guest asynchronously on a task of the
+//! runtime that serves the connection. The guest runs on a fiber; at every epoch tick
+//! it yields, so a long batch shares its thread with the other connections' batches,
+//! and the batch's deadline is enforced there. No hand-off to another thread and back
+//! per batch (it took a third of `serve`'s CPU on 2 cores — see docs/benchmarks.md).
+//! The call runs on a task of its own, so that a client that disconnects does not
+//! abandon a guest half-way through: the batch ends and its instance goes back warm.
 //!
 //! Admission bounds both the number of batches and their bytes: a request first takes
 //! one of `concurrency + queue_depth` places and as many bytes of the `queue_bytes`
@@ -13,13 +15,15 @@
 //! take is bounded by the budget, whatever the number of connections. A request that
 //! finds no room waits, in arrival order, up to `queue_timeout`, and only then gets
 //! [`Busy`]: a burst of clients is served, not refused, and nothing grows without
-//! bound.
+//! bound. At most `concurrency` guests run at once; the others wait, in order, for an
+//! instance.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use std::future::Future;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::lifecycle::WarmInstance;
 use crate::metrics::Metrics;
@@ -30,12 +34,12 @@ use crate::plugin::{Instance, JobPlugin};
 #[error("every instance is busy and the wait queue is full")]
 pub struct Busy;
 
-/// How many workers and how much waiting.
+/// How many instances and how much waiting.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Worker threads, each with one instance.
+    /// Warm instances, each running one batch at a time.
     pub concurrency: usize,
-    /// Batches that may wait for a free worker.
+    /// Batches that may wait for a free instance.
     pub queue_depth: usize,
     /// Bytes of request bodies admitted at once (read, waiting or running).
     pub queue_bytes: usize,
@@ -45,18 +49,54 @@ pub struct PoolConfig {
     pub recycle_after: Option<u64>,
 }
 
-/// The worker threads and their admission.
-pub struct WorkerPool {
-    plugin: Arc<JobPlugin>,
-    tasks: crossbeam_channel::Sender<Task>,
+/// The warm instances and their admission.
+pub struct InstancePool {
+    shared: Arc<Shared>,
     places: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     capacity: usize,
     queue_timeout: Duration,
 }
 
-/// A unit of work for a worker thread.
-type Task = Box<dyn FnOnce(&mut WarmInstance) + Send>;
+/// What the tasks running batches share with the pool.
+struct Shared {
+    plugin: Arc<JobPlugin>,
+    /// Instances waiting for a batch.
+    idle: Mutex<Vec<WarmInstance>>,
+    /// One permit an instance that may run at once.
+    running: Arc<Semaphore>,
+    cancel: Arc<AtomicBool>,
+    recycle_after: Option<u64>,
+}
+
+impl Shared {
+    /// An idle instance, or a new slot (its instance starts on first use) when a
+    /// task that held one panicked and lost it.
+    fn take(&self) -> WarmInstance {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        idle.unwrap_or_else(|| WarmInstance::new(self.plugin.clone(), self.cancel.clone(), self.recycle_after, None))
+    }
+
+    fn give_back(&self, slot: WarmInstance) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+    }
+}
+
+/// Counts an instance busy while it lives, whatever way its task ends.
+struct Running(Arc<Metrics>);
+
+impl Running {
+    fn new(metrics: &Arc<Metrics>) -> Running {
+        metrics.instances_busy.inc();
+        Running(metrics.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.instances_busy.dec();
+    }
+}
 
 /// A batch's place in the pool and its share of the byte budget; released on drop.
 pub struct Admission {
@@ -86,51 +126,44 @@ impl Drop for Admission {
     }
 }
 
-/// One worker thread: takes tasks until the pool is dropped, keeping its instance warm
-/// between them.
-fn work_loop(tasks: crossbeam_channel::Receiver<Task>, mut slot: WarmInstance) {
-    // Blocks in the channel while idle: no spinning that would take the CPU from the
-    // I/O threads on a small machine.
-    for task in tasks.iter() {
-        // A bug in a task must not cost the pool a thread: the task's answer channel is
-        // dropped (its request gets a 500) and the instance, in an unknown state, goes.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&mut slot))).is_err() {
-            tracing::error!("a worker task panicked; its instance is discarded");
-            slot.discard();
-        }
-    }
-}
+/// The task running a batch ended without an answer (it panicked: a bug; its
+/// instance, in an unknown state, was dropped).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the task running the batch stopped without answering")]
+pub struct Lost;
 
-impl WorkerPool {
-    /// Starts the worker threads. `first`, an instance already created and `init`ed
-    /// (the proof that the plugin starts), becomes the first worker's.
-    pub fn new(plugin: Arc<JobPlugin>, config: &PoolConfig, first: Option<Instance>) -> std::io::Result<WorkerPool> {
+impl InstancePool {
+    /// The pool. `first`, an instance already created and `init`ed (the proof that the
+    /// plugin starts), is its first idle instance; the others start on first use.
+    pub fn new(plugin: Arc<JobPlugin>, config: &PoolConfig, first: Option<Instance>) -> InstancePool {
         let concurrency = config.concurrency.max(1);
-        // Unbounded here because admission bounds it.
-        let (tx, rx) = crossbeam_channel::unbounded::<Task>();
-        let mut first = first;
         let cancel = Arc::new(AtomicBool::new(false));
-        for index in 0..concurrency {
-            let slot = WarmInstance::new(plugin.clone(), cancel.clone(), config.recycle_after, first.take());
-            let rx = rx.clone();
-            std::thread::Builder::new().name(format!("wasmbatch-worker-{index}")).spawn(move || work_loop(rx, slot))?;
+        let mut idle = Vec::with_capacity(concurrency);
+        if let Some(first) = first {
+            idle.push(WarmInstance::new(plugin.clone(), cancel.clone(), config.recycle_after, Some(first)));
         }
         let capacity = concurrency + config.queue_depth;
-        Ok(WorkerPool {
+        let shared = Arc::new(Shared {
             plugin,
-            tasks: tx,
+            idle: Mutex::new(idle),
+            running: Arc::new(Semaphore::new(concurrency)),
+            cancel,
+            recycle_after: config.recycle_after,
+        });
+        InstancePool {
+            shared,
             places: Arc::new(Semaphore::new(capacity)),
             bytes: Arc::new(Semaphore::new(config.queue_bytes.min(Semaphore::MAX_PERMITS))),
             capacity,
             queue_timeout: config.queue_timeout,
-        })
+        }
     }
 
     /// Waits (up to the queue timeout) for a place and `bytes` of the byte budget.
     /// `bytes` must not exceed the budget (the server's body limit guarantees it).
     pub async fn admit(&self, bytes: usize) -> Result<Admission, Busy> {
         let bytes = u32::try_from(bytes).map_err(|_| Busy)?;
-        let metrics = self.plugin.metrics();
+        let metrics = self.shared.plugin.metrics();
         let acquire = async {
             let place = self.places.clone().acquire_owned().await.map_err(|_| Busy)?;
             let bytes = self.bytes.clone().acquire_many_owned(bytes).await.map_err(|_| Busy)?;
@@ -144,31 +177,34 @@ impl WorkerPool {
         tokio::time::timeout(self.queue_timeout, acquire).await.map_err(|_| Busy)?
     }
 
-    /// Runs `task` on a worker with that worker's instance; `admission` is released
-    /// when the task ends, before its result is sent. The result arrives through the
-    /// returned receiver (closed without a value if every worker thread has died).
-    pub fn run<R, F>(&self, admission: Admission, task: F) -> oneshot::Receiver<R>
+    /// Runs `task` with an instance, on a task of the current runtime: it waits (in
+    /// order) for one of the `concurrency` instances, and gives it back when done.
+    /// `admission` is released when the task ends, before its result is returned.
+    pub async fn run<R, F, Fut>(&self, admission: Admission, task: F) -> Result<R, Lost>
     where
         R: Send + 'static,
-        F: FnOnce(&mut WarmInstance) -> R + Send + 'static,
+        F: FnOnce(WarmInstance) -> Fut + Send + 'static,
+        Fut: Future<Output = (WarmInstance, R)> + Send + 'static,
     {
-        let metrics = self.plugin.metrics().clone();
+        let shared = self.shared.clone();
+        let metrics = shared.plugin.metrics().clone();
         metrics.queue_depth.inc();
-        let (tx, rx) = oneshot::channel();
-        let wrapped: Task = Box::new(move |slot: &mut WarmInstance| {
+        let running = tokio::spawn(async move {
+            let permit = shared.running.clone().acquire_owned().await;
             metrics.queue_depth.dec();
-            metrics.instances_busy.inc();
-            let result = task(slot);
-            metrics.instances_busy.dec();
-            // Release the place before answering: a client that sends its next batch as
-            // soon as it has this answer must find the place free.
+            let busy = Running::new(&metrics);
+            let (slot, result) = task(shared.take()).await;
+            shared.give_back(slot);
+            drop((busy, permit));
+            // Release the place before answering: a client that sends its next batch
+            // as soon as it has this answer must find the place free.
             drop(admission);
-            // The receiver is gone when the client disconnected; the work is done anyway.
-            let _ = tx.send(result);
+            result
         });
-        // Fails only when every worker thread has died; the receiver then reports it.
-        let _ = self.tasks.send(wrapped);
-        rx
+        running.await.map_err(|e| {
+            tracing::error!("a task running a batch stopped: {e}; its instance is discarded");
+            Lost
+        })
     }
 
     /// Batches admitted and not yet finished (reading, waiting or running).
@@ -178,7 +214,7 @@ impl WorkerPool {
 
     /// The plugin.
     pub fn plugin(&self) -> &JobPlugin {
-        &self.plugin
+        &self.shared.plugin
     }
 }
 
@@ -186,7 +222,7 @@ impl WorkerPool {
 mod tests {
     use super::*;
 
-    fn pool(queue_depth: usize, queue_bytes: usize, queue_timeout: Duration) -> WorkerPool {
+    fn pool(queue_depth: usize, queue_bytes: usize, queue_timeout: Duration) -> InstancePool {
         let engine = Arc::new(crate::engine::Engine::new(crate::engine::EngineConfig::default()).unwrap());
         let module = wasmtime::Module::new(
             engine.wasmtime(),
@@ -200,7 +236,7 @@ mod tests {
         let plugin = Arc::new(crate::plugin::Plugin::new(engine, &module, Default::default(), metrics).unwrap());
         let plugin = plugin.bind(Default::default()).unwrap();
         let config = PoolConfig { concurrency: 1, queue_depth, queue_bytes, queue_timeout, recycle_after: None };
-        WorkerPool::new(Arc::new(plugin), &config, None).unwrap()
+        InstancePool::new(Arc::new(plugin), &config, None)
     }
 
     #[test]

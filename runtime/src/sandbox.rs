@@ -79,8 +79,9 @@ impl Sandbox {
     /// A fresh WASI context for one instance.
     pub(crate) fn wasi(&self, stdout: Capture, stderr: Capture) -> io::Result<WasiP1Ctx> {
         let mut b = WasiCtxBuilder::new();
-        // Guest calls run on our own worker threads, never on an async runtime, so file
-        // I/O may block the calling thread instead of hopping to a blocking pool.
+        // The guest's files are the spec and `/mnt`, on local disks: its file I/O blocks
+        // the calling thread for a moment rather than hopping to a blocking pool and
+        // back for every read.
         b.allow_blocking_current_thread(true)
             .stdout(stdout)
             .stderr(stderr)

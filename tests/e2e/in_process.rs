@@ -1,5 +1,5 @@
 //! The contract's server through the embedding API, in this process: a plugin loaded
-//! and bound with `wasmbatch::plugin`, a `WorkerPool`, `wasmbatch::http::serve` on a
+//! and bound with `wasmbatch::plugin`, an `InstancePool`, `wasmbatch::http::serve` on a
 //! listener of our own, stopped by a future of our own. The bulk of the HTTP cases
 //! run here; `serve.rs` keeps those that need the real binary (signals, readiness of
 //! the port, logs, exit codes).
@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use wasmbatch::http::{ServerConfig, serve};
 use wasmbatch::metrics::Metrics;
-use wasmbatch::plugin::{JobContext, LoadOptions, Plugin};
-use wasmbatch::pool::{PoolConfig, WorkerPool};
+use wasmbatch::plugin::{CallLimits, JobContext, LoadOptions, Plugin};
+use wasmbatch::pool::{InstancePool, PoolConfig};
 
 use crate::harness::{Reply, agent, plugin, reply, shared_cache, wait_for_file};
 
@@ -29,6 +29,11 @@ struct Options {
     max_body: usize,
     queue_depth: usize,
     queue_timeout: Duration,
+    /// Instances running batches at once.
+    concurrency: usize,
+    /// The runtime's worker threads (connections and guests alike).
+    io_threads: usize,
+    batch_timeout: Duration,
 }
 
 impl Default for Options {
@@ -39,26 +44,34 @@ impl Default for Options {
             max_body: 16 << 20,
             queue_depth: 64,
             queue_timeout: Duration::from_secs(10),
+            concurrency: 1,
+            io_threads: 2,
+            batch_timeout: wasmbatch::plugin::CallLimits::DEFAULT_TIMEOUT,
         }
     }
 }
 
 impl Embedded {
     fn start(plugin_name: &str, options: Options) -> Embedded {
-        let load =
-            LoadOptions { instances: 2, cache_dir: Some(shared_cache().to_path_buf()), ..LoadOptions::default() };
+        let limits = CallLimits { batch_timeout: options.batch_timeout, ..CallLimits::default() };
+        let load = LoadOptions {
+            instances: options.concurrency + 1,
+            cache_dir: Some(shared_cache().to_path_buf()),
+            limits,
+            ..LoadOptions::default()
+        };
         let loaded = Arc::new(Plugin::load(&plugin(plugin_name), &load, Metrics::new("in-process")).unwrap());
         let spec = serde_json::to_vec(&options.spec).unwrap();
         let bound =
             loaded.bind(JobContext { spec: Arc::from(spec), mount: options.mount, ..JobContext::default() }).unwrap();
         let pool_config = PoolConfig {
-            concurrency: 1,
+            concurrency: options.concurrency,
             queue_depth: options.queue_depth,
             queue_bytes: 64 << 20,
             queue_timeout: options.queue_timeout,
             recycle_after: None,
         };
-        let pool = WorkerPool::new(Arc::new(bound), &pool_config, None).unwrap();
+        let pool = InstancePool::new(Arc::new(bound), &pool_config, None);
         let config = ServerConfig {
             max_body: options.max_body,
             default_job_id: options.spec["job_id"].as_str().map(str::to_owned),
@@ -70,8 +83,10 @@ impl Embedded {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let io_threads = options.io_threads;
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 serve(listener, pool, config, async {
@@ -183,4 +198,40 @@ fn a_full_pool_answers_503_and_a_shutdown_lets_the_batch_in_flight_finish() {
     server.shut_down().unwrap();
     assert_eq!(slow.join().unwrap(), Ok(200), "the batch in flight finished");
     assert!(std::net::TcpStream::connect(server.addr).is_err(), "the listener is closed after serve returns");
+}
+
+#[test]
+fn a_guest_computing_for_seconds_does_not_hold_up_other_connections_on_its_thread() {
+    // One thread for everything: connections, their batches and both guests. The long
+    // guest loops until its 10 s deadline; it yields at every epoch tick, so the other
+    // connection's batches are answered meanwhile, on the same thread.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Embedded::start(
+        "misbehave",
+        Options {
+            mount: Some(dir.path().to_path_buf()),
+            concurrency: 2,
+            io_threads: 1,
+            batch_timeout: Duration::from_secs(10),
+            ..Options::default()
+        },
+    );
+    let url = server.url("/");
+    let long = std::thread::spawn(move || {
+        let reply = reply(
+            agent()
+                .post(&url)
+                .set("X-Cortex-Job-ID", "j")
+                .send_string(r#"["copy:/cortex/spec/job.json:/mnt/started", "loop"]"#),
+        );
+        (reply.status, reply.kind())
+    });
+    wait_for_file(&dir.path().join("started"));
+    for n in 0..20 {
+        let quick = server.batch(r#"["ok", "ok"]"#);
+        assert_eq!(quick.status, 200, "batch {n}: {}", quick.body);
+    }
+    assert!(!long.is_finished(), "20 batches were answered while the long one still ran");
+    assert_eq!(long.join().unwrap(), (500, "timeout".to_string()), "the deadline still stops the loop");
+    assert_eq!(server.batch(r#"["ok"]"#).status, 200, "and the server goes on");
 }

@@ -13,7 +13,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::http::{ServerConfig, serve};
 use crate::metrics::Metrics;
 use crate::plugin::{CallLimits, Plugin};
-use crate::pool::{PoolConfig, WorkerPool};
+use crate::pool::{InstancePool, PoolConfig};
 use crate::spec::JobSpec;
 
 pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -57,7 +57,7 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     // Readiness: the port is bound only once an instance has started and its init
     // succeeded, so a TCP probe on the port tells the truth.
     let started = Instant::now();
-    let first = plugin.instance(Arc::new(AtomicBool::new(false))).map_err(|f| {
+    let first = crate::engine::drive(plugin.instance(Arc::new(AtomicBool::new(false)))).map_err(|f| {
         let stderr =
             if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
         anyhow::anyhow!("the plugin failed to start: {f}{stderr}")
@@ -71,7 +71,7 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         queue_timeout: args.queue_timeout,
         recycle_after: args.guest.recycle_after,
     };
-    let pool = WorkerPool::new(plugin, &pool_config, Some(first))?;
+    let pool = InstancePool::new(plugin, &pool_config, Some(first));
     let server_config = ServerConfig {
         max_body: args.max_body as usize,
         default_job_id: spec.job_id().map(str::to_owned),

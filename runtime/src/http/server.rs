@@ -2,9 +2,9 @@
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (so tests bind
 //! `127.0.0.1:0` and drive the real server). Each connection is served by hyper on the
-//! tokio runtime; each batch is admitted by the [`WorkerPool`] (a place and its bytes)
-//! *before* its body is read, then handed to a worker while the connection awaits the
-//! answer.
+//! tokio runtime; each batch is admitted by the [`InstancePool`] (a place and its bytes)
+//! *before* its body is read, then handed to a warm instance on a task of this same
+//! runtime, while the connection awaits the answer.
 //!
 //! Draining is bounded. On shutdown the listener is dropped at once (new connections
 //! are refused) and `/healthz` turns 503. A connection with no request in progress —
@@ -34,7 +34,7 @@ use super::batch::{check_batch, normalize_completion};
 use super::error::ApiError;
 use crate::metrics::Metrics;
 use crate::plugin::{BatchCall, BatchId};
-use crate::pool::{Busy, WorkerPool};
+use crate::pool::{Busy, InstancePool};
 
 /// The header carrying the job ID.
 pub const JOB_ID_HEADER: &str = "x-cortex-job-id";
@@ -62,7 +62,7 @@ pub struct ServerConfig {
 }
 
 struct App {
-    pool: WorkerPool,
+    pool: InstancePool,
     config: ServerConfig,
     draining: AtomicBool,
     drain: watch::Receiver<bool>,
@@ -139,7 +139,7 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// Serves the contract on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
-    pool: WorkerPool,
+    pool: InstancePool,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -390,14 +390,14 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
     admission.shrink_to(body.len());
     let received = Instant::now();
     let tag = app.next_batch.fetch_add(1, Ordering::Relaxed);
-    let receiver = app.pool.run(admission, move |slot| {
-        let metrics = slot.plugin().metrics().clone();
-        let items = check_batch(&body).inspect_err(|_| {
-            metrics.attempt_failed("invalid_input");
-            metrics.batch_failed(&job_id);
-        })?;
+    let metrics = app.pool.plugin().metrics().clone();
+    let items = check_batch(&body).inspect_err(|_| {
+        metrics.attempt_failed("invalid_input");
+        metrics.batch_failed(&job_id);
+    })?;
+    let ran = app.pool.run(admission, move |mut slot| async move {
         let started = Instant::now();
-        let result = slot.handle(&job_id, BatchCall { tag, id, attempt, body });
+        let result = slot.handle(&job_id, BatchCall { tag, id, attempt, body }).await;
         let api_name = slot.plugin().api_name();
         let elapsed = started.elapsed();
         let queued_ms = started.duration_since(received).as_secs_f64() * 1e3;
@@ -431,9 +431,9 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
                 )
             }
         }
-        result.map_err(ApiError::from)
+        (slot, result.map_err(ApiError::from))
     });
-    let output = receiver.await.map_err(|_| ApiError::Internal("the worker stopped without answering".into()))??;
+    let output = ran.await.map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(batch_answer(output))
 }
 
@@ -482,16 +482,16 @@ async fn handle_completion(app: &App, request: Request<Incoming>) -> Result<Http
     let body = read_body(app, request).await?;
     admission.shrink_to(body.len());
     let body = Bytes::from(normalize_completion(&body)?);
-    let receiver = app.pool.run(admission, move |slot| {
+    let ran = app.pool.run(admission, move |mut slot| async move {
         let started = Instant::now();
-        let result = slot.on_job_complete(&job_id, &body).unwrap_or(Ok(()));
+        let result = slot.on_job_complete(&job_id, &body).await.unwrap_or(Ok(()));
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
         match &result {
             Ok(()) => tracing::info!(job_id, duration_ms, outcome = "succeeded", "on-job-complete"),
             Err(f) => tracing::warn!(job_id, duration_ms, outcome = f.kind.as_str(), error = %f.message, "on-job-complete failed"),
         }
-        result.map_err(ApiError::from)
+        (slot, result.map_err(ApiError::from))
     });
-    receiver.await.map_err(|_| ApiError::Internal("the worker stopped without answering".into()))??;
+    ran.await.map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(empty(StatusCode::OK))
 }

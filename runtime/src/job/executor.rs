@@ -264,12 +264,12 @@ impl Executor for InProcess {
             attempt: attempt.number,
             body: attempt.body.clone(),
         };
-        slot.handle(job_id, call).map_err(AttemptError::guest)
+        crate::engine::drive(slot.handle(job_id, call)).map_err(AttemptError::guest)
     }
 
     fn on_job_complete(&self, workers: Vec<WarmInstance>, job_id: &str, body: Bytes) -> Completion {
         let mut slot = workers.into_iter().next().unwrap_or_else(|| self.slot());
-        match slot.on_job_complete(job_id, &body) {
+        match crate::engine::drive(slot.on_job_complete(job_id, &body)) {
             None => Completion::NotFound,
             Some(Ok(())) => Completion::Succeeded,
             Some(Err(f)) => Completion::Failed(f.to_string()),

@@ -87,7 +87,7 @@ pub struct Instance {
 impl Instance {
     /// Instantiates `plugin` for `job` (its sandbox, spec, submitter; none: the load
     /// probe) and runs `_initialize` — not `init`.
-    pub(super) fn start(plugin: &Plugin, job: &Job, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+    pub(super) async fn start(plugin: &Plugin, job: &Job, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
         let limits = &plugin.limits;
         let stdout = Capture::new(limits.output_limit);
         let stderr = Capture::new(limits.output_limit);
@@ -125,6 +125,9 @@ impl Instance {
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
+        // Every tick: interrupted when cancelled or past the deadline, else a yield to
+        // the caller's executor, so that a guest computing for long shares its thread
+        // with the other tasks there (other connections' batches in `serve`).
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
             if state.cancel.load(Ordering::Relaxed) {
@@ -133,11 +136,11 @@ impl Instance {
             if Instant::now() >= state.deadline {
                 return Err(wasmtime::Error::new(Interrupt::Deadline));
             }
-            Ok(UpdateDeadline::Continue(1))
+            Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
 
-        let instance = match plugin.pre.instantiate(&mut store) {
+        let instance = match plugin.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => {
                 let mut failure = classify(e, store.data_mut(), limits.init_timeout, max_memory);
@@ -173,29 +176,28 @@ impl Instance {
             batch_timeout: limits.batch_timeout,
         };
         if let Some(initialize) = initialize {
-            raw.call(limits.init_timeout, "", What::Other, |store, _| {
-                initialize.call(store, ()).map(|()| abi::status::OK).map_err(Into::into)
-            })?;
+            raw.prepare(limits.init_timeout, "", What::Other);
+            let outcome = initialize.call_async(&mut raw.store, ()).await.map(|()| abi::status::OK);
+            raw.finish(limits.init_timeout, outcome.map_err(Into::into))?;
         }
         Ok(raw)
     }
 
     /// Runs the guest's `init` (when it has one) with the job spec.
-    pub(super) fn init(&mut self, timeout: Duration, job_id: &str, spec: &[u8]) -> Result<(), Failure> {
+    pub(super) async fn init(&mut self, timeout: Duration, job_id: &str, spec: &[u8]) -> Result<(), Failure> {
         let Some(init) = self.exports.init.clone() else { return Ok(()) };
-        self.call(timeout, job_id, What::Other, |store, ex| {
-            let (ptr, len) = put(store, ex, spec)?;
-            Ok(init.call(store, (ptr, len))?)
-        })
+        self.prepare(timeout, job_id, What::Other);
+        let outcome = async {
+            let (ptr, len) = put(&mut self.store, &self.exports, spec).await?;
+            Ok(init.call_async(&mut self.store, (ptr, len)).await?)
+        }
+        .await;
+        self.finish(timeout, outcome)
     }
 
-    /// Runs `f` against the guest under a fresh deadline, then turns its result (a
-    /// status, or an error) into `Ok` or a typed [`Failure`], and logs the guest's
-    /// output tagged with `job_id`.
-    fn call<F>(&mut self, timeout: Duration, job_id: &str, what: What, f: F) -> Result<(), Failure>
-    where
-        F: FnOnce(&mut Store<HostState>, &Exports) -> Result<i32, CallError>,
-    {
+    /// Readies the store for a call under a fresh deadline, its output to be tagged
+    /// with `job_id`. The call follows, then [`Instance::finish`].
+    fn prepare(&mut self, timeout: Duration, job_id: &str, what: What) {
         let state = self.store.data_mut();
         state.error = None;
         state.panic = None;
@@ -215,9 +217,12 @@ impl Instance {
         state.item_errors.clear();
         state.reading = None;
         self.store.set_epoch_deadline(1);
+    }
 
-        let exports = self.exports.clone();
-        let result = match f(&mut self.store, &exports) {
+    /// Turns a call's outcome (a status, or an error) into `Ok` or a typed
+    /// [`Failure`], and logs the guest's output.
+    fn finish(&mut self, timeout: Duration, outcome: Result<i32, CallError>) -> Result<(), Failure> {
+        let result = match outcome {
             Ok(abi::status::OK) => Ok(()),
             Ok(status) => Err(status_failure(status, self.store.data_mut().error.take())),
             Err(CallError::Host(failure)) => Err(failure),
@@ -256,37 +261,48 @@ impl Instance {
         }
     }
 
-    pub(super) fn call_version(&mut self) -> Result<i32, Failure> {
+    pub(super) async fn call_version(&mut self) -> Result<i32, Failure> {
+        let timeout = Duration::from_secs(5);
+        self.prepare(timeout, "", What::Other);
         let mut version = 0;
-        self.call(Duration::from_secs(5), "", What::Other, |store, ex| {
-            version = ex.version.call(store, ())?;
+        let outcome = async {
+            version = self.exports.version.call_async(&mut self.store, ()).await?;
             Ok(abi::status::OK)
-        })?;
+        }
+        .await;
+        self.finish(timeout, outcome)?;
         Ok(version)
     }
 
     /// Hands one batch (a JSON array) to the guest's `handle`.
-    pub fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
+    pub async fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
         self.batches += 1;
         let timeout = self.batch_timeout;
         let body = batch.body.clone();
-        self.call(timeout, job_id, What::Batch(batch), |store, ex| {
-            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
-            let (batch_ptr, batch_len) = put(store, ex, &body)?;
-            Ok(ex.handle.call(store, (job_ptr, job_len, batch_ptr, batch_len))?)
-        })
+        self.prepare(timeout, job_id, What::Batch(batch));
+        let handle = self.exports.handle.clone();
+        let outcome = async {
+            let (job_ptr, job_len) = put(&mut self.store, &self.exports, job_id.as_bytes()).await?;
+            let (batch_ptr, batch_len) = put(&mut self.store, &self.exports, &body).await?;
+            Ok(handle.call_async(&mut self.store, (job_ptr, job_len, batch_ptr, batch_len)).await?)
+        }
+        .await;
+        self.finish(timeout, outcome)
     }
 
     /// Runs the guest's on-job-complete hook with `body` (a JSON object). `None` when
     /// the plugin has no such hook.
-    pub fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
+    pub async fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
         let hook = self.exports.on_job_complete.clone()?;
         let timeout = self.batch_timeout;
-        Some(self.call(timeout, job_id, What::Completion, |store, ex| {
-            let (job_ptr, job_len) = put(store, ex, job_id.as_bytes())?;
-            let (body_ptr, body_len) = put(store, ex, body)?;
-            Ok(hook.call(store, (job_ptr, job_len, body_ptr, body_len))?)
-        }))
+        self.prepare(timeout, job_id, What::Completion);
+        let outcome = async {
+            let (job_ptr, job_len) = put(&mut self.store, &self.exports, job_id.as_bytes()).await?;
+            let (body_ptr, body_len) = put(&mut self.store, &self.exports, body).await?;
+            Ok(hook.call_async(&mut self.store, (job_ptr, job_len, body_ptr, body_len)).await?)
+        }
+        .await;
+        Some(self.finish(timeout, outcome))
     }
 
     /// What the last `handle` produced besides its status: the results it emitted (JSON
@@ -315,8 +331,8 @@ impl Drop for Instance {
 }
 
 /// Copies `bytes` into a buffer the guest allocates; a failure names what went wrong.
-fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32, i32), CallError> {
-    memory::put(&mut *store, ex.memory, &ex.alloc, bytes).map_err(|e| match e {
+async fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32, i32), CallError> {
+    memory::put(&mut *store, ex.memory, &ex.alloc, bytes).await.map_err(|e| match e {
         PutError::Wasm(e) => CallError::Wasm(e),
         PutError::NoRoom(n) => {
             let limit = store.data().limiter.max >> 20;

@@ -107,13 +107,14 @@ pub(crate) fn write_into<T>(
 /// `wasmbatch_alloc` (which it then owns), whose pointer and length are written at
 /// `out`. Empty: `(0, 0)`, nothing allocated. `false` when the guest could not allocate
 /// (`(0, 0)` is written then).
-pub(crate) fn give<T>(caller: &mut Caller<'_, T>, out: i32, bytes: &[u8]) -> wasmtime::Result<bool> {
+/// The guest is called back asynchronously (its store is an async one).
+pub(crate) async fn give<T: Send>(caller: &mut Caller<'_, T>, out: i32, bytes: &[u8]) -> wasmtime::Result<bool> {
     let memory = memory(caller)?;
     let mut ptr = 0u32;
     let mut given = true;
     if !bytes.is_empty() {
         let len = i32::try_from(bytes.len()).map_err(|_| MemoryError::TooLarge(bytes.len()))?;
-        ptr = alloc(caller)?.call(&mut *caller, len)? as u32;
+        ptr = alloc(caller)?.call_async(&mut *caller, len).await? as u32;
         if ptr == 0 {
             given = false;
         } else {
@@ -144,7 +145,7 @@ pub(crate) enum PutError {
 /// Copies `bytes` into a buffer the guest allocates, from outside a host call (the
 /// arguments of `init`, `handle`, `on_job_complete`); ownership passes to the guest.
 /// Empty: `(0, 0)`.
-pub(crate) fn put<T>(
+pub(crate) async fn put<T: Send>(
     mut store: impl AsContextMut<Data = T>,
     memory: Memory,
     alloc: &TypedFunc<i32, i32>,
@@ -154,7 +155,7 @@ pub(crate) fn put<T>(
         return Ok((0, 0));
     }
     let len = i32::try_from(bytes.len()).map_err(|_| PutError::Memory(MemoryError::TooLarge(bytes.len())))?;
-    let ptr = alloc.call(&mut store, len).map_err(PutError::Wasm)?;
+    let ptr = alloc.call_async(&mut store, len).await.map_err(PutError::Wasm)?;
     if ptr == 0 {
         return Err(PutError::NoRoom(bytes.len()));
     }
@@ -262,26 +263,46 @@ mod tests {
         assert!(format!("{:#}", outside.unwrap_err()).contains("out-of-bounds"));
     }
 
+    /// Runs the guest's `run(out, 0, 0)` with a host `test.call` that gives `bytes`
+    /// (asynchronously, as the host's functions do) and answers whether they were given.
+    fn run_giving(bytes: &'static [u8], out: i32) -> (Store<()>, Instance, wasmtime::Result<i32>) {
+        let engine = Engine::default();
+        let module = Module::new(&engine, GUEST).unwrap();
+        let mut linker = Linker::new(&engine);
+        linker
+            .func_wrap_async("test", "call", move |mut caller: Caller<'_, ()>, (out, _, _): (i32, i32, i32)| {
+                Box::new(async move { Ok(i32::from(give(&mut caller, out, bytes).await?)) })
+            })
+            .unwrap();
+        let mut store = Store::new(&engine, ());
+        let (instance, result) = crate::engine::drive(async {
+            let instance = linker.instantiate_async(&mut store, &module).await.unwrap();
+            let run = instance.get_typed_func::<(i32, i32, i32), i32>(&mut store, "run").unwrap();
+            (instance, run.call_async(&mut store, (out, 0, 0)).await)
+        });
+        (store, instance, result)
+    }
+
     #[test]
     fn give_allocates_in_the_guest_and_writes_the_pair() {
-        let (mut store, instance, given) = run(|c, out, _, _| Ok(i32::from(give(c, out, b"answer")?)), (200, 0, 0));
+        let (mut store, instance, given) = run_giving(b"answer", 200);
         assert_eq!(given.unwrap(), 1);
         let (ptr, len) = pair(&mut store, &instance, 200);
         assert_eq!((ptr, len), (4096, 6), "the first bump allocation");
         assert_eq!(read(&mut store, &instance, 4096, 6), b"answer");
 
-        let (mut store, instance, empty) = run(|c, out, _, _| Ok(i32::from(give(c, out, b"")?)), (200, 0, 0));
+        let (mut store, instance, empty) = run_giving(b"", 200);
         assert_eq!(empty.unwrap(), 1);
         assert_eq!(pair(&mut store, &instance, 200), (0, 0), "empty: nothing allocated");
 
-        let (mut store, instance, refused) = run(|c, out, _, _| Ok(i32::from(give(c, out, &[7; 2000])?)), (200, 0, 0));
+        let (mut store, instance, refused) = run_giving(&[7; 2000], 200);
         assert_eq!(refused.unwrap(), 0, "the guest could not allocate");
         assert_eq!(pair(&mut store, &instance, 200), (0, 0));
 
-        let (_, _, bad) = run(|c, out, _, _| Ok(i32::from(give(c, out, &[7; 999])?)), (200, 0, 0));
+        let (_, _, bad) = run_giving(&[7; 999], 200);
         assert!(format!("{:#}", bad.unwrap_err()).contains("wasmbatch_alloc returned 70000"));
 
-        let (_, _, outside) = run(|c, out, _, _| Ok(i32::from(give(c, out, b"answer")?)), (65533, 0, 0));
+        let (_, _, outside) = run_giving(b"answer", 65533);
         assert!(format!("{:#}", outside.unwrap_err()).contains("out-of-bounds pointer 65533+8"));
     }
 
@@ -290,13 +311,11 @@ mod tests {
         let (mut store, instance) = guest(|_, _, _, _| Ok(0));
         let memory = instance.get_memory(&mut store, "memory").unwrap();
         let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::ALLOC).unwrap();
-        assert_eq!(put(&mut store, memory, &alloc, b"").unwrap(), (0, 0));
-        assert_eq!(put(&mut store, memory, &alloc, b"[1,2]").unwrap(), (4096, 5));
+        let mut put = |bytes: &[u8]| crate::engine::drive(put(&mut store, memory, &alloc, bytes));
+        assert_eq!(put(b"").unwrap(), (0, 0));
+        assert_eq!(put(b"[1,2]").unwrap(), (4096, 5));
+        assert!(matches!(put(&[0; 2000]), Err(PutError::NoRoom(2000))));
+        assert!(matches!(put(&[0; 999]), Err(PutError::Memory(MemoryError::BadAllocation(70000)))));
         assert_eq!(read(&mut store, &instance, 4096, 5), b"[1,2]");
-        assert!(matches!(put(&mut store, memory, &alloc, &[0; 2000]), Err(PutError::NoRoom(2000))));
-        assert!(matches!(
-            put(&mut store, memory, &alloc, &[0; 999]),
-            Err(PutError::Memory(MemoryError::BadAllocation(70000)))
-        ));
     }
 }

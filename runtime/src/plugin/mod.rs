@@ -9,6 +9,8 @@
 //!   which [`Instance`]s are made: instantiated, `_initialize`d and `init`ed with the
 //!   spec, then called batch after batch until a fatal failure
 //!   ([`FailureKind::is_fatal`](crate::failure::FailureKind::is_fatal)) poisons one.
+//!   Every call into a guest is async (`call_async`, on a fiber, yielding at each epoch
+//!   tick); a plain thread runs one with [`crate::engine::drive`].
 //!
 //! Inside: `memory` is the guest-memory convention, `host` the host functions by
 //! capability, `state` what a store holds, `instance` the calls and their failures.
@@ -31,6 +33,7 @@ use self::state::{AttemptLog, HostState};
 pub use self::state::{BatchCall, BatchId, content_id};
 use crate::abi::{self, AbiError, Capabilities};
 use crate::compile::{CompileError, Origin};
+pub use crate::engine::drive;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::failure::Failure;
 use crate::metrics::Metrics;
@@ -165,8 +168,11 @@ impl Plugin {
                 format!("cannot prepare the sandbox: {e}"),
             ))
         })?;
-        let mut raw = Instance::start(self, &probe, Arc::new(AtomicBool::new(false))).map_err(LoadError::Probe)?;
-        let version = raw.call_version().map_err(LoadError::Probe)?;
+        let version = crate::engine::drive(async {
+            let mut raw = Instance::start(self, &probe, Arc::new(AtomicBool::new(false))).await?;
+            raw.call_version().await
+        })
+        .map_err(LoadError::Probe)?;
         if version != abi::ABI_VERSION {
             return Err(AbiError::VersionMismatch { found: version }.into());
         }
@@ -258,9 +264,9 @@ pub struct JobPlugin {
 impl JobPlugin {
     /// A new instance: instantiated, `_initialize`d, and `init`ed with the job spec.
     /// `cancel` interrupts every call of the instance once it is set.
-    pub fn instance(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
-        let mut instance = Instance::start(&self.plugin, &self.job, cancel)?;
-        instance.init(self.plugin.limits.init_timeout, &self.job.job_id, &self.job.spec)?;
+    pub async fn instance(&self, cancel: Arc<AtomicBool>) -> Result<Instance, Failure> {
+        let mut instance = Instance::start(&self.plugin, &self.job, cancel).await?;
+        instance.init(self.plugin.limits.init_timeout, &self.job.job_id, &self.job.spec).await?;
         Ok(instance)
     }
 

@@ -1,8 +1,10 @@
 //! Chaining (`submit_job`): a guest submits a job to another API through its job's
 //! [`Submitter`](crate::plugin::Submitter), which decides which APIs it may reach.
+//! The submission (an HTTP call or a journal write) waits on a blocking thread.
 
 use wasmtime::{Caller, Linker};
 
+use super::blocking;
 use crate::abi;
 use crate::plugin::memory;
 use crate::plugin::state::HostState;
@@ -11,39 +13,41 @@ const MAX_JOB: usize = 10 << 20;
 const MAX_API_NAME: usize = 256;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    linker.func_wrap_async(
         abi::HOST_MODULE,
         "submit_job",
         |mut caller: Caller<'_, HostState>,
-         api_ptr: i32,
-         api_len: i32,
-         job_ptr: i32,
-         job_len: i32,
-         out_ptr: i32,
-         out_cap: i32| {
-            let api = memory::copy(&mut caller, api_ptr, api_len, MAX_API_NAME)?.unwrap_or_default();
-            let api = String::from_utf8_lossy(&api).into_owned();
-            let job = memory::copy(&mut caller, job_ptr, job_len, MAX_JOB)?;
-            let outcome = match (&caller.data().submitter, job) {
-                (_, None) => Err(format!("the job is over {MAX_JOB} bytes")),
-                (Some(submitter), Some(job)) => submitter.submit(&api, &job),
-                (None, Some(_)) => Err("submitting jobs is not available here (no operator configured)".to_string()),
-            };
-            let (text, sign) = match &outcome {
-                Ok(job_id) => {
-                    tracing::info!(
-                        api_name = &*caller.data().api_name,
-                        job_id = &*caller.data().job_id,
-                        to = api,
-                        new_job = job_id,
-                        "job submitted by a guest"
-                    );
-                    (job_id.as_str(), 1)
-                }
-                Err(e) => (e.as_str(), -1),
-            };
-            memory::write_into(&mut caller, out_ptr, out_cap, text.as_bytes())?;
-            Ok(sign * text.len() as i32)
+         (api_ptr, api_len, job_ptr, job_len, out_ptr, out_cap): (i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let api = memory::copy(&mut caller, api_ptr, api_len, MAX_API_NAME)?.unwrap_or_default();
+                let api = String::from_utf8_lossy(&api).into_owned();
+                let job = memory::copy(&mut caller, job_ptr, job_len, MAX_JOB)?;
+                let outcome = match (caller.data().submitter.clone(), job) {
+                    (_, None) => Err(format!("the job is over {MAX_JOB} bytes")),
+                    (Some(submitter), Some(job)) => {
+                        let to = api.clone();
+                        blocking(move || submitter.submit(&to, &job)).await.flatten()
+                    }
+                    (None, Some(_)) => {
+                        Err("submitting jobs is not available here (no operator configured)".to_string())
+                    }
+                };
+                let (text, sign) = match &outcome {
+                    Ok(job_id) => {
+                        tracing::info!(
+                            api_name = &*caller.data().api_name,
+                            job_id = &*caller.data().job_id,
+                            to = api,
+                            new_job = job_id,
+                            "job submitted by a guest"
+                        );
+                        (job_id.as_str(), 1)
+                    }
+                    Err(e) => (e.as_str(), -1),
+                };
+                memory::write_into(&mut caller, out_ptr, out_cap, text.as_bytes())?;
+                Ok(sign * text.len() as i32)
+            })
         },
     )?;
     Ok(())

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use wasmtime::{Caller, Linker};
 
-use super::answer;
+use super::{answer, blocking};
 use crate::abi;
-use crate::capability::{CallError, HttpRequest};
+use crate::capability::{CallError, Grants, HttpRequest};
 use crate::plugin::memory;
 use crate::plugin::state::HostState;
 
@@ -15,35 +15,52 @@ const MAX_REQUEST: usize = 1 << 20;
 const MAX_BODY: usize = 1 << 30;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    linker.func_wrap_async(
         abi::HOST_MODULE,
         "http_request",
-        |mut caller: Caller<'_, HostState>, req_ptr: i32, req_len: i32, body_ptr: i32, body_len: i32, out: i32| {
-            let request = memory::copy(&mut caller, req_ptr, req_len, MAX_REQUEST)?;
-            let body = memory::copy(&mut caller, body_ptr, body_len, MAX_BODY)?;
-            let outcome = match (request, body) {
-                (None, _) => Err(CallError::Refused(format!("the request is over {MAX_REQUEST} bytes"))),
-                (_, None) => Err(CallError::Refused(format!("the body is over {MAX_BODY} bytes"))),
-                (Some(request), Some(body)) => match serde_json::from_slice::<HttpRequest>(&request) {
-                    Err(e) => Err(CallError::Refused(format!(
-                        "the request is not a JSON object {{\"method\", \"url\", \"headers\": [[name, value], …]}}: {e}"
-                    ))),
-                    Ok(request) => send(caller.data(), &request, &body),
-                },
-            };
-            answer(&mut caller, out, outcome)
+        |mut caller: Caller<'_, HostState>,
+         (req_ptr, req_len, body_ptr, body_len, out): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let request = memory::copy(&mut caller, req_ptr, req_len, MAX_REQUEST)?;
+                let body = memory::copy(&mut caller, body_ptr, body_len, MAX_BODY)?;
+                let outcome = match (request, body) {
+                    (None, _) => Err(CallError::Refused(format!("the request is over {MAX_REQUEST} bytes"))),
+                    (_, None) => Err(CallError::Refused(format!("the body is over {MAX_BODY} bytes"))),
+                    (Some(request), Some(body)) => match serde_json::from_slice::<HttpRequest>(&request) {
+                        Err(e) => Err(CallError::Refused(format!(
+                            "the request is not a JSON object {{\"method\", \"url\", \"headers\": [[name, value], …]}}: {e}"
+                        ))),
+                        Ok(request) => {
+                            let state = caller.data();
+                            let (grants, deadline, job_id) =
+                                (state.grants.clone(), state.deadline, state.job_id.clone());
+                            blocking(move || send(&grants, deadline, &job_id, &request, &body))
+                                .await
+                                .map_err(CallError::Failed)
+                                .flatten()
+                        }
+                    },
+                };
+                answer(&mut caller, out, outcome).await
+            })
         },
     )?;
     Ok(())
 }
 
-/// Sends a request the guest's grants allow; the answer's head as a JSON line, then
-/// its body.
-fn send(state: &HostState, request: &HttpRequest, body: &[u8]) -> Result<(i32, Vec<u8>), CallError> {
+/// Sends a request the guest's grants allow, before `deadline`; the answer's head as a
+/// JSON line, then its body.
+fn send(
+    grants: &Grants,
+    deadline: Instant,
+    job_id: &str,
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<(i32, Vec<u8>), CallError> {
     let started = Instant::now();
-    let answer = state.grants.http(request, body, state.deadline);
+    let answer = grants.http(request, body, deadline);
     tracing::debug!(
-        job_id = &*state.job_id,
+        job_id,
         url = request.url,
         status = answer.as_ref().map(|a| a.status).unwrap_or(0),
         ms = started.elapsed().as_secs_f64() * 1e3,

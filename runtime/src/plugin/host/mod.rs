@@ -8,6 +8,12 @@
 //! - [`chaining`]: `submit_job`, through the job's [`Submitter`](super::Submitter).
 //!
 //! Bytes cross the boundary by the convention of [`super::memory`].
+//!
+//! Guests run on fibers, called asynchronously. A function that hands the guest an
+//! answer calls back into it (`wasmbatch_alloc`), so it is linked async; one that
+//! waits on the network or the disk (outbound HTTP, objects, a submission, opening
+//! the job's results) does that wait on tokio's blocking threads ([`blocking`]), so
+//! that the thread running the guest keeps serving its other tasks meanwhile.
 
 mod chaining;
 mod core;
@@ -25,7 +31,7 @@ use crate::engine::Engine;
 /// A linker with WASI preview 1 and every host function.
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.wasmtime());
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)?;
     core::add(&mut linker)?;
     results::add(&mut linker)?;
     http::add(&mut linker)?;
@@ -36,7 +42,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 
 /// Gives the outcome of a capability call to the guest: `Ok((code, bytes))` or an error
 /// (its code, its message as the bytes). The code `-4`: the guest could not allocate.
-fn answer(
+async fn answer(
     caller: &mut Caller<'_, HostState>,
     out: i32,
     outcome: Result<(i32, Vec<u8>), CallError>,
@@ -53,7 +59,13 @@ fn answer(
             (e.code(), e.message().as_bytes().to_vec())
         }
     };
-    Ok(if memory::give(caller, out, &bytes)? { code } else { -4 })
+    Ok(if memory::give(caller, out, &bytes).await? { code } else { -4 })
+}
+
+/// Runs `work` (which blocks on the network or the disk) on tokio's blocking threads
+/// and waits for it without holding the guest's thread; `Err` when it panicked.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("the host's call failed: {e}"))
 }
 
 /// A URL the guest passed: at most 8 KiB, read leniently as UTF-8 (a bad byte makes

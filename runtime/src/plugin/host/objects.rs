@@ -1,9 +1,10 @@
 //! Objects (`object_get`, `object_read`, `object_put`) under `allow_read` and
-//! `allow_write`, under the call's deadline.
+//! `allow_write`, under the call's deadline. Local objects are files and S3's client
+//! runs on the objects' own runtime: either way the call waits on a blocking thread.
 
 use wasmtime::{Caller, Linker};
 
-use super::{answer, url};
+use super::{answer, blocking, url};
 use crate::abi;
 use crate::capability::CallError;
 use crate::objects::objects;
@@ -13,50 +14,67 @@ use crate::plugin::state::HostState;
 const MAX_OBJECT: usize = 1 << 30;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    linker.func_wrap_async(
         abi::HOST_MODULE,
         "object_get",
-        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, out: i32| {
-            let url = url(&mut caller, url_ptr, url_len)?;
-            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-            let outcome = grants
-                .may_read(&url)
-                .and_then(|target| objects().get(&target, grants.max_response, deadline))
+        |mut caller: Caller<'_, HostState>, (url_ptr, url_len, out): (i32, i32, i32)| {
+            Box::new(async move {
+                let url = url(&mut caller, url_ptr, url_len)?;
+                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+                let outcome = blocking(move || {
+                    grants.may_read(&url).and_then(|target| objects().get(&target, grants.max_response, deadline))
+                })
+                .await
+                .map_err(CallError::Failed)
+                .flatten()
                 .map(|bytes| (0, bytes));
-            answer(&mut caller, out, outcome)
+                answer(&mut caller, out, outcome).await
+            })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         abi::HOST_MODULE,
         "object_read",
-        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, range_ptr: i32, out: i32| {
-            let url = url(&mut caller, url_ptr, url_len)?;
-            let range = memory::copy(&mut caller, range_ptr, 16, 16)?.unwrap_or_default();
-            let offset = u64::from_le_bytes(range[..8].try_into().expect("8 bytes"));
-            let len = u64::from_le_bytes(range[8..].try_into().expect("8 bytes"));
-            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-            let outcome = grants
-                .may_read(&url)
-                .and_then(|target| objects().read(&target, offset, len.min(grants.max_response as u64), deadline))
+        |mut caller: Caller<'_, HostState>, (url_ptr, url_len, range_ptr, out): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let url = url(&mut caller, url_ptr, url_len)?;
+                let range = memory::copy(&mut caller, range_ptr, 16, 16)?.unwrap_or_default();
+                let offset = u64::from_le_bytes(range[..8].try_into().expect("8 bytes"));
+                let len = u64::from_le_bytes(range[8..].try_into().expect("8 bytes"));
+                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+                let outcome = blocking(move || {
+                    let len = len.min(grants.max_response as u64);
+                    grants.may_read(&url).and_then(|target| objects().read(&target, offset, len, deadline))
+                })
+                .await
+                .map_err(CallError::Failed)
+                .flatten()
                 .map(|bytes| (0, bytes));
-            answer(&mut caller, out, outcome)
+                answer(&mut caller, out, outcome).await
+            })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         abi::HOST_MODULE,
         "object_put",
-        |mut caller: Caller<'_, HostState>, url_ptr: i32, url_len: i32, data_ptr: i32, data_len: i32, out: i32| {
-            let url = url(&mut caller, url_ptr, url_len)?;
-            let data = memory::copy(&mut caller, data_ptr, data_len, MAX_OBJECT)?;
-            let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-            let outcome = match data {
-                None => Err(CallError::Refused(format!("the object is over {MAX_OBJECT} bytes"))),
-                Some(data) => grants
-                    .may_write(&url)
-                    .and_then(|target| objects().put(&target, data, deadline))
+        |mut caller: Caller<'_, HostState>,
+         (url_ptr, url_len, data_ptr, data_len, out): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let url = url(&mut caller, url_ptr, url_len)?;
+                let data = memory::copy(&mut caller, data_ptr, data_len, MAX_OBJECT)?;
+                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
+                let outcome = match data {
+                    None => Err(CallError::Refused(format!("the object is over {MAX_OBJECT} bytes"))),
+                    Some(data) => blocking(move || {
+                        grants.may_write(&url).and_then(|target| objects().put(&target, data, deadline))
+                    })
+                    .await
+                    .map_err(CallError::Failed)
+                    .flatten()
                     .map(|()| (0, Vec::new())),
-            };
-            answer(&mut caller, out, outcome)
+                };
+                answer(&mut caller, out, outcome).await
+            })
         },
     )?;
     Ok(())
