@@ -116,12 +116,42 @@ pub unsafe fn handle(
     job_len: usize,
     batch_ptr: *mut u8,
     batch_len: usize,
-    call: impl for<'b> FnOnce(&Context<'_>, &'b [u8]) -> Result<()>,
+    call: impl for<'b> FnOnce(&Context<'_>, RawBatch<'b>) -> Result<()>,
 ) -> i32 {
     // SAFETY: forwarded.
     let (job_id, batch) = unsafe { (take(job_ptr, job_len), take(batch_ptr, batch_len)) };
     let job_id = String::from_utf8_lossy(&job_id);
-    report(call(&Context::from_host(&job_id, true), &batch))
+    report(call(&Context::from_host(&job_id, true), RawBatch::whole(&batch)))
+}
+
+/// `wasmbatch_handle_items`: the batch, then (from the next multiple of 4) `count`
+/// pairs of little-endian `u32` offsets, one buffer.
+///
+/// # Safety
+/// `job_ptr`/`job_len` must come from `alloc` with that length (or be empty), and
+/// `batch_ptr` from `alloc` with the length [`items_buffer_len`] gives.
+pub unsafe fn handle_items(
+    job_ptr: *mut u8,
+    job_len: usize,
+    batch_ptr: *mut u8,
+    batch_len: usize,
+    count: usize,
+    call: impl for<'b> FnOnce(&Context<'_>, RawBatch<'b>) -> Result<()>,
+) -> i32 {
+    let Some(len) = items_buffer_len(batch_len, count) else {
+        return report(Err(Error::msg(format!("a batch of {batch_len} bytes and {count} items cannot be addressed"))));
+    };
+    // SAFETY: forwarded.
+    let (job_id, buffer) = unsafe { (take(job_ptr, job_len), take(batch_ptr, len)) };
+    let job_id = String::from_utf8_lossy(&job_id);
+    let batch = RawBatch::with_spans(&buffer[..batch_len], &buffer[batch_len.next_multiple_of(4)..]);
+    report(call(&Context::from_host(&job_id, true), batch))
+}
+
+/// The size of `wasmbatch_handle_items`' buffer: the batch padded to a multiple of 4,
+/// then 8 bytes an item.
+pub fn items_buffer_len(batch_len: usize, count: usize) -> Option<usize> {
+    batch_len.checked_next_multiple_of(4)?.checked_add(count.checked_mul(8)?)
 }
 
 /// `wasmbatch_on_job_complete`.

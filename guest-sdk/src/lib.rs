@@ -50,6 +50,11 @@
 //!   from the batch: `struct Doc<'a> { #[serde(borrow)] text: Cow<'a, str> }` with a
 //!   handler taking `Vec<Doc<'_>>` copies a string only when it holds escapes (a
 //!   `&'a str` field cannot hold those: such an item is `invalid_input`).
+//! - **Items unparsed.** A handler taking [`Items`] instead of `Vec<T>` gets each item's
+//!   JSON text and parses only what it asks for (`items.get(3)?.parse::<T>()`,
+//!   `items.parse::<T>()`): nothing is read for items it skips. Under `serve` the host
+//!   hands over where each item lies, found by the scan it makes anyway, so the batch is
+//!   parsed once in all, whichever kind of handler takes it.
 //! - **Errors.** [`Error`] takes any error with `?` — `std::io::Error`, `serde_json`'s,
 //!   `anyhow::Error`, your own — and keeps its chain of causes. [`ErrorContext`] adds
 //!   context (`.context("reading the model")?`) to a `Result` or an `Option`, or marks an
@@ -125,7 +130,7 @@
 //!
 //! The attributes export the functions of wasmbatch guest ABI v1 (`docs/abi.md` in the
 //! wasmbatch repository): `_initialize`, `wasmbatch_abi_version`, `wasmbatch_alloc`,
-//! `wasmbatch_handle` and, with their hooks, `wasmbatch_init` and
+//! `wasmbatch_handle`, `wasmbatch_handle_items` and, with their hooks, `wasmbatch_init` and
 //! `wasmbatch_on_job_complete`. They import `set_error`, `log`, `panic`, `batch_id`,
 //! `attempt`, `submit_job`, `emit`, `item_error`, `item_reject`, `results_open`,
 //! `results_next` and the capability calls from the `wasmbatch` module (a module
@@ -138,18 +143,21 @@
 use std::any::Any;
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod batch;
 mod io;
 mod results;
 mod sys;
 
 pub use anyhow;
+#[doc(hidden)]
+pub use batch::RawBatch;
+pub use batch::{Handler, Item, Items, Stateful, Stateless, Unparsed, UnparsedStateful};
 pub use io::{Output, Request, Response};
 pub use results::Results;
 /// `serde_json`, as the SDK uses it: `wasmbatch_guest::serde_json::json!` and `Value`
@@ -535,74 +543,6 @@ fn with_state<S: 'static, R>(f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
     })
 }
 
-/// A batch handler: `fn(&Context, Vec<T>) -> Result<O>` or
-/// `fn(&Context, &mut S, Vec<T>) -> Result<O>`, where `O` is `()` or `Vec<R>` of
-/// results ([`Output`]). Implemented for such functions; the marker type tells the
-/// two apart. `'b` is the batch's lifetime: items may borrow from it (`&'b str`,
-/// `Cow<'b, str>` with `#[serde(borrow)]`) instead of copying their strings.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a batch handler",
-    label = "this function's signature is not one a handler may have",
-    note = "a handler is `fn(ctx: &Context, items: Vec<T>) -> Result<O>` or `fn(ctx: &Context, state: &mut S, \
-            items: Vec<T>) -> Result<O>`, where T: Deserialize (one batch item), S is the type #[init] returns, \
-            and O is `()` or `Vec<R>` with R: Serialize (results)",
-    note = "check the order of the parameters, that the context is borrowed (`&Context`), and that the items \
-            are a `Vec`"
-)]
-pub trait Handler<'b, Marker> {
-    /// Deserializes the batch and calls the function.
-    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()>;
-}
-
-/// Marks a handler without state.
-pub struct Stateless<T>(PhantomData<T>);
-/// Marks a handler with state `S`.
-pub struct Stateful<S, T>(PhantomData<(S, T)>);
-
-/// The batch's items as `T`; an item that does not fit is named by its index.
-fn items<'b, T: Deserialize<'b>>(batch: &'b [u8]) -> Result<Vec<T>> {
-    serde_json::from_slice(batch).map_err(|whole| {
-        // The slow path, only for a batch that does not fit: which item is wrong?
-        let raw: std::result::Result<Vec<&'b serde_json::value::RawValue>, _> = serde_json::from_slice(batch);
-        let message = match raw {
-            Err(_) => format!("batch is not a JSON array: {whole}"),
-            Ok(raw) => {
-                match raw.iter().enumerate().find_map(|(i, v)| serde_json::from_str::<T>(v.get()).err().map(|e| (i, e)))
-                {
-                    Some((i, e)) => format!("item {i} does not match the handler's item type: {e}"),
-                    None => format!("batch does not match the handler's item type: {whole}"),
-                }
-            }
-        };
-        Error::invalid_input(message)
-    })
-}
-
-impl<'b, F, T, O> Handler<'b, Stateless<(T, O)>> for F
-where
-    F: FnOnce(&Context<'_>, Vec<T>) -> Result<O>,
-    T: Deserialize<'b>,
-    O: Output,
-{
-    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()> {
-        let items = items(batch)?;
-        self(ctx, items)?.emit(ctx)
-    }
-}
-
-impl<'b, F, S, T, O> Handler<'b, Stateful<S, (T, O)>> for F
-where
-    F: FnOnce(&Context<'_>, &mut S, Vec<T>) -> Result<O>,
-    S: 'static,
-    T: Deserialize<'b>,
-    O: Output,
-{
-    fn call(self, ctx: &Context<'_>, batch: &'b [u8]) -> Result<()> {
-        let items = items(batch)?;
-        with_state(|state: &mut S| self(ctx, state, items))?.emit(ctx)
-    }
-}
-
 /// An on-job-complete hook: `fn(&Context, &JobComplete) -> Result<()>` or
 /// `fn(&Context, &mut S, &JobComplete) -> Result<()>`.
 #[diagnostic::on_unimplemented(
@@ -705,6 +645,33 @@ macro_rules! __plugin {
             unsafe { $crate::__private::init(ptr, len, |_: &$crate::Context<'_>| Ok(())) }
         }
 
+        $crate::__handle_exports!($h);
+
+        $(
+            /// # Safety
+            /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
+            #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+            #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+            pub unsafe extern "C" fn wasmbatch_on_job_complete(
+                job_ptr: *mut u8,
+                job_len: usize,
+                body_ptr: *mut u8,
+                body_len: usize,
+            ) -> i32 {
+                // SAFETY: forwarded from the caller.
+                unsafe { $crate::__private::on_job_complete(job_ptr, job_len, body_ptr, body_len, $c) }
+            }
+        )?
+    };
+}
+
+/// The exports that call the handler `$h`: `wasmbatch_handle` (the batch alone) and
+/// `wasmbatch_handle_items` (the batch and where its items lie); emitted by
+/// `#[handler]` and [`plugin!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __handle_exports {
+    ($h:path) => {
         /// # Safety
         /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
         #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
@@ -723,21 +690,24 @@ macro_rules! __plugin {
             }
         }
 
-        $(
-            /// # Safety
-            /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-            #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-            #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
-            pub unsafe extern "C" fn wasmbatch_on_job_complete(
-                job_ptr: *mut u8,
-                job_len: usize,
-                body_ptr: *mut u8,
-                body_len: usize,
-            ) -> i32 {
-                // SAFETY: forwarded from the caller.
-                unsafe { $crate::__private::on_job_complete(job_ptr, job_len, body_ptr, body_len, $c) }
+        /// # Safety
+        /// The buffers come from `wasmbatch_alloc` (ABI v1, `wasmbatch_handle_items`).
+        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        pub unsafe extern "C" fn wasmbatch_handle_items(
+            job_ptr: *mut u8,
+            job_len: usize,
+            batch_ptr: *mut u8,
+            batch_len: usize,
+            count: usize,
+        ) -> i32 {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                $crate::__private::handle_items(job_ptr, job_len, batch_ptr, batch_len, count, |ctx, batch| {
+                    $crate::Handler::call($h, ctx, batch)
+                })
             }
-        )?
+        }
     };
 }
 

@@ -252,3 +252,87 @@ fn on_job_complete_reads_the_job_results_typed_and_again_from_the_start() {
         ctx.results::<serde_json::Value>().unwrap().with_batches().map(|r| r.unwrap()).collect();
     assert_eq!(indexed.iter().map(|(b, _)| *b).collect::<Vec<_>>(), [0, 0, 4]);
 }
+
+/// As the host calls `wasmbatch_handle_items`: the batch, padding to 4, the offsets.
+fn call_with_spans(
+    batch: &str,
+    spans: &[(u32, u32)],
+    call: impl for<'b> FnOnce(&Context<'_>, RawBatch<'b>) -> Result<()>,
+) -> i32 {
+    let (jp, jl) = put("job-1");
+    let len = __private::items_buffer_len(batch.len(), spans.len()).unwrap();
+    let mut buffer = batch.as_bytes().to_vec();
+    buffer.resize(batch.len().next_multiple_of(4), 0);
+    for (start, end) in spans {
+        buffer.extend(start.to_le_bytes());
+        buffer.extend(end.to_le_bytes());
+    }
+    assert_eq!(buffer.len(), len);
+    let ptr = __private::alloc(len);
+    // SAFETY: just allocated with this length.
+    unsafe { std::ptr::copy_nonoverlapping(buffer.as_ptr(), ptr, len) };
+    // SAFETY: both buffers come from `alloc` with these lengths.
+    unsafe { __private::handle_items(jp, jl, ptr, batch.len(), spans.len(), call) }
+}
+
+fn sizes(_ctx: &Context, items: Items<'_>) -> Result<Vec<usize>> {
+    Ok(items.iter().map(|item| item.bytes().len()).collect())
+}
+
+#[test]
+fn items_come_from_the_hosts_offsets_without_a_second_scan() {
+    // Offsets the host found; the SDK takes them as they are (here: a batch whose bytes
+    // between the items are not even JSON, which a scan would refuse).
+    assert_eq!(
+        call_with_spans("[1, 22 ,333]", &[(1, 2), (4, 6), (8, 11)], |c, b| Handler::call(sizes, c, b)),
+        status::OK
+    );
+    assert_eq!(crate::take_emitted(), vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    // Typed items are parsed one by one from their offsets; a misfit is named.
+    assert_eq!(call_with_spans("[[1,2],[3,4]]", &[(1, 6), (7, 12)], |c, b| Handler::call(add, c, b)), status::OK);
+    assert_eq!(
+        call_with_spans(r#"[[1,2],"x"]"#, &[(1, 6), (7, 10)], |c, b| Handler::call(add, c, b)),
+        status::INVALID_INPUT
+    );
+    let error = take_error().unwrap();
+    assert!(error.starts_with("item 1 does not match the handler's item type"), "{error}");
+    // Borrowed strings work the same way.
+    let batch = r#"[{"id":"a","text":"xyz"}]"#;
+    assert_eq!(call_with_spans(batch, &[(1, batch.len() as u32 - 1)], |c, b| Handler::call(lengths, c, b)), status::OK);
+    assert_eq!(crate::take_emitted(), vec![b"4".to_vec()]);
+}
+
+#[test]
+fn offsets_outside_the_batch_fail_the_call_instead_of_reading_past_it() {
+    assert_eq!(call_with_spans("[1]", &[(1, 9)], |c, b| Handler::call(sizes, c, b)), status::FAILED);
+    assert_eq!(take_error().as_deref(), Some("the host passed item offsets outside the batch"));
+    assert_eq!(call_with_spans("[1]", &[(2, 1)], |c, b| Handler::call(sizes, c, b)), status::FAILED);
+    assert_eq!(call_with_spans("[1]", &[(u32::MAX, u32::MAX)], |c, b| Handler::call(sizes, c, b)), status::FAILED);
+}
+
+#[test]
+fn items_without_offsets_are_found_by_one_scan() {
+    assert_eq!(call("job-1", r#" [ {"a": [1, 2]} , "x\"y", 3 ] "#, sizes), status::OK);
+    assert_eq!(crate::take_emitted(), vec![b"13".to_vec(), b"6".to_vec(), b"1".to_vec()]);
+    assert_eq!(call("job-1", r#"{"a": 1}"#, sizes), status::INVALID_INPUT);
+    let error = take_error().unwrap();
+    assert!(error.starts_with("batch is not a JSON array"), "{error}");
+    assert_eq!(call("job-1", "[1] x", sizes), status::INVALID_INPUT);
+}
+
+#[test]
+fn items_parse_on_demand_to_any_type() {
+    fn probe(ctx: &Context, items: Items<'_>) -> Result<()> {
+        assert_eq!((items.len(), items.is_empty()), (3, false));
+        assert_eq!(items.get(0).unwrap().parse::<u32>().unwrap(), 3);
+        assert_eq!(items.get(1).unwrap().parse::<&str>().unwrap(), "x");
+        assert_eq!(items.get(2).unwrap().text().unwrap(), r#"{"k": [1]}"#);
+        assert_eq!(items.get(2).unwrap().index(), 2);
+        assert!(items.get(3).is_none());
+        let wrong = items.parse::<u32>().unwrap_err();
+        assert!(wrong.is_invalid_input() && wrong.message().starts_with("item 1 does not match"), "{wrong}");
+        ctx.emit(&items.len())
+    }
+    assert_eq!(call("job-1", r#"[3, "x", {"k": [1]}]"#, probe), status::OK);
+    assert_eq!(crate::take_emitted(), vec![b"3".to_vec()]);
+}

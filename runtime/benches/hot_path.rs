@@ -56,8 +56,8 @@ fn hot_path(c: &mut Criterion) {
         let body = bytes::Bytes::copy_from_slice(body);
         group.bench_function(name, |b| {
             b.iter(|| {
-                let call =
-                    BatchCall { tag: 0, id: BatchId::Content, attempt: 1, body: std::hint::black_box(body.clone()) };
+                let body = std::hint::black_box(body.clone());
+                let call = BatchCall { tag: 0, id: BatchId::Content, attempt: 1, body, items: None };
                 drive(instance.handle("job", call)).unwrap()
             })
         });

@@ -21,6 +21,7 @@ pub(crate) const ABI_VERSION_FN: &str = "wasmbatch_abi_version";
 pub(crate) const ALLOC: &str = "wasmbatch_alloc";
 pub(crate) const INIT: &str = "wasmbatch_init";
 pub(crate) const HANDLE: &str = "wasmbatch_handle";
+pub(crate) const HANDLE_ITEMS: &str = "wasmbatch_handle_items";
 pub(crate) const ON_JOB_COMPLETE: &str = "wasmbatch_on_job_complete";
 
 /// Return statuses of `init`, `handle` and `on_job_complete`.
@@ -39,6 +40,7 @@ const FUNCTIONS: &[(&str, &[ValType], &[ValType], bool)] = &[
     (ALLOC, &[I32], &[I32], true),
     (INIT, &[I32, I32], &[I32], false),
     (HANDLE, &[I32, I32, I32, I32], &[I32], true),
+    (HANDLE_ITEMS, &[I32, I32, I32, I32, I32], &[I32], false),
     (ON_JOB_COMPLETE, &[I32, I32, I32, I32], &[I32], false),
 ];
 
@@ -70,6 +72,8 @@ pub struct Capabilities {
     pub init: bool,
     /// Exports `wasmbatch_on_job_complete`.
     pub on_job_complete: bool,
+    /// Exports `wasmbatch_handle_items`: takes a batch with its items' offsets.
+    pub handle_items: bool,
 }
 
 /// A module that does not follow ABI v1.
@@ -208,6 +212,7 @@ pub fn validate(module: &Module) -> Result<Capabilities, AbiError> {
         initialize: present(INITIALIZE)?,
         init: present(INIT)?,
         on_job_complete: present(ON_JOB_COMPLETE)?,
+        handle_items: present(HANDLE_ITEMS)?,
     })
 }
 
@@ -230,7 +235,7 @@ mod tests {
     #[test]
     fn minimal_module_is_valid_with_no_optional_parts() {
         let caps = check(CORE).unwrap();
-        assert_eq!(caps, Capabilities { initialize: false, init: false, on_job_complete: false });
+        assert_eq!(caps, Capabilities { initialize: false, init: false, on_job_complete: false, handle_items: false });
     }
 
     #[test]
@@ -239,10 +244,18 @@ mod tests {
             r#"{CORE}
             (func (export "_initialize"))
             (func (export "wasmbatch_init") (param i32 i32) (result i32) i32.const 0)
-            (func (export "wasmbatch_on_job_complete") (param i32 i32 i32 i32) (result i32) i32.const 0)"#
+            (func (export "wasmbatch_on_job_complete") (param i32 i32 i32 i32) (result i32) i32.const 0)
+            (func (export "wasmbatch_handle_items") (param i32 i32 i32 i32 i32) (result i32) i32.const 0)"#
         ))
         .unwrap();
-        assert_eq!(caps, Capabilities { initialize: true, init: true, on_job_complete: true });
+        assert_eq!(caps, Capabilities { initialize: true, init: true, on_job_complete: true, handle_items: true });
+        // The offsets' export with another signature is named, like any other.
+        let err = check(&format!(
+            r#"{CORE}
+            (func (export "wasmbatch_handle_items") (param i32 i32 i32 i32) (result i32) i32.const 0)"#
+        ))
+        .unwrap_err();
+        assert!(matches!(err, AbiError::WrongExportType { name: "wasmbatch_handle_items", .. }), "{err}");
     }
 
     #[test]

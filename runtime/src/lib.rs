@@ -43,7 +43,7 @@
 //! // One batch, on an instance of your own. Guest calls are async; `drive` runs one on
 //! // this thread (in async code, `.await` them).
 //! let mut instance = drive(bound.instance(Arc::new(AtomicBool::new(false))))?;
-//! let batch = BatchCall { tag: 0, id: BatchId::Index(0), attempt: 1, body: "[1, 2, 3]".into() };
+//! let batch = BatchCall { tag: 0, id: BatchId::Index(0), attempt: 1, body: "[1, 2, 3]".into(), items: None };
 //! drive(instance.handle("j1", batch))?;
 //!
 //! // A whole job: a Cortex job submission, its batches on two workers.

@@ -18,10 +18,10 @@
 //! bound. At most `concurrency` guests run at once; the others wait, in order, for an
 //! instance.
 
-use std::sync::{Arc, Mutex};
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 

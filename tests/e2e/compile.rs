@@ -1,7 +1,10 @@
 //! Loading plugins: precompiled artifacts, the compile cache, ABI validation, and a
 //! guest written in WAT from the ABI document alone.
 
+use serde_json::{Value, json};
+
 use crate::harness::{Server, guest_file, plugin, wasmbatch};
+use crate::run::{Job, read_lines};
 
 #[test]
 fn compiled_artifact_is_served_without_compiling() {
@@ -43,6 +46,33 @@ fn hand_written_wat_guest_handles_batches() {
     // A batch larger than the initial page makes the guest grow its memory.
     let big = format!("[{}]", vec!["123456789"; 20_000].join(","));
     assert_eq!(server.batch(&big).status, 200);
+}
+
+#[test]
+fn a_guest_taking_item_offsets_gets_them_from_the_hosts_one_scan() {
+    // serve: the offsets come from the check every body gets; the guest emits each
+    // item's text as they delimit it, so the results are exactly the items.
+    let server = Server::with(guest_file("items.wat")).start();
+    let reply = server.batch(r#" [ 1 , {"a": [2, "]"]},"x\"y" ,null]  "#);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(answer["results"], json!([1, {"a": [2, "]"]}, "x\"y", null]));
+    let reply = server.batch("[]");
+    assert_eq!((reply.status, reply.body.as_str()), (200, ""));
+
+    // run: the offsets of the batches the source builds.
+    let items = json!([1, {"b": "x y"}, [3], "z"]);
+    let job = Job::new(&json!({"workers": 1, "item_list": {"items": items, "batch_size": 3}}));
+    let guest = guest_file("items.wat");
+    let out = job.run(&["--plugin", guest.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut results: Vec<(u64, Value)> = read_lines(&job.path("results.jsonl"))
+        .into_iter()
+        .map(|r| (r["batch"].as_u64().unwrap(), r["result"].clone()))
+        .collect();
+    results.sort_by_key(|(batch, _)| *batch);
+    let expected = [(0, json!(1)), (0, json!({"b": "x y"})), (0, json!([3])), (1, json!("z"))];
+    assert_eq!(results, expected);
 }
 
 #[test]

@@ -138,20 +138,7 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
         format!(
             "const _: () = {{
                 ::wasmbatch_guest::__core_exports!();
-                /// # Safety
-                /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
-                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
-                pub unsafe extern \"C\" fn wasmbatch_handle(
-                    job_ptr: *mut u8, job_len: usize, batch_ptr: *mut u8, batch_len: usize,
-                ) -> i32 {{
-                    // SAFETY: forwarded from the caller.
-                    unsafe {{
-                        ::wasmbatch_guest::__private::handle(job_ptr, job_len, batch_ptr, batch_len, |ctx, batch| {{
-                            ::wasmbatch_guest::Handler::call({name}, ctx, batch)
-                        }})
-                    }}
-                }}
+                ::wasmbatch_guest::__handle_exports!({name});
             }};"
         )
     });

@@ -194,7 +194,7 @@ impl Executors {
 /// One attempt at batch `index` of `work` on `executor`.
 fn attempt<E: Executor>(executor: &E, worker: &mut E::Worker, index: u64, work: &Work) -> Outcome {
     let started = Instant::now();
-    match executor.run(worker, &work.job_id, Attempt { index, number: work.attempt, body: &work.body }) {
+    match executor.run(worker, &work.job_id, Attempt { index, number: work.attempt, body: &work.body, items: None }) {
         Ok(output) if output.item_errors.is_empty() => Outcome::Succeeded(started.elapsed(), output.results),
         Ok(output) => {
             let all: Vec<usize> =

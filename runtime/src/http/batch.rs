@@ -1,19 +1,20 @@
 //! Request bodies: a batch must be a JSON array; on-job-complete takes Cortex's two
 //! forms.
 
-use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::plugin::ItemSpans;
 
-/// Checks that `body` is one JSON array and returns how many items it has.
-pub fn check_batch(body: &[u8]) -> Result<usize, ApiError> {
+/// Checks that `body` is one JSON array and returns where its items lie (the guest
+/// gets them, and does not scan the batch again).
+pub fn check_batch(body: &[u8]) -> Result<ItemSpans, ApiError> {
     // JSON text is UTF-8; serde skips the strings it ignores without checking them.
     let text = std::str::from_utf8(body).map_err(|e| {
         ApiError::InvalidBatch(format!("the body is not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to()))
     })?;
-    match serde_json::from_str::<Vec<IgnoredAny>>(text) {
-        Ok(items) => Ok(items.len()),
+    match ItemSpans::scan(text) {
+        Ok(items) => Ok(items),
         Err(e) if e.is_data() => {
             let found = match body.iter().find(|b| !b.is_ascii_whitespace()) {
                 Some(b'{') => "an object",
@@ -65,8 +66,8 @@ mod tests {
 
     #[test]
     fn arrays_are_counted() {
-        assert_eq!(check_batch(b"[]").unwrap(), 0);
-        assert_eq!(check_batch(b" [1, {\"a\": [2]}, \"x\"]\n").unwrap(), 3);
+        assert_eq!(check_batch(b"[]").unwrap().len(), 0);
+        assert_eq!(check_batch(b" [1, {\"a\": [2]}, \"x\"]\n").unwrap().len(), 3);
     }
 
     #[test]

@@ -391,13 +391,14 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
     let received = Instant::now();
     let tag = app.next_batch.fetch_add(1, Ordering::Relaxed);
     let metrics = app.pool.plugin().metrics().clone();
-    let items = check_batch(&body).inspect_err(|_| {
+    let spans = check_batch(&body).inspect_err(|_| {
         metrics.attempt_failed("invalid_input");
         metrics.batch_failed(&job_id);
     })?;
+    let items = spans.len();
     let ran = app.pool.run(admission, move |mut slot| async move {
         let started = Instant::now();
-        let result = slot.handle(&job_id, BatchCall { tag, id, attempt, body }).await;
+        let result = slot.handle(&job_id, BatchCall { tag, id, attempt, body, items: Some(spans) }).await;
         let api_name = slot.plugin().api_name();
         let elapsed = started.elapsed();
         let queued_ms = started.duration_since(received).as_secs_f64() * 1e3;

@@ -29,7 +29,7 @@ use crate::http::client::{Answer, Connection, Endpoint};
 const ANSWER_KEPT: usize = 64 << 20;
 use crate::http::server::{ATTEMPT_HEADER, BATCH_ID_HEADER, JOB_ID_HEADER};
 use crate::lifecycle::WarmInstance;
-use crate::plugin::{BatchCall, BatchId, BatchOutput, ItemError, JobPlugin};
+use crate::plugin::{BatchCall, BatchId, BatchOutput, ItemError, ItemSpans, JobPlugin};
 
 /// Why one attempt at a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +208,8 @@ pub struct Attempt<'a> {
     pub number: u32,
     /// The batch.
     pub body: &'a Bytes,
+    /// Where its items lie, when known (see [`crate::job::source::Batch::spans`]).
+    pub items: Option<&'a ItemSpans>,
 }
 
 /// Runs batches for the job runner.
@@ -263,6 +265,7 @@ impl Executor for InProcess {
             id: BatchId::Index(attempt.index),
             attempt: attempt.number,
             body: attempt.body.clone(),
+            items: attempt.items.cloned(),
         };
         crate::engine::drive(slot.handle(job_id, call)).map_err(AttemptError::guest)
     }

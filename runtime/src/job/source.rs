@@ -14,13 +14,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 pub use super::inputs::SourceError;
 use super::inputs::{Input, Opener, list_files, open_input};
 use super::submission::SourceSpec;
 use crate::confine::{Prefixes, Target};
+use crate::plugin::ItemSpans;
 
 /// One batch: its position in the job, its item count, and its JSON array.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct Batch {
     pub items: usize,
     /// The batch, a JSON array.
     pub body: Vec<u8>,
+    /// Where its items lie in `body`, when the source knows (it built the array, or
+    /// scanned it): handed to the guest, which then does not scan the batch itself.
+    pub spans: Option<ItemSpans>,
 }
 
 /// A stream of batches.
@@ -104,17 +107,24 @@ pub fn open_dead_letter(path: &Path) -> Result<Box<dyn BatchSource>, SourceError
     Ok(Box::new(DeadLetter { path: path.into(), lines: BufReader::new(file), line: 0, index: 0 }))
 }
 
-fn array_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<u8> {
+/// A batch of `values`, each already one JSON value, noting where each one lies.
+fn array_of<'a>(index: u64, values: impl ExactSizeIterator<Item = &'a str>) -> Batch {
+    let items = values.len();
     let mut body = Vec::with_capacity(256);
+    let mut spans = Some(ItemSpans::with_capacity(items));
     body.push(b'[');
     for (i, v) in values.enumerate() {
         if i > 0 {
             body.push(b',');
         }
+        let start = body.len();
         body.extend_from_slice(v.as_bytes());
+        if spans.as_mut().is_some_and(|spans| !spans.push(start, body.len())) {
+            spans = None;
+        }
     }
     body.push(b']');
-    body
+    Batch { index, items, body, spans }
 }
 
 struct ItemList {
@@ -130,11 +140,7 @@ impl BatchSource for ItemList {
         }
         let end = (self.next + self.batch_size).min(self.items.len());
         let chunk = &self.items[self.next..end];
-        let batch = Batch {
-            index: (self.next / self.batch_size) as u64,
-            items: chunk.len(),
-            body: array_of(chunk.iter().map(|v| v.get())),
-        };
+        let batch = array_of((self.next / self.batch_size) as u64, chunk.iter().map(|v| v.get()));
         self.next = end;
         Ok(Some(batch))
     }
@@ -285,7 +291,7 @@ impl BatchSource for Delimited {
         if values.is_empty() {
             return Ok(None);
         }
-        let batch = Batch { index: self.index, items: values.len(), body: array_of(values.iter().map(|v| v.get())) };
+        let batch = array_of(self.index, values.iter().map(|v| v.get()));
         self.index += 1;
         Ok(Some(batch))
     }
@@ -336,10 +342,11 @@ impl BatchSource for DeadLetter {
             Some(body) => ("body", body.into_bytes()),
             None => ("items", record.items.get().as_bytes().to_vec()),
         };
-        let items = serde_json::from_slice::<Vec<IgnoredAny>>(&body)
-            .map_err(|e| bad(0, format!("`{field}` is not a JSON array: {e}")))?
-            .len();
-        let batch = Batch { index: self.index, items, body };
+        let spans = std::str::from_utf8(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| ItemSpans::scan(text).map_err(|e| e.to_string()))
+            .map_err(|e| bad(0, format!("`{field}` is not a JSON array: {e}")))?;
+        let batch = Batch { index: self.index, items: spans.len(), body, spans: Some(spans) };
         self.index += 1;
         Ok(Some(batch))
     }

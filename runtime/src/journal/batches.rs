@@ -6,6 +6,7 @@ use crate::job::dead_letter::{DeadLetters, Record};
 use crate::job::ledger::Ledger;
 use crate::job::results::ResultsFile;
 use crate::job::source::{Batch, BatchSource, SourceError};
+use crate::plugin::ItemSpans;
 
 use std::time::Duration;
 
@@ -24,8 +25,9 @@ pub(super) struct Letters {
 impl BatchSource for Letters {
     fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         let Some(letter) = self.batches.next() else { return Ok(None) };
-        let items = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&letter.body).map(|v| v.len()).unwrap_or(0);
-        let batch = Batch { index: self.next, items, body: letter.body };
+        let spans = std::str::from_utf8(&letter.body).ok().and_then(|text| ItemSpans::scan(text).ok());
+        let items = spans.as_ref().map_or(0, ItemSpans::len);
+        let batch = Batch { index: self.next, items, body: letter.body, spans };
         self.next += 1;
         Ok(Some(batch))
     }

@@ -23,6 +23,7 @@ struct Exports {
     version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32, i32, i32), i32>,
+    handle_items: Option<TypedFunc<(i32, i32, i32, i32, i32), i32>>,
     init: Option<TypedFunc<(i32, i32), i32>>,
     on_job_complete: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
 }
@@ -159,6 +160,7 @@ impl Instance {
                 .map_err(|_| missing(abi::ABI_VERSION_FN))?,
             alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
             handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
+            handle_items: instance.get_typed_func(&mut store, abi::HANDLE_ITEMS).ok(),
             init: instance.get_typed_func(&mut store, abi::INIT).ok(),
             on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
         };
@@ -188,7 +190,7 @@ impl Instance {
         let Some(init) = self.exports.init.clone() else { return Ok(()) };
         self.prepare(timeout, job_id, What::Other);
         let outcome = async {
-            let (ptr, len) = put(&mut self.store, &self.exports, spec).await?;
+            let (ptr, len) = put(&mut self.store, &self.exports, &[spec]).await?;
             Ok(init.call_async(&mut self.store, (ptr, len)).await?)
         }
         .await;
@@ -274,17 +276,36 @@ impl Instance {
         Ok(version)
     }
 
-    /// Hands one batch (a JSON array) to the guest's `handle`.
-    pub async fn handle(&mut self, job_id: &str, batch: BatchCall) -> Result<(), Failure> {
+    /// Hands one batch (a JSON array) to the guest: with where its items lie when the
+    /// caller knows and the guest takes them (`wasmbatch_handle_items`), else alone
+    /// (`wasmbatch_handle`).
+    pub async fn handle(&mut self, job_id: &str, mut batch: BatchCall) -> Result<(), Failure> {
         self.batches += 1;
         let timeout = self.batch_timeout;
         let body = batch.body.clone();
+        let items = batch.items.take();
         self.prepare(timeout, job_id, What::Batch(batch));
-        let handle = self.exports.handle.clone();
+        let exports = self.exports.clone();
         let outcome = async {
-            let (job_ptr, job_len) = put(&mut self.store, &self.exports, job_id.as_bytes()).await?;
-            let (batch_ptr, batch_len) = put(&mut self.store, &self.exports, &body).await?;
-            Ok(handle.call_async(&mut self.store, (job_ptr, job_len, batch_ptr, batch_len)).await?)
+            let (job_ptr, job_len) = put(&mut self.store, &exports, &[job_id.as_bytes()]).await?;
+            match (items, &exports.handle_items) {
+                (Some(items), Some(handle_items)) => {
+                    // One buffer: the batch, zeros to a multiple of 4, the offsets.
+                    let padding = [0u8; 3];
+                    let padding = &padding[..body.len().next_multiple_of(4) - body.len()];
+                    let parts = [&body[..], padding, items.encoded()];
+                    let (batch_ptr, _) = put(&mut self.store, &exports, &parts).await?;
+                    let batch_len = i32::try_from(body.len()).expect("put checked the length");
+                    let count = i32::try_from(items.len()).expect("fewer items than bytes");
+                    Ok(handle_items
+                        .call_async(&mut self.store, (job_ptr, job_len, batch_ptr, batch_len, count))
+                        .await?)
+                }
+                _ => {
+                    let (batch_ptr, batch_len) = put(&mut self.store, &exports, &[&body]).await?;
+                    Ok(exports.handle.call_async(&mut self.store, (job_ptr, job_len, batch_ptr, batch_len)).await?)
+                }
+            }
         }
         .await;
         self.finish(timeout, outcome)
@@ -297,8 +318,8 @@ impl Instance {
         let timeout = self.batch_timeout;
         self.prepare(timeout, job_id, What::Completion);
         let outcome = async {
-            let (job_ptr, job_len) = put(&mut self.store, &self.exports, job_id.as_bytes()).await?;
-            let (body_ptr, body_len) = put(&mut self.store, &self.exports, body).await?;
+            let (job_ptr, job_len) = put(&mut self.store, &self.exports, &[job_id.as_bytes()]).await?;
+            let (body_ptr, body_len) = put(&mut self.store, &self.exports, &[body]).await?;
             Ok(hook.call_async(&mut self.store, (job_ptr, job_len, body_ptr, body_len)).await?)
         }
         .await;
@@ -330,9 +351,10 @@ impl Drop for Instance {
     }
 }
 
-/// Copies `bytes` into a buffer the guest allocates; a failure names what went wrong.
-async fn put(store: &mut Store<HostState>, ex: &Exports, bytes: &[u8]) -> Result<(i32, i32), CallError> {
-    memory::put(&mut *store, ex.memory, &ex.alloc, bytes).await.map_err(|e| match e {
+/// Copies `parts`, one after the other, into a buffer the guest allocates; a failure
+/// names what went wrong.
+async fn put(store: &mut Store<HostState>, ex: &Exports, parts: &[&[u8]]) -> Result<(i32, i32), CallError> {
+    memory::put(&mut *store, ex.memory, &ex.alloc, parts).await.map_err(|e| match e {
         PutError::Wasm(e) => CallError::Wasm(e),
         PutError::NoRoom(n) => {
             let limit = store.data().limiter.max >> 20;

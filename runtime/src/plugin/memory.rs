@@ -142,26 +142,29 @@ pub(crate) enum PutError {
     Memory(MemoryError),
 }
 
-/// Copies `bytes` into a buffer the guest allocates, from outside a host call (the
-/// arguments of `init`, `handle`, `on_job_complete`); ownership passes to the guest.
-/// Empty: `(0, 0)`.
+/// Copies `parts`, one after the other, into one buffer the guest allocates, from
+/// outside a host call (the arguments of `init`, `handle`, `on_job_complete`);
+/// ownership passes to the guest. Empty: `(0, 0)`.
 pub(crate) async fn put<T: Send>(
     mut store: impl AsContextMut<Data = T>,
     memory: Memory,
     alloc: &TypedFunc<i32, i32>,
-    bytes: &[u8],
+    parts: &[&[u8]],
 ) -> Result<(i32, i32), PutError> {
-    if bytes.is_empty() {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total == 0 {
         return Ok((0, 0));
     }
-    let len = i32::try_from(bytes.len()).map_err(|_| PutError::Memory(MemoryError::TooLarge(bytes.len())))?;
+    let len = i32::try_from(total).map_err(|_| PutError::Memory(MemoryError::TooLarge(total)))?;
     let ptr = alloc.call_async(&mut store, len).await.map_err(PutError::Wasm)?;
     if ptr == 0 {
-        return Err(PutError::NoRoom(bytes.len()));
+        return Err(PutError::NoRoom(total));
     }
-    memory
-        .write(&mut store, offset(ptr), bytes)
-        .map_err(|_| PutError::Memory(MemoryError::BadAllocation(ptr as u32)))?;
+    let mut at = offset(ptr);
+    for part in parts {
+        memory.write(&mut store, at, part).map_err(|_| PutError::Memory(MemoryError::BadAllocation(ptr as u32)))?;
+        at += part.len();
+    }
     Ok((ptr, len))
 }
 
@@ -311,11 +314,15 @@ mod tests {
         let (mut store, instance) = guest(|_, _, _, _| Ok(0));
         let memory = instance.get_memory(&mut store, "memory").unwrap();
         let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::ALLOC).unwrap();
-        let mut put = |bytes: &[u8]| crate::engine::drive(put(&mut store, memory, &alloc, bytes));
+        let mut put = |bytes: &[u8]| crate::engine::drive(put(&mut store, memory, &alloc, &[bytes]));
         assert_eq!(put(b"").unwrap(), (0, 0));
         assert_eq!(put(b"[1,2]").unwrap(), (4096, 5));
         assert!(matches!(put(&[0; 2000]), Err(PutError::NoRoom(2000))));
         assert!(matches!(put(&[0; 999]), Err(PutError::Memory(MemoryError::BadAllocation(70000)))));
         assert_eq!(read(&mut store, &instance, 4096, 5), b"[1,2]");
+        // Parts end to end in one buffer (a batch and its items' offsets).
+        let parts: [&[u8]; 3] = [b"ab", b"", b"cd"];
+        assert_eq!(crate::engine::drive(super::put(&mut store, memory, &alloc, &parts)).unwrap(), (4101, 4));
+        assert_eq!(read(&mut store, &instance, 4101, 4), b"abcd");
     }
 }

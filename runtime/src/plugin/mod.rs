@@ -12,11 +12,12 @@
 //!   Every call into a guest is async (`call_async`, on a fiber, yielding at each epoch
 //!   tick); a plain thread runs one with [`crate::engine::drive`].
 //!
-//! Inside: `memory` is the guest-memory convention, `host` the host functions by
+//! Inside: `items` finds where a batch's items lie, `memory` is the guest-memory convention, `host` the host functions by
 //! capability, `state` what a store holds, `instance` the calls and their failures.
 
 mod host;
 mod instance;
+mod items;
 mod limits;
 mod memory;
 mod state;
@@ -28,6 +29,7 @@ use std::sync::atomic::AtomicBool;
 use wasmtime::{InstancePre, Module};
 
 pub use self::instance::{BatchOutput, Instance, ItemError};
+pub use self::items::ItemSpans;
 pub use self::limits::{CallLimits, LoadOptions};
 use self::state::{AttemptLog, HostState};
 pub use self::state::{BatchCall, BatchId, content_id};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{JobResults, Submitter};
+use super::{ItemSpans, JobResults, Submitter};
 use crate::capability::Grants;
 use crate::capture::Capture;
 use crate::logging::GuestTag;
@@ -43,6 +43,10 @@ pub struct BatchCall {
     pub attempt: u32,
     /// The batch, a JSON array.
     pub body: Bytes,
+    /// Where its items lie, when the caller has scanned it already (`serve` does, to
+    /// check it): handed to a guest that takes them (`wasmbatch_handle_items`), so that
+    /// the batch is parsed once. `None`: the guest scans the batch itself.
+    pub items: Option<ItemSpans>,
 }
 
 /// The store data of one instance.

@@ -553,7 +553,9 @@ fn work<E: Executor>(
         };
         attempts += 1;
         let started = Instant::now();
-        let result = executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body });
+        // The source's item offsets fit the whole batch only, not a retry of its failed items.
+        let items = if indexes.is_empty() { batch.spans.as_ref() } else { None };
+        let result = executor.run(state, job_id, Attempt { index: batch.index, number: attempts, body: &body, items });
         time += started.elapsed();
         drop(place);
         let error = match result {

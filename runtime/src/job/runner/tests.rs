@@ -37,7 +37,7 @@ impl BatchSource for Numbers {
             return Ok(None);
         }
         self.next += 1;
-        Ok(Some(Batch { index: self.next - 1, items: 1, body: format!("[{}]", self.next).into_bytes() }))
+        Ok(Some(Batch { index: self.next - 1, items: 1, body: format!("[{}]", self.next).into_bytes(), spans: None }))
     }
     fn total_batches(&self) -> Option<u64> {
         None

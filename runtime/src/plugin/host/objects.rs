@@ -57,8 +57,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         abi::HOST_MODULE,
         "object_put",
-        |mut caller: Caller<'_, HostState>,
-         (url_ptr, url_len, data_ptr, data_len, out): (i32, i32, i32, i32, i32)| {
+        |mut caller: Caller<'_, HostState>, (url_ptr, url_len, data_ptr, data_len, out): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 let url = url(&mut caller, url_ptr, url_len)?;
                 let data = memory::copy(&mut caller, data_ptr, data_len, MAX_OBJECT)?;
