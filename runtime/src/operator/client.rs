@@ -25,10 +25,29 @@ pub(crate) struct ClientError {
 
 /// A connection to one operator.
 pub(crate) struct Client {
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
     connection: Connection,
     /// `Bearer <token>`, when the operator wants one.
     authorization: Option<String>,
+}
+
+/// The client's own runtime, which may be dropped anywhere: a guest's submitter ends
+/// with its store, which may be on a task of `serve`'s runtime, where dropping a
+/// runtime the usual way (waiting for its blocking threads) panics.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Client {
@@ -45,7 +64,7 @@ impl Client {
             .map_err(|e| ClientError { message: e.to_string(), exit_code: 1 })?;
         let authorization = token.map(str::trim).filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
         let connection = Connection::new(endpoint).keeping(Self::RESULTS_KEPT);
-        Ok(Client { runtime, connection, authorization })
+        Ok(Client { runtime: OwnRuntime(Some(runtime)), connection, authorization })
     }
 
     /// Sends a request; a non-200 answer becomes an error with the operator's message.
@@ -66,7 +85,7 @@ impl Client {
         let mut pause = Duration::from_millis(500);
         let mut attempt = 1;
         let answer = loop {
-            let sent = self.runtime.block_on(self.connection.send(
+            let sent = self.runtime.get().block_on(self.connection.send(
                 method.clone(),
                 path,
                 &headers,
