@@ -79,10 +79,10 @@ impl Sandbox {
     /// A fresh WASI context for one instance.
     pub(crate) fn wasi(&self, stdout: Capture, stderr: Capture) -> io::Result<WasiP1Ctx> {
         let mut b = WasiCtxBuilder::new();
-        // The guest's files are the spec and `/mnt`, on local disks: its file I/O blocks
-        // the calling thread for a moment rather than hopping to a blocking pool and
-        // back for every read.
-        b.allow_blocking_current_thread(true)
+        // Guests run on the threads that serve every connection: a guest's sleep
+        // (`poll_oneoff`) must wait asynchronously and its file I/O on `/mnt` (which may
+        // be a slow network disk) on the blocking pool, never holding up the thread.
+        b.allow_blocking_current_thread(false)
             .stdout(stdout)
             .stderr(stderr)
             .allow_tcp(false)

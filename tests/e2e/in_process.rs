@@ -234,4 +234,17 @@ fn a_guest_computing_for_seconds_does_not_hold_up_other_connections_on_its_threa
     assert!(!long.is_finished(), "20 batches were answered while the long one still ran");
     assert_eq!(long.join().unwrap(), (500, "timeout".to_string()), "the deadline still stops the loop");
     assert_eq!(server.batch(r#"["ok"]"#).status, 200, "and the server goes on");
+
+    // A guest that sleeps (WASI `poll_oneoff`) waits without holding the thread either.
+    let url = server.url("/");
+    let sleeper = std::thread::spawn(move || {
+        let body = r#"["copy:/cortex/spec/job.json:/mnt/sleeping", "sleep:5000"]"#;
+        reply(agent().post(&url).set("X-Cortex-Job-ID", "j").send_string(body)).status
+    });
+    wait_for_file(&dir.path().join("sleeping"));
+    for n in 0..20 {
+        assert_eq!(server.batch(r#"["ok"]"#).status, 200, "batch {n} beside the sleeper");
+    }
+    assert!(!sleeper.is_finished(), "20 batches were answered while the sleeper slept");
+    assert_eq!(sleeper.join().unwrap(), 200);
 }
