@@ -223,6 +223,13 @@ impl OpenFile {
                 Some(Err(e)) if e.is_eof() && !self.eof => {
                     self.fill(chunk)?;
                 }
+                // A value cut short by the window's end is not always an EOF error:
+                // `341.` or `1e` are "invalid number" until their digits arrive. An
+                // error on the window's last line (still being read) is judged again
+                // with more bytes; one on an earlier line has its whole line at hand.
+                Some(Err(e)) if !self.eof && e.line() > window.iter().filter(|&&b| b == b'\n').count() => {
+                    self.fill(chunk)?;
+                }
                 Some(Err(e)) => {
                     let column = if e.line() == 1 { self.column - 1 + e.column() } else { e.column() };
                     return Err(SourceError::BadValue {
@@ -458,6 +465,10 @@ mod tests {
         let mut text = String::new();
         for i in 0..200 {
             text.push_str(&format!("{{\"n\": {i}, \"s\": \"{}\"}}\n{}\n", "x".repeat(i % 13), 1000 + i));
+            // Numbers, literals and escapes that a chunk's end can cut anywhere.
+            text.push_str(&format!(
+                "{{\"p\": 341.0{i}, \"e\": -1.5e-{i}, \"E\": 2E+7, \"t\": true, \"f\": false, \"z\": null, \"u\": \"\\u00e9\\n\"}}\n"
+            ));
         }
         text.push_str("[1,\n 2]\n12345");
         std::fs::write(&path, &text).unwrap();
@@ -467,7 +478,7 @@ mod tests {
         }
         let last = whole.last().unwrap();
         assert!(last.2.ends_with(",[1,\n 2],12345]"), "{}", last.2);
-        assert_eq!(whole.iter().map(|b| b.1).sum::<usize>(), 402);
+        assert_eq!(whole.iter().map(|b| b.1).sum::<usize>(), 602);
     }
 
     #[test]

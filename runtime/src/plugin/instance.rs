@@ -16,6 +16,9 @@ use crate::capture::Capture;
 use crate::failure::{Failure, FailureKind};
 use crate::metrics::Metrics;
 
+/// `wasmbatch_handle_items(job_ptr, job_len, batch_ptr, batch_len, count) -> status`.
+type HandleItems = TypedFunc<(i32, i32, i32, i32, i32), i32>;
+
 /// The ABI's exports of one instance (cheap handles into its store).
 #[derive(Clone)]
 struct Exports {
@@ -23,7 +26,7 @@ struct Exports {
     version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32, i32, i32), i32>,
-    handle_items: Option<TypedFunc<(i32, i32, i32, i32, i32), i32>>,
+    handle_items: Option<HandleItems>,
     init: Option<TypedFunc<(i32, i32), i32>>,
     on_job_complete: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
 }
