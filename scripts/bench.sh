@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_wasm_target
 ensure_rabbitmq
+ensure_binaryen
 scripts/build-plugins.sh >&2
 case "${BENCH_PROFILE:-release}" in
   release) cargo build --release -p wasmbatch -p wasmbatch-bench >&2; profile_dir=release ;;

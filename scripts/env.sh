@@ -53,6 +53,11 @@ plugin_packages() {
   done
 }
 
+# binaryen's wasm-opt, which scripts/build-plugins.sh runs on the plugins.
+ensure_binaryen() {
+  command -v wasm-opt >/dev/null 2>&1 || apt_install "binaryen (wasm-opt) to optimize the plugins" binaryen
+}
+
 ensure_rabbitmq() {
   if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     return

@@ -127,6 +127,8 @@ where
 {
     use std::sync::OnceLock;
     use tokio::runtime::{Handle, RuntimeFlavor};
+    // Every branch polls `future` on one thread that waits for nothing else meanwhile.
+    let future = Dedicated(Box::pin(future));
     static AMBIENT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let ambient = || {
         AMBIENT.get_or_init(|| {
@@ -147,6 +149,31 @@ where
             let run = scope.spawn(|| ambient().block_on(future));
             run.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         }),
+    }
+}
+
+thread_local! {
+    static DEDICATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs inside [`drive`]: on a thread given to one guest call, which
+/// may block it (a host function's network or disk wait) without holding up anything
+/// else. Elsewhere (`serve`'s tasks) such a wait goes to tokio's blocking pool.
+pub(crate) fn on_dedicated_thread() -> bool {
+    DEDICATED.with(|d| d.get())
+}
+
+/// A future marked, for each poll, as running on a dedicated thread.
+struct Dedicated<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Dedicated<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let before = DEDICATED.with(|d| d.replace(true));
+        let poll = self.0.as_mut().poll(cx);
+        DEDICATED.with(|d| d.set(before));
+        poll
     }
 }
 

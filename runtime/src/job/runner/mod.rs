@@ -9,7 +9,10 @@
 //! counted. An input that turns out malformed half-way stops the reading; the batches
 //! read before it are still handled. A panic in a worker or in the reader fails the job
 //! loudly (`worker_error`), and the counts are checked against each other at the end:
-//! a mismatch is an error too.
+//! a mismatch is an error too. The queue between the reader and the workers is
+//! [`feed`]'s.
+
+mod feed;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -139,7 +142,8 @@ pub fn run<E: Executor>(
     let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, ledger, budget, start_time } = plan;
     let shared =
         Arc::new(Shared { tally: Mutex::new(Tally::default()), ledger, stop: stop.clone(), room: Default::default() });
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
+    // Four batches a worker: the source refills the queue when half of it is taken.
+    let (feeder, rx) = feed::queue(workers * 32);
 
     let producer = {
         let (shared, stop) = (shared.clone(), stop.clone());
@@ -158,7 +162,7 @@ pub fn run<E: Executor>(
                                 t.read += 1;
                                 t.items += batch.items as u64;
                             }
-                            if tx.send(batch).is_err() {
+                            if feeder.send(batch).is_err() {
                                 break;
                             }
                         }
@@ -175,6 +179,7 @@ pub fn run<E: Executor>(
             })
             .expect("spawn the source thread")
     };
+    let rx = rx.woken(producer.thread().clone());
 
     let job = Arc::new(JobRef { job_id: job_id.clone(), api_name: api_name.clone(), max_attempts, budget });
     let threads: Vec<_> = (0..workers)
@@ -420,12 +425,12 @@ struct JobRef {
 
 /// Dead-letters `first` and whatever else is queued (up to a group), unhandled
 /// because the job is stopping: one write and one flush for the group.
-fn unhandled(first: Batch, rx: &crossbeam_channel::Receiver<Batch>, reason: StopReason, shared: &Shared) {
+fn unhandled(first: Batch, rx: &feed::Taker, reason: StopReason, shared: &Shared) {
     let mut group = vec![first];
     while group.len() < 256 {
         match rx.try_recv() {
-            Ok(batch) => group.push(batch),
-            Err(_) => break,
+            Some(batch) => group.push(batch),
+            None => break,
         }
     }
     if reason == StopReason::Shutdown {
