@@ -93,6 +93,25 @@ impl StopFlag {
         guard.is_some()
     }
 
+    /// Sleeps for `duration`, until a stop, or until `ended()` holds when looked at
+    /// again after a [`StopFlag::wake`]; `true` if stopped.
+    pub fn sleep_unless(&self, duration: Duration, ended: impl Fn() -> bool) -> bool {
+        let guard = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .0
+            .wake
+            .wait_timeout_while(guard, duration, |r| r.is_none() && !ended())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.is_some()
+    }
+
+    /// Wakes every sleeper of [`StopFlag::sleep_unless`] to look at its condition again
+    /// (no stop): call it after making that condition true.
+    pub fn wake(&self) {
+        let _guard = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.wake.notify_all();
+    }
+
     /// Resolves when a stop is requested.
     pub async fn stopped(&self) {
         let mut rx = self.0.notify.subscribe();

@@ -15,6 +15,7 @@
 mod feed;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -182,13 +183,16 @@ pub fn run<E: Executor>(
     let rx = rx.woken(producer.thread().clone());
 
     let job = Arc::new(JobRef { job_id: job_id.clone(), api_name: api_name.clone(), max_attempts, budget });
+    let ended = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..workers)
         .map(|index| {
             let (rx, shared, stop, executor) = (rx.clone(), shared.clone(), stop.clone(), executor.clone());
             let (metrics, job) = (metrics.clone(), job.clone());
+            let ended = Ended::new(&ended, &stop);
             thread::Builder::new()
                 .name(format!("wasmbatch-job-{index}"))
                 .spawn(move || {
+                    let _ended = ended;
                     let mut state = executor.worker(index);
                     let mut done = Succeeded::default();
                     loop {
@@ -257,7 +261,7 @@ pub fn run<E: Executor>(
         Progress { done: t.done, items: Some(t.done_items), failed: t.failed, total }
     };
     let watch = Watch { started, timeout, stop: &stop, executor: &*executor };
-    watch.until(|| threads.iter().all(|w| w.is_finished()), || progress.update(snapshot(&shared)));
+    watch.until(|| ended.load(Ordering::Acquire) == threads.len(), || progress.update(snapshot(&shared)));
     let mut states = Vec::new();
     for thread in threads {
         match thread.join() {
@@ -311,14 +315,19 @@ pub fn run<E: Executor>(
         });
         shared.ledger.hook_starting();
         // In a thread of its own so that the job's timeout and a stop still apply.
+        let hook_ended = Arc::new(AtomicUsize::new(0));
         let hook = {
             let (executor, job_id) = (executor.clone(), job_id.clone());
+            let ended = Ended::new(&hook_ended, &stop);
             thread::Builder::new()
                 .name("wasmbatch-on-job-complete".into())
-                .spawn(move || executor.on_job_complete(states, &job_id, Bytes::from(body.to_string())))
+                .spawn(move || {
+                    let _ended = ended;
+                    executor.on_job_complete(states, &job_id, Bytes::from(body.to_string()))
+                })
                 .expect("spawn the on-job-complete thread")
         };
-        watch.until(|| hook.is_finished(), || {});
+        watch.until(|| hook_ended.load(Ordering::Acquire) == 1, || {});
         let completion =
             hook.join().unwrap_or_else(|p| Completion::Failed(format!("panicked: {}", panic_message(&*p))));
         (on_job_complete, hook_error) = match completion {
@@ -409,9 +418,30 @@ impl<E: Executor> Watch<'_, E> {
                 cancelled = true;
             }
             tick();
-            // Woken early by a stop; otherwise the next look at the clock.
-            self.stop.sleep(Duration::from_millis(20));
+            // Woken early by a stop or by the end of what is watched ([`Ended`]);
+            // otherwise the next look at the clock.
+            self.stop.sleep_unless(Duration::from_millis(20), &done);
         }
+    }
+}
+
+/// Held by a watched thread: when it ends (returns or panics) the thread is counted
+/// and the watch woken, so that a job ends as soon as its last thread does.
+struct Ended {
+    count: Arc<AtomicUsize>,
+    stop: StopFlag,
+}
+
+impl Ended {
+    fn new(count: &Arc<AtomicUsize>, stop: &StopFlag) -> Ended {
+        Ended { count: count.clone(), stop: stop.clone() }
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.count.fetch_add(1, Ordering::Release);
+        self.stop.wake();
     }
 }
 

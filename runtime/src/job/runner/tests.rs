@@ -97,3 +97,18 @@ fn a_stop_wakes_sleepers_and_keeps_the_first_reason() {
     assert!(sleeper.join().unwrap(), "woken by the stop, not the 10 minutes");
     assert_eq!(stop.reason(), Some(StopReason::TimedOut));
 }
+
+#[test]
+fn the_end_of_what_is_watched_wakes_its_watcher_without_a_stop() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = StopFlag::default();
+    let ended = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, ended) = (stop.clone(), ended.clone());
+        thread::spawn(move || stop.sleep_unless(Duration::from_secs(600), || ended.load(Ordering::Acquire)))
+    };
+    ended.store(true, Ordering::Release);
+    stop.wake();
+    assert!(!watcher.join().unwrap(), "woken by the end, not the 10 minutes, and no stop");
+    assert_eq!(stop.reason(), None);
+}
