@@ -10,7 +10,7 @@
 //! read before it are still handled. A panic in a worker or in the reader fails the job
 //! loudly (`worker_error`), and the counts are checked against each other at the end:
 //! a mismatch is an error too. The queue between the reader and the workers is
-//! [`feed`]'s.
+//! `feed`'s.
 
 mod feed;
 
