@@ -1,4 +1,5 @@
-//! The request-body checks of `serve`: `check_batch` agrees with a full JSON parse, and
+//! The request-body checks of `serve`: `check_batch` agrees with a full JSON parse,
+//! item by item (each item's offsets delimit exactly that item's JSON), and
 //! `normalize_completion` always yields an object with a `message`.
 #![no_main]
 
@@ -16,7 +17,12 @@ fuzz_target!(|data: &[u8]| {
     match check_batch(data) {
         Ok(items) => {
             let array = full.as_ref().and_then(|v| v.as_array()).expect("accepted bodies are arrays");
-            assert_eq!(array.len(), items);
+            assert_eq!(array.len(), items.len());
+            for (i, value) in array.iter().enumerate() {
+                let span = items.get(i).expect("an offset pair per item");
+                let item: serde_json::Value = serde_json::from_slice(&data[span]).expect("an item's bytes are its JSON");
+                assert_eq!(&item, value, "item {i}");
+            }
         }
         Err(_) => assert!(!full.as_ref().is_some_and(|v| v.is_array()), "a JSON array was refused"),
     }
