@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use wasmtime::{Caller, Linker};
 
-use super::{answer, blocking};
+use super::{answer, blocking_plain};
 use crate::abi;
 use crate::capability::{CallError, Grants, HttpRequest};
 use crate::plugin::memory;
@@ -34,7 +34,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                             let state = caller.data();
                             let (grants, deadline, job_id) =
                                 (state.grants.clone(), state.deadline, state.job_id.clone());
-                            blocking(move || send(&grants, deadline, &job_id, &request, &body))
+                            blocking_plain(move || send(&grants, deadline, &job_id, &request, &body))
                                 .await
                                 .map_err(CallError::Failed)
                                 .flatten()

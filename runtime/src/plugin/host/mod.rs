@@ -12,9 +12,10 @@
 //! Guests run on fibers, called asynchronously. A function that hands the guest an
 //! answer calls back into it (`wasmbatch_alloc`), so it is linked async; one that
 //! waits on the network or the disk (outbound HTTP, objects, a submission, opening
-//! the job's results) does that wait on tokio's blocking threads ([`blocking`]) when
-//! the thread running the guest serves other tasks meanwhile (`serve`), and in place
-//! when the thread is the guest's own.
+//! the job's results) does that wait on tokio's blocking threads ([`blocking`]), so
+//! that the thread running the guest keeps serving its other tasks meanwhile; outbound
+//! HTTP (a plain blocking client) waits in place when the thread is the guest's own
+//! ([`blocking_plain`]).
 
 mod chaining;
 mod core;
@@ -63,17 +64,23 @@ async fn answer(
     Ok(if memory::give(caller, out, &bytes).await? { code } else { -4 })
 }
 
-/// Runs `work` (which blocks on the network or the disk): on tokio's blocking threads,
-/// waiting for it without holding the guest's thread, when that thread serves other
-/// tasks (`serve`); right here when the thread is the guest's own
-/// ([`crate::engine::drive`]: `run`, the operator, workers), which saves two thread
-/// hand-offs per call. `Err` when it panicked.
+/// Runs `work` (which blocks on the network or the disk) on tokio's blocking threads
+/// and waits for it without holding the guest's thread; `Err` when it panicked.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("the host's call failed: {e}"))
+}
+
+/// As [`blocking`], but right here when the guest's thread is its own
+/// ([`crate::engine::drive`]: `run`, the operator, workers), which saves two thread
+/// hand-offs per call. Only for `work` that blocks plainly: it runs inside the
+/// driving runtime's context, where a client that enters a runtime of its own (the
+/// objects' S3 client, the operator client) would panic.
+async fn blocking_plain<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     if crate::engine::on_dedicated_thread() {
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
             .map_err(|_| "the host's call failed: it panicked".to_string());
     }
-    tokio::task::spawn_blocking(work).await.map_err(|e| format!("the host's call failed: {e}"))
+    blocking(work).await
 }
 
 /// A URL the guest passed: at most 8 KiB, read leniently as UTF-8 (a bad byte makes
