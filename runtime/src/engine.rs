@@ -157,8 +157,10 @@ thread_local! {
 }
 
 /// Whether the caller runs inside [`drive`]: on a thread given to one guest call, which
-/// may block it (a host function's network or disk wait) without holding up anything
-/// else. Elsewhere (`serve`'s tasks) such a wait goes to tokio's blocking pool.
+/// a host function may block with a plain wait (outbound HTTP) without holding up
+/// anything else. Elsewhere (`serve`'s tasks) such a wait goes to tokio's blocking
+/// pool. The thread is inside a runtime's context either way: a wait that enters a
+/// runtime of its own must go to the blocking pool here too.
 pub(crate) fn on_dedicated_thread() -> bool {
     DEDICATED.with(|d| d.get())
 }

@@ -143,7 +143,7 @@ pub fn run<E: Executor>(
     let JobPlan { job_id, api_name, workers, config, timeout, max_attempts, ledger, budget, start_time } = plan;
     let shared =
         Arc::new(Shared { tally: Mutex::new(Tally::default()), ledger, stop: stop.clone(), room: Default::default() });
-    // Four batches a worker: the source refills the queue when half of it is taken.
+    // 32 batches a worker (and at most `feed::MAX_BYTES`): refilled when half is taken.
     let (feeder, rx) = feed::queue(workers * 32);
 
     let producer = {
