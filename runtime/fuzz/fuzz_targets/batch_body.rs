@@ -9,9 +9,10 @@ use wasmbatch::http::batch::{check_batch, normalize_completion};
 fuzz_target!(|data: &[u8]| {
     let full = match serde_json::from_slice::<serde_json::Value>(data) {
         Ok(value) => Some(value),
-        // Valid JSON that an f64 cannot hold (`1e999`): the check accepts it rightly,
-        // the `Value` oracle cannot say.
-        Err(e) if e.to_string().starts_with("number out of range") => return,
+        // Valid JSON that an f64 cannot hold (`1e999`), or a string escaping half a
+        // surrogate pair (`"\udcce"`, which the JSON grammar allows): the check accepts
+        // it rightly, the `Value` oracle cannot say.
+        Err(e) if e.to_string().starts_with("number out of range") || e.to_string().contains("surrogate") => return,
         Err(_) => None,
     };
     match check_batch(data) {
