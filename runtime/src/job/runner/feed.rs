@@ -8,8 +8,8 @@
 //! until it is half empty, then fills it: one wake-up per half a queue. Large batches
 //! are bounded by their bytes instead: the source waits while [`MAX_BYTES`] are queued.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub(super) const MAX_BYTES: usize = 32 << 20;
 pub(super) struct Feeder {
     tx: Sender<Batch>,
     bytes: Arc<AtomicUsize>,
+    /// Gone once every [`Taker`] is: the source must not wait for room then.
+    takers: Weak<()>,
 }
 
 /// A worker's end: takes batches and wakes the source when the queue runs low.
@@ -37,6 +39,7 @@ pub(super) struct Taker {
     bytes: Arc<AtomicUsize>,
     refill_at: usize,
     source: Option<Thread>,
+    _alive: Arc<()>,
 }
 
 /// A queue of `capacity` batches (at least 2).
@@ -44,7 +47,9 @@ pub(super) fn queue(capacity: usize) -> (Feeder, Taker) {
     let capacity = capacity.max(2);
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let bytes = Arc::new(AtomicUsize::new(0));
-    (Feeder { tx, bytes: bytes.clone() }, Taker { rx, bytes, refill_at: capacity / 2, source: None })
+    let alive = Arc::new(());
+    let feeder = Feeder { tx, bytes: bytes.clone(), takers: Arc::downgrade(&alive) };
+    (feeder, Taker { rx, bytes, refill_at: capacity / 2, source: None, _alive: alive })
 }
 
 impl Feeder {
@@ -54,6 +59,9 @@ impl Feeder {
         let size = batch.body.len();
         loop {
             if self.bytes.load(Ordering::Acquire) >= MAX_BYTES && !self.tx.is_empty() {
+                if self.takers.strong_count() == 0 {
+                    return Err(batch);
+                }
                 std::thread::park_timeout(RECHECK);
                 continue;
             }
@@ -175,6 +183,20 @@ mod tests {
         }
         source.join().unwrap();
         assert_eq!(taken, (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_source_waiting_for_room_hands_its_batch_back_when_every_worker_has_gone() {
+        let (feeder, taker) = queue(64);
+        let big = |index| Batch { index, items: 1, body: vec![b' '; MAX_BYTES / 2], spans: None };
+        feeder.send(big(0)).map_err(|_| "no workers").unwrap();
+        feeder.send(big(1)).map_err(|_| "no workers").unwrap();
+        // MAX_BYTES are queued: the next send waits for room, and none will come.
+        drop(taker);
+        let (done, sent) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || done.send(feeder.send(big(2)).map_err(|b| b.index)));
+        let outcome = sent.recv_timeout(Duration::from_secs(10)).expect("the source kept waiting for room");
+        assert_eq!(outcome, Err(2));
     }
 
     #[test]
