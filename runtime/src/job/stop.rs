@@ -87,10 +87,7 @@ impl StopFlag {
 
     /// Sleeps for `duration` or until a stop, whichever comes first; `true` if stopped.
     pub fn sleep(&self, duration: Duration) -> bool {
-        let guard = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) =
-            self.0.wake.wait_timeout_while(guard, duration, |r| r.is_none()).unwrap_or_else(|e| e.into_inner());
-        guard.is_some()
+        self.sleep_unless(duration, || false)
     }
 
     /// Sleeps for `duration`, until a stop, or until `ended()` holds when looked at
