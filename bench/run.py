@@ -662,6 +662,110 @@ def startup(results):
               f"peak under the 32-connection load {http['peak_rss_kib'] / 1024:.1f} MiB")
 
 
+def python(results):
+    """Python handlers: a Cortex handler file through serve against the same file under
+    FastAPI + uvicorn; a textstats handler through run against native CPython; start-up
+    with a warm cache; memory per warm instance."""
+    if not shutil.which("componentize-py"):
+        print("\n## Python handlers: skipped (componentize-py is not installed)")
+        return
+    cache = WORK / "python-cache"
+    noop = ROOT / "bench" / "python" / "noop.py"
+    textstats = ROOT / "samples" / "python" / "textstats.py"
+    # Built (and compiled) once, outside the measures.
+    for handler in (noop, textstats):
+        port = free_port()
+        stop(start([WASMBATCH, "serve", "--plugin", str(handler), "--host", "127.0.0.1", "--port", str(port), "--no-mount",
+                    "--concurrency", "1", "--job-spec", "/nonexistent", "--cache-dir", str(cache)], port))
+
+    body = batch_body()
+    print(f"\n## Python handlers: noop through the contract ({ROUNDS} alternating round(s) of {SECONDS:g} s, median)")
+    servers = []
+    port = free_port()
+    servers.append(("wasmbatch serve, noop.py", [WASMBATCH, "serve", "--plugin", str(noop), "--host", "127.0.0.1", "--port",
+                                                  str(port), "--no-mount", "--job-spec", "/nonexistent", "--cache-dir", str(cache)],
+                    port, None, {}))
+    if VENV_PYTHON:
+        port = free_port()
+        servers.append(("FastAPI + uvicorn, noop.py", [VENV_PYTHON, "-m", "uvicorn", "fastapi_cortex:app", "--host", "127.0.0.1",
+                                                      "--port", str(port), "--workers", "1", "--log-level", "warning",
+                                                      "--no-access-log"], port, ROOT / "bench" / "python",
+                        {"WASMBATCH_BENCH_HANDLER": str(noop)}))
+    runs = {name: [] for name, *_ in servers}
+    for _ in range(ROUNDS):
+        for name, cmd, port, cwd, env in servers:
+            proc = subprocess.Popen(cmd, env={**QUIET, **env}, cwd=cwd or WORK, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            wait_ready(port, proc)
+            runs[name].append(load(port, 32, body))
+            stop(proc)
+    rows = {name: sorted(r, key=lambda x: x["rate"])[len(r) // 2] for name, r in runs.items()}
+    results["python_http"] = rows
+    print("| server | conns | batches/s | p50 µs | p99 µs | errors/non-200 |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | 32 | {r['rate']:,.0f} | {r['p50_us']} | {r['p99_us']} | {r['errors'] + sum(r['other'].values())} |")
+    if VENV_PYTHON:
+        times = rows["wasmbatch serve, noop.py"]["rate"] / rows["FastAPI + uvicorn, noop.py"]["rate"]
+        goal("Python noop through serve / the same file under FastAPI, 32 connections", f"{times:.1f}×", "≥ 3×", times >= 3)
+
+    docs = size("docs") // 4
+    path = corpus(WORK / "python-docs.jsonl", docs)
+    job = WORK / "python-job.json"
+    job.write_text(json.dumps({"workers": 2, "config": {"write_results": False},
+                               "delimited_files": {"s3_paths": [str(path)], "batch_size": 10}}))
+    print(f"\n## Python textstats: run with 2 workers against native CPython in 2 processes ({docs:,} documents, "
+          f"batches of 10; {ROUNDS} alternating round(s), median)")
+    ours, native = [], []
+    for _ in range(ROUNDS):
+        started = time.monotonic()
+        subprocess.run([WASMBATCH, "run", str(job), "--plugin", str(textstats), "--no-mount", *COMMON_RUN,
+                        "--dead-letter", str(WORK / "py-dl.jsonl"), "--results", str(WORK / "py-results.jsonl"),
+                        "--cache-dir", str(cache)], check=True, capture_output=True, env=QUIET)
+        ours.append(time.monotonic() - started)
+        started = time.monotonic()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "python" / "native_run.py"), str(textstats), str(path), "10", "2"],
+                       check=True, capture_output=True)
+        native.append(time.monotonic() - started)
+    ours_s, native_s = statistics.median(ours), statistics.median(native)
+    results["python_textstats"] = {"wasmbatch_s": ours_s, "native_s": native_s}
+    print("| runner | seconds (median) | documents/s |")
+    print("|---|---|---|")
+    print(f"| wasmbatch run, textstats.py | {ours_s:.2f} | {docs / ours_s:,.0f} |")
+    print(f"| native CPython {platform.python_version()}, 2 processes | {native_s:.2f} | {docs / native_s:,.0f} |")
+    ratio = native_s / ours_s
+    goal("Python textstats, run with 2 workers / native CPython in 2 processes", f"{ratio:.2f}", "≥ 0.5", ratio >= 0.5)
+
+    n = size("startups")
+    port_cmd = lambda port, concurrency: [WASMBATCH, "serve", "--plugin", str(textstats), "--host", "127.0.0.1", "--port",
+                                          str(port), "--no-mount", "--concurrency", str(concurrency), "--job-spec",
+                                          "/nonexistent", "--cache-dir", str(cache)]
+    ready = []
+    for _ in range(n):
+        port = free_port()
+        ready.append(run_json([BENCH, "startup", f"http://127.0.0.1:{port}", "--", *port_cmd(port, 2)])["ready_ms"])
+    ready_ms = statistics.median(ready)
+    print(f"\nPython textstats.py, start → ready with a warm cache: {ready_ms:.1f} ms (median of {n})")
+    goal("Python handler, start → ready, warm cache", f"{ready_ms:.1f} ms", "< 100 ms", ready_ms < 100)
+
+    # Memory per warm instance: the resident size of 1 and of 8 warm instances.
+    doc = json.loads(path.read_text().splitlines()[0])
+    body = WORK / "python-batch.json"
+    body.write_text(json.dumps([doc] * 10))
+    rss = {}
+    for concurrency in (1, 8):
+        port = free_port()
+        proc = start(port_cmd(port, concurrency), port)
+        load(port, 32, body)
+        rss[concurrency] = rss_kib(proc.pid)
+        stop(proc)
+    per_instance = (rss[8] - rss[1]) / 7 / 1024
+    results["python_memory"] = {"rss_kib": rss, "per_instance_mib": per_instance}
+    print(f"Python textstats.py, resident memory: 1 warm instance {rss[1] / 1024:.1f} MiB, 8 warm instances "
+          f"{rss[8] / 1024:.1f} MiB: {per_instance:.1f} MiB per instance")
+    goal("memory per warm Python instance", f"{per_instance:.1f} MiB", "< 32 MiB", per_instance < 32)
+
+
 def command_output(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -703,6 +807,7 @@ SECTIONS = {
     "broker": broker,
     "capabilities": capabilities,
     "startup": startup,
+    "python": python,
 }
 
 

@@ -2,7 +2,7 @@
 # Builds what the benchmarks need (release binaries, the plugins, a virtualenv with
 # FastAPI + uvicorn, RabbitMQ from Debian's package) and runs every benchmark, printing
 # one table per comparison and then every goal with its figure.
-# Usage: scripts/bench.sh [--quick] [http] [jobs] [operator] [native] [broker] [capabilities] [startup]
+# Usage: scripts/bench.sh [--quick] [http] [jobs] [operator] [native] [broker] [capabilities] [startup] [python]
 #   (default: every section). --quick: small inputs, under two minutes once built; CI
 #   runs it so that the harness keeps working. It prints the figures and never fails on
 #   one (timings on a shared machine are not assertions).
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 ensure_wasm_target
 ensure_rabbitmq
 ensure_binaryen
+ensure_componentize_py
 scripts/build-plugins.sh >&2
 case "${BENCH_PROFILE:-release}" in
   release) cargo build --release -p wasmbatch -p wasmbatch-bench >&2; profile_dir=release ;;

@@ -4,6 +4,8 @@
 # 10–20 % faster guests (docs/benchmarks.md). The .wasm files land in
 # $CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip1/release/. Without wasm-opt (Debian:
 # binaryen) the plugins are left as cargo built them, and the script says so.
+# Then the same sources for wasm32-wasip2: components of the world wasmbatch:handler,
+# in …/wasm32-wasip2/release/ (wasm-opt does not read components).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -30,4 +32,5 @@ if command -v wasm-opt >/dev/null 2>&1; then
 else
   echo "wasm-opt not found: plugins left unoptimized (install binaryen for 10–20 % faster guests)" >&2
 fi
-echo "plugins: $PLUGIN_DIR" >&2
+cargo build --release --target wasm32-wasip2 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" $(plugin_packages)
+echo "plugins: $PLUGIN_DIR (components: $CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/release)" >&2

@@ -5,10 +5,13 @@ PLUGIN_DIR="$CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip1/release"
 
 ensure_wasm_target() {
   if command -v rustup >/dev/null 2>&1; then
-    if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-      echo "installing the wasm32-wasip1 target" >&2
-      rustup target add wasm32-wasip1
-    fi
+    local target
+    for target in wasm32-wasip1 wasm32-wasip2; do
+      if ! rustup target list --installed | grep -qx "$target"; then
+        echo "installing the $target target" >&2
+        rustup target add "$target"
+      fi
+    done
   fi
 }
 
@@ -98,4 +101,15 @@ PY
   done
   echo "the server did not start within 60 s" >&2
   exit 1
+}
+
+# componentize-py (PyPI), pinned: what `wasmbatch build` runs to make a component of a
+# Python handler.
+COMPONENTIZE_PY_VERSION=0.25.1
+ensure_componentize_py() {
+  if [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" = "$COMPONENTIZE_PY_VERSION" ]; then
+    return
+  fi
+  echo "installing componentize-py $COMPONENTIZE_PY_VERSION for Python handlers" >&2
+  python3 -m pip install -q "componentize-py==$COMPONENTIZE_PY_VERSION" >/dev/null
 }

@@ -85,9 +85,13 @@ fn report(result: Result<()>) -> i32 {
 /// # Safety
 /// `ptr`/`len` must come from `alloc` with the same length (or be empty).
 pub unsafe fn init<S: 'static>(ptr: *mut u8, len: usize, hook: impl FnOnce(&Context<'_>) -> Result<S>) -> i32 {
-    install_panic_hook();
     // SAFETY: forwarded.
-    let bytes = unsafe { take(ptr, len) };
+    init_bytes(unsafe { take(ptr, len) }, hook)
+}
+
+/// `init` with the spec's bytes.
+pub fn init_bytes<S: 'static>(bytes: Vec<u8>, hook: impl FnOnce(&Context<'_>) -> Result<S>) -> i32 {
+    install_panic_hook();
     let spec: Value = if bytes.is_empty() {
         Value::Object(Default::default())
     } else {
@@ -120,8 +124,16 @@ pub unsafe fn handle(
 ) -> i32 {
     // SAFETY: forwarded.
     let (job_id, batch) = unsafe { (take(job_ptr, job_len), take(batch_ptr, batch_len)) };
-    let job_id = String::from_utf8_lossy(&job_id);
-    report(call(&Context::from_host(&job_id, true), RawBatch::whole(&batch)))
+    handle_bytes(&String::from_utf8_lossy(&job_id), &batch, call)
+}
+
+/// `handle` with the job ID and the batch's bytes.
+pub fn handle_bytes(
+    job_id: &str,
+    batch: &[u8],
+    call: impl for<'b> FnOnce(&Context<'_>, RawBatch<'b>) -> Result<()>,
+) -> i32 {
+    report(call(&Context::from_host(job_id, true), RawBatch::whole(batch)))
 }
 
 /// `wasmbatch_handle_items`: the batch, then (from the next multiple of 4) `count`
@@ -167,10 +179,52 @@ pub unsafe fn on_job_complete<M>(
 ) -> i32 {
     // SAFETY: forwarded.
     let (job_id, body) = unsafe { (take(job_ptr, job_len), take(body_ptr, body_len)) };
-    let job_id = String::from_utf8_lossy(&job_id);
-    let done: JobComplete = match serde_json::from_slice(&body) {
+    on_job_complete_bytes(&String::from_utf8_lossy(&job_id), &body, hook)
+}
+
+/// `on_job_complete` with the job ID and the body's bytes.
+pub fn on_job_complete_bytes<M>(job_id: &str, body: &[u8], hook: impl CompletionHook<M>) -> i32 {
+    let done: JobComplete = match serde_json::from_slice(body) {
         Ok(done) => done,
         Err(e) => return report(Err(Error::invalid_input(format!("on-job-complete body: {e}")))),
     };
-    report(hook.call(&Context::from_host(&job_id, false), &done))
+    report(hook.call(&Context::from_host(job_id, false), &done))
+}
+
+/// The component world's bindings and exports (`wasm32-wasip2`).
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+pub mod component {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "handler",
+        pub_export_macro: true,
+        export_macro_name: "__export_handler",
+        default_bindings_module: "::wasmbatch_guest::__private::component",
+    });
+
+    /// A call's status as the world's result: the message the call set with it.
+    pub fn result(status: i32) -> Result<(), Failure> {
+        let message = || crate::sys::take_error().unwrap_or_default();
+        match status {
+            crate::status::OK => Ok(()),
+            crate::status::INVALID_INPUT => Err(Failure::InvalidInput(message())),
+            _ => Err(Failure::Failed(message())),
+        }
+    }
+
+    /// The exports of a plugin with no `#[init]` or `#[on_job_complete]` in the module
+    /// of its `#[handler]`: glob-imported there, shadowed by the hooks' own.
+    pub mod absent_hooks {
+        use super::Failure;
+
+        #[doc(hidden)]
+        pub fn __wasmbatch_init(spec: String) -> Result<(), Failure> {
+            super::result(crate::__private::init_bytes(spec.into_bytes(), |_: &crate::Context<'_>| Ok(())))
+        }
+
+        #[doc(hidden)]
+        pub fn __wasmbatch_on_job_complete(_job_id: String, _summary: String) -> Result<(), Failure> {
+            Ok(())
+        }
+    }
 }

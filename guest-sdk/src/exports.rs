@@ -52,8 +52,8 @@ macro_rules! __plugin {
 
         /// # Safety
         /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub unsafe extern "C" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {
             $(
                 // SAFETY: forwarded from the caller.
@@ -66,11 +66,41 @@ macro_rules! __plugin {
 
         $crate::__handle_exports!($h);
 
+        $crate::__component_exports!(
+            $h,
+            |spec: ::std::string::String| {
+                $(
+                    return $crate::__private::component::result(
+                        $crate::__private::init_bytes(spec.into_bytes(), $i),
+                    );
+                )?
+                #[allow(unreachable_code)]
+                $crate::__private::component::result($crate::__private::init_bytes(
+                    spec.into_bytes(),
+                    |_: &$crate::Context<'_>| Ok(()),
+                ))
+            },
+            |job_id: ::std::string::String, summary: ::std::string::String| {
+                $(
+                    return $crate::__private::component::result($crate::__private::on_job_complete_bytes(
+                        &job_id,
+                        summary.as_bytes(),
+                        $c,
+                    ));
+                )?
+                #[allow(unreachable_code)]
+                {
+                    let _ = (job_id, summary);
+                    Ok(())
+                }
+            }
+        );
+
         $(
             /// # Safety
             /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-            #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-            #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+            #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+            #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
             pub unsafe extern "C" fn wasmbatch_on_job_complete(
                 job_ptr: *mut u8,
                 job_len: usize,
@@ -84,6 +114,49 @@ macro_rules! __plugin {
     };
 }
 
+/// On `wasm32-wasip2`, the component's exports (the world `wasmbatch:handler`): the
+/// handler `$h`, and `$init` and `$complete`, functions (or closures) from the world's
+/// arguments to its result. Emitted by [`plugin!`] and `#[handler]`; nothing on other
+/// targets.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __component_exports {
+    ($h:path, $init:expr, $complete:expr $(,)?) => {
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+        const _: () = {
+            struct __WasmbatchComponent;
+
+            impl $crate::__private::component::Guest for __WasmbatchComponent {
+                fn init(
+                    job_spec: ::std::string::String,
+                ) -> ::std::result::Result<(), $crate::__private::component::Failure> {
+                    ($init)(job_spec)
+                }
+
+                fn handle_batch(
+                    job_id: ::std::string::String,
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<(), $crate::__private::component::Failure> {
+                    $crate::__private::component::result($crate::__private::handle_bytes(
+                        &job_id,
+                        &batch,
+                        |ctx, batch| $crate::Handler::call($h, ctx, batch),
+                    ))
+                }
+
+                fn on_job_complete(
+                    job_id: ::std::string::String,
+                    summary: ::std::string::String,
+                ) -> ::std::result::Result<(), $crate::__private::component::Failure> {
+                    ($complete)(job_id, summary)
+                }
+            }
+
+            $crate::__private::component::__export_handler!(__WasmbatchComponent);
+        };
+    };
+}
+
 /// The exports that call the handler `$h`: `wasmbatch_handle` (the batch alone) and
 /// `wasmbatch_handle_items` (the batch and where its items lie); emitted by
 /// `#[handler]` and [`plugin!`].
@@ -93,8 +166,8 @@ macro_rules! __handle_exports {
     ($h:path) => {
         /// # Safety
         /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub unsafe extern "C" fn wasmbatch_handle(
             job_ptr: *mut u8,
             job_len: usize,
@@ -111,8 +184,8 @@ macro_rules! __handle_exports {
 
         /// # Safety
         /// The buffers come from `wasmbatch_alloc` (ABI v1, `wasmbatch_handle_items`).
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub unsafe extern "C" fn wasmbatch_handle_items(
             job_ptr: *mut u8,
             job_len: usize,
@@ -138,21 +211,21 @@ macro_rules! __handle_exports {
 #[macro_export]
 macro_rules! __core_exports {
     () => {
-        #[cfg(target_arch = "wasm32")]
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub extern "C" fn _initialize() {
             $crate::__private::initialize();
         }
 
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub extern "C" fn wasmbatch_abi_version() -> i32 {
             $crate::ABI_VERSION
         }
 
-        #[cfg_attr(target_family = "wasm", unsafe(no_mangle))]
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #[cfg_attr(all(target_family = "wasm", not(target_env = "p2")), unsafe(no_mangle))]
+        #[cfg_attr(not(all(target_family = "wasm", not(target_env = "p2"))), allow(dead_code))]
         pub extern "C" fn wasmbatch_alloc(len: usize) -> *mut u8 {
             $crate::__private::alloc(len)
         }

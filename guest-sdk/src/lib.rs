@@ -42,6 +42,11 @@
 //! Build with `cargo build --target wasm32-wasip1 --release` and run the `.wasm` with
 //! `wasmbatch serve --plugin target/wasm32-wasip1/release/<name>.wasm`.
 //!
+//! For `wasm32-wasip2` the same source builds as a component of the world
+//! `wasmbatch:handler` (`wit/handler.wit`): `#[init]` and `#[on_job_complete]` then
+//! sit in the module of `#[handler]` (or the plugin uses [`plugin!`]), and a panic
+//! fails its batch as a trap (its message logged).
+//!
 //! # What the SDK does for you
 //!
 //! - **Typed items.** The batch (a JSON array) is deserialized into `Vec<T>` for the `T`

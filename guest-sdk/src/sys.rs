@@ -5,7 +5,7 @@
 //! plain process behaviour so that the same source compiles and runs everywhere
 //! (natively there is no batch identifier: tests give one with `Context::for_batch`).
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod imports {
     #[link(wasm_import_module = "wasmbatch")]
     unsafe extern "C" {
@@ -69,25 +69,25 @@ mod imports {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn set_error(message: &str) {
     // SAFETY: the pointer and length describe a live, initialized byte slice.
     unsafe { imports::set_error(message.as_ptr(), message.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn log(level: u32, line: &str) {
     // SAFETY: as above.
     unsafe { imports::log(level, line.as_ptr(), line.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn panic(message: &str) {
     // SAFETY: as above.
     unsafe { imports::panic(message.as_ptr(), message.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn batch_id() -> String {
     let mut buf = vec![0u8; 64];
     loop {
@@ -101,13 +101,13 @@ pub(crate) fn batch_id() -> String {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn attempt() -> u32 {
     // SAFETY: no arguments, no memory.
     unsafe { imports::attempt() }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn submit_job(api: &str, job: &[u8]) -> Result<String, String> {
     let mut out = vec![0u8; 4096];
     // SAFETY: every pointer and length describes a live buffer.
@@ -119,7 +119,7 @@ pub(crate) fn submit_job(api: &str, job: &[u8]) -> Result<String, String> {
 }
 
 /// Takes a buffer the host allocated with `wasmbatch_alloc` and described at `out`.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 fn answer(code: i32, out: [u32; 2]) -> (i32, Vec<u8>) {
     let (ptr, len) = (out[0] as usize as *mut u8, out[1] as usize);
     let bytes = if len == 0 || ptr.is_null() {
@@ -132,7 +132,7 @@ fn answer(code: i32, out: [u32; 2]) -> (i32, Vec<u8>) {
     (code, bytes)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn http_request(request: &[u8], body: &[u8]) -> (i32, Vec<u8>) {
     let mut out = [0u32; 2];
     // SAFETY: every pointer and length describes a live buffer; `out` is writable.
@@ -140,7 +140,7 @@ pub(crate) fn http_request(request: &[u8], body: &[u8]) -> (i32, Vec<u8>) {
     answer(code, out)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn object_get(url: &str) -> (i32, Vec<u8>) {
     let mut out = [0u32; 2];
     // SAFETY: as above.
@@ -148,7 +148,7 @@ pub(crate) fn object_get(url: &str) -> (i32, Vec<u8>) {
     answer(code, out)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn object_read(url: &str, offset: u64, len: u64) -> (i32, Vec<u8>) {
     let mut out = [0u32; 2];
     let range = [offset, len];
@@ -157,7 +157,7 @@ pub(crate) fn object_read(url: &str, offset: u64, len: u64) -> (i32, Vec<u8>) {
     answer(code, out)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn object_put(url: &str, data: &[u8]) -> (i32, Vec<u8>) {
     let mut out = [0u32; 2];
     // SAFETY: as above.
@@ -165,25 +165,25 @@ pub(crate) fn object_put(url: &str, data: &[u8]) -> (i32, Vec<u8>) {
     answer(code, out)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn emit(value: &[u8]) -> i32 {
     // SAFETY: as above.
     unsafe { imports::emit(value.as_ptr(), value.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn item_error(index: u32, message: &str) {
     // SAFETY: as above.
     unsafe { imports::item_error(index, message.as_ptr(), message.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn item_reject(index: u32, message: &str) {
     // SAFETY: as above.
     unsafe { imports::item_reject(index, message.as_ptr(), message.len()) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn results_open() -> Result<(), String> {
     let mut out = [0u32; 2];
     // SAFETY: `out` is writable.
@@ -191,7 +191,7 @@ pub(crate) fn results_open() -> Result<(), String> {
     if code == 0 { Ok(()) } else { Err(reason(code, &bytes)) }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
     let mut out = [0u32; 2];
     // SAFETY: `out` is writable.
@@ -203,12 +203,12 @@ pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 fn reason(code: i32, bytes: &[u8]) -> String {
     if code == -4 { "out of memory for the host's answer".into() } else { String::from_utf8_lossy(bytes).into_owned() }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn call_ctors() {
     // SAFETY: called once, from `_initialize`, before any other export runs.
     unsafe { imports::__wasm_call_ctors() }
@@ -366,3 +366,134 @@ pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
         Ok(line)
     })
 }
+
+/// On `wasm32-wasip2` (a component of the world `wasmbatch:handler`): the same calls
+/// through the world's typed imports, their answers in ABI v1's shape for the layers
+/// above.
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod component_calls {
+    use crate::__private::component::wasmbatch::handler::host::{self, CallError, Level};
+
+    thread_local! {
+        static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    }
+
+    pub(crate) fn set_error(message: &str) {
+        LAST_ERROR.with(|e| *e.borrow_mut() = Some(message.to_owned()));
+    }
+
+    /// Takes the message the last failed call set: the world's failure carries it.
+    pub(crate) fn take_error() -> Option<String> {
+        LAST_ERROR.with(|e| e.borrow_mut().take())
+    }
+
+    pub(crate) fn log(level: u32, line: &str) {
+        let level = match level {
+            0 => Level::Error,
+            1 => Level::Warn,
+            2 => Level::Info,
+            3 => Level::Debug,
+            _ => Level::Trace,
+        };
+        host::log(level, line);
+    }
+
+    /// A component has no panic import: the message goes to the log, and the trap that
+    /// follows fails the call.
+    pub(crate) fn panic(message: &str) {
+        host::log(Level::Error, &format!("panicked: {message}"));
+    }
+
+    /// The bindings run the constructors before the first export.
+    pub(crate) fn call_ctors() {}
+
+    pub(crate) fn batch_id() -> String {
+        host::batch_id().unwrap_or_default()
+    }
+
+    pub(crate) fn attempt() -> u32 {
+        host::attempt()
+    }
+
+    pub(crate) fn submit_job(api: &str, job: &[u8]) -> Result<String, String> {
+        host::submit_job(api, &String::from_utf8_lossy(job))
+    }
+
+    fn answer<T>(outcome: Result<T, CallError>, ok: impl FnOnce(T) -> (i32, Vec<u8>)) -> (i32, Vec<u8>) {
+        match outcome {
+            Ok(value) => ok(value),
+            Err(CallError::Refused(m)) => (-1, m.into_bytes()),
+            Err(CallError::Failed(m)) => (-2, m.into_bytes()),
+            Err(CallError::NotFound(m)) => (-3, m.into_bytes()),
+        }
+    }
+
+    /// The request is ABI v1's JSON head; the answer its head line, then the body.
+    pub(crate) fn http_request(request: &[u8], body: &[u8]) -> (i32, Vec<u8>) {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            method: Option<String>,
+            url: String,
+            #[serde(default)]
+            headers: Vec<(String, String)>,
+        }
+        let head: Head = match serde_json::from_slice(request) {
+            Ok(head) => head,
+            Err(e) => return (-1, format!("the request is not valid: {e}").into_bytes()),
+        };
+        let request = host::Request {
+            method: head.method.unwrap_or_else(|| "GET".into()),
+            url: head.url,
+            headers: head.headers,
+            body: body.to_vec(),
+        };
+        answer(host::http_request(&request), |response| {
+            let head = serde_json::json!({"status": response.status, "headers": response.headers});
+            let mut bytes = head.to_string().into_bytes();
+            bytes.push(b'\n');
+            bytes.extend_from_slice(&response.body);
+            (i32::from(response.status), bytes)
+        })
+    }
+
+    pub(crate) fn object_get(url: &str) -> (i32, Vec<u8>) {
+        answer(host::object_get(url), |bytes| (0, bytes))
+    }
+
+    pub(crate) fn object_read(url: &str, offset: u64, len: u64) -> (i32, Vec<u8>) {
+        answer(host::object_read(url, offset, len), |bytes| (0, bytes))
+    }
+
+    pub(crate) fn object_put(url: &str, data: &[u8]) -> (i32, Vec<u8>) {
+        answer(host::object_put(url, data), |()| (0, Vec::new()))
+    }
+
+    /// `0`; `-1` not JSON; `-2` over the limit (as ABI v1's `emit`).
+    pub(crate) fn emit(value: &[u8]) -> i32 {
+        match host::emit(&String::from_utf8_lossy(value)) {
+            Ok(()) => 0,
+            Err(e) if e.contains("limit") => -2,
+            Err(_) => -1,
+        }
+    }
+
+    pub(crate) fn item_error(index: u32, message: &str) {
+        host::item_error(index, message);
+    }
+
+    pub(crate) fn item_reject(index: u32, message: &str) {
+        host::item_reject(index, message);
+    }
+
+    pub(crate) fn results_open() -> Result<(), String> {
+        host::results_open()
+    }
+
+    pub(crate) fn results_next() -> Result<Option<Vec<u8>>, String> {
+        host::results_next().map(|line| line.map(String::into_bytes))
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+pub(crate) use component_calls::*;

@@ -229,7 +229,7 @@ impl Grants {
         if !self.http.iter().any(|g| g.allows(&url)) {
             let hosts: Vec<&str> = self.http.iter().map(|h| h.text.as_str()).collect();
             return Err(CallError::Refused(format!(
-                "{} is not an allowed host (allowed: {})",
+                "{} is not an allowed host (allowed by `allow_http`: {})",
                 url_without_query(&url),
                 if hosts.is_empty() { "none".to_string() } else { hosts.join(", ") }
             )));
@@ -283,12 +283,22 @@ impl Grants {
 
     /// What `url` names, if objects may be read there.
     pub fn may_read(&self, url: &str) -> Result<Target, CallError> {
-        self.read.check(url, "read")
+        self.read.check(url, "read").map_err(|e| name_grant(e, "allow_read"))
     }
 
     /// What `url` names, if objects may be written there.
     pub fn may_write(&self, url: &str) -> Result<Target, CallError> {
-        self.write.check(url, "write")
+        self.write.check(url, "write").map_err(|e| name_grant(e, "allow_write"))
+    }
+}
+
+/// A refusal for want of a grant, with the grant's name.
+fn name_grant(e: CallError, grant: &str) -> CallError {
+    match e {
+        CallError::Refused(m) if m.contains("not under a prefix") => {
+            CallError::Refused(format!("{m}; the grant is `{grant}`"))
+        }
+        other => other,
     }
 }
 

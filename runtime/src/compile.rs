@@ -1,7 +1,8 @@
-//! Turning a plugin file into a wasmtime `Module`, as fast as possible.
+//! Turning a plugin file into compiled code, as fast as possible.
 //!
-//! A plugin file is a `.wasm` binary, a `.wat` text module, or a precompiled artifact
-//! written by `wasmbatch compile`. Compiling with Cranelift takes a while for a large
+//! A plugin file is a `.wasm` binary (a core module of ABI v1, or a component of the
+//! world `wasmbatch:handler`, told apart by the header), a `.wat` text module, or a
+//! precompiled artifact written by `wasmbatch compile`. Compiling with Cranelift takes a while for a large
 //! module, so compiled code is kept in an on-disk cache keyed by the SHA-256 of the
 //! module and the engine's compatibility key: a second start of the same `.wasm` on
 //! the same wasmbatch build skips compilation.
@@ -10,9 +11,96 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Module, Precompiled};
 
 use crate::engine::Engine;
+
+/// What a plugin file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A core module (ABI v1).
+    Module,
+    /// A component (the world `wasmbatch:handler`).
+    Component,
+}
+
+impl Kind {
+    /// The kind's name in logs and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Module => "module",
+            Kind::Component => "component",
+        }
+    }
+}
+
+/// Compiled code of either kind.
+#[derive(Clone)]
+pub enum Code {
+    /// A core module.
+    Module(Module),
+    /// A component.
+    Component(Component),
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Code::{}", self.kind().as_str())
+    }
+}
+
+impl Code {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Code::Module(_) => Kind::Module,
+            Code::Component(_) => Kind::Component,
+        }
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Code::Module(m) => m.serialize(),
+            Code::Component(c) => c.serialize(),
+        }
+    }
+}
+
+/// The binary header of a component (`\0asm`, version 13, layer 1); a core module's
+/// is `\0asm` with version 1, layer 0.
+const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
+
+/// What the plugin file at `path` holds, from its first bytes: a component's header, a
+/// text component or a precompiled component is a component; anything else is taken
+/// for a module (and compiling it says what is wrong).
+pub(crate) fn kind(path: &Path) -> Result<Kind, CompileError> {
+    use std::io::Read;
+    if let Ok(Some(precompiled)) = wasmtime::Engine::detect_precompiled_file(path) {
+        return Ok(match precompiled {
+            Precompiled::Component => Kind::Component,
+            Precompiled::Module => Kind::Module,
+        });
+    }
+    let mut head = Vec::with_capacity(4096);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(4096).read_to_end(&mut head))
+        .map_err(|error| CompileError::Read { path: path.into(), error })?;
+    Ok(if head.starts_with(&COMPONENT_HEADER) || text_component(&head) { Kind::Component } else { Kind::Module })
+}
+
+/// Whether `bytes` begin WebAssembly text of a component: `(component` after
+/// whitespace and `;;` comments.
+fn text_component(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    loop {
+        rest = rest.trim_ascii_start();
+        match rest.strip_prefix(b";;") {
+            Some(comment) => rest = comment.split(|&b| b == b'\n').nth(1).unwrap_or_default(),
+            None => return rest.starts_with(b"(component"),
+        }
+    }
+}
 
 /// How a module was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +171,7 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("wasmbatch"))
 }
 
-fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, CompileError> {
+fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Code, CompileError> {
     if let Some(what) = native_binary(bytes) {
         return Err(CompileError::Invalid {
             path: path.into(),
@@ -99,8 +187,25 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Module, Compile
             message: "this is neither a WebAssembly module (no \\0asm header) nor WebAssembly text".into(),
         });
     }
-    Module::new(engine.wasmtime(), bytes)
-        .map_err(|e| CompileError::Invalid { path: path.into(), message: format!("{e:#}") })
+    let invalid = |e: wasmtime::Error| CompileError::Invalid { path: path.into(), message: format!("{e:#}") };
+    if bytes.starts_with(&COMPONENT_HEADER) || text_component(bytes) {
+        return Component::new(engine.wasmtime(), bytes).map(Code::Component).map_err(invalid);
+    }
+    Module::new(engine.wasmtime(), bytes).map(Code::Module).map_err(invalid)
+}
+
+/// Loads a precompiled artifact of either kind.
+///
+/// # Safety
+/// As [`Module::deserialize_file`]: `path` must be an artifact wasmtime wrote.
+unsafe fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Code> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match wasmtime::Engine::detect_precompiled_file(path)? {
+            Some(Precompiled::Component) => Component::deserialize_file(engine.wasmtime(), path).map(Code::Component),
+            _ => Module::deserialize_file(engine.wasmtime(), path).map(Code::Module),
+        }
+    }
 }
 
 /// Names the native executable format `bytes` are in, if any.
@@ -116,16 +221,16 @@ fn native_binary(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Loads the plugin at `path`, through the cache in `cache_dir` when given.
-pub(crate) fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Module, Origin), CompileError> {
+pub(crate) fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<(Code, Origin), CompileError> {
     let started = Instant::now();
-    if let Ok(Some(Precompiled::Module)) = wasmtime::Engine::detect_precompiled_file(path) {
+    if let Ok(Some(_)) = wasmtime::Engine::detect_precompiled_file(path) {
         // SAFETY: a precompiled artifact is native code; wasmbatch only loads what its
         // own `compile` command wrote (documented for `--plugin`). Wasmtime still checks
         // that the artifact matches this engine's version and settings. The file is
         // mapped, not read.
-        let module = unsafe { Module::deserialize_file(engine.wasmtime(), path) }
+        let code = unsafe { deserialize(engine, path) }
             .map_err(|e| CompileError::Incompatible { path: path.into(), message: format!("{e:#}") })?;
-        return Ok((module, Origin::Precompiled));
+        return Ok((code, Origin::Precompiled));
     }
     let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
     let Some(dir) = cache_dir else {
@@ -137,7 +242,7 @@ pub(crate) fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Re
     if entry.is_file() {
         // SAFETY: cache entries are written only by `store` below, under a name that
         // binds them to this module's hash and this engine's compatibility key.
-        match unsafe { Module::deserialize_file(engine.wasmtime(), &entry) } {
+        match unsafe { deserialize(engine, &entry) } {
             Ok(module) => {
                 tracing::debug!(entry = %entry.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compile cache hit");
                 return Ok((module, Origin::CacheHit));
@@ -155,20 +260,20 @@ pub(crate) fn load(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Re
 
 /// Writes `module` to `entry` atomically (a temporary file renamed into place), so a
 /// concurrent reader never sees half an artifact.
-fn store(module: &Module, dir: &Path, entry: &Path) -> std::io::Result<()> {
+fn store(module: &Code, dir: &Path, entry: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = module.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     crate::storage::write_atomic(entry, &bytes)
 }
 
 /// Compiles the module at `path` (no cache).
-pub(crate) fn compile_file(engine: &Engine, path: &Path) -> Result<Module, CompileError> {
+pub(crate) fn compile_file(engine: &Engine, path: &Path) -> Result<Code, CompileError> {
     let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
     compile(engine, path, &bytes)
 }
 
 /// Writes `module`'s precompiled artifact to `output` (`wasmbatch compile`).
-pub(crate) fn write_artifact(module: &Module, output: &Path) -> Result<(), CompileError> {
+pub(crate) fn write_artifact(module: &Code, output: &Path) -> Result<(), CompileError> {
     let write = |error| CompileError::Write { path: output.into(), error };
     let artifact = module.serialize().map_err(|e| write(std::io::Error::other(format!("{e:#}"))))?;
     crate::storage::write_atomic(output, &artifact).map_err(write)
@@ -202,6 +307,38 @@ mod tests {
         let artifact = dir.path().join("p.cwasm");
         write_artifact(&compile_file(&engine, &plugin).unwrap(), &artifact).unwrap();
         assert_eq!(load(&engine, &artifact, None).unwrap().1, Origin::Precompiled);
+    }
+
+    #[test]
+    fn components_are_told_from_modules_by_their_header_and_cached_as_components() {
+        let engine = Engine::new(EngineConfig { max_instances: 2, components: true, ..Default::default() }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("c.wasm");
+        // The header alone is an empty component.
+        std::fs::write(&component, COMPONENT_HEADER).unwrap();
+        let text = dir.path().join("c.wat");
+        std::fs::write(&text, "  ;; a component in text\n(component)").unwrap();
+        assert_eq!(kind(&text).unwrap(), Kind::Component);
+        assert_eq!(load(&engine, &text, None).unwrap().0.kind(), Kind::Component);
+        let module = dir.path().join("m.wat");
+        std::fs::write(&module, WAT).unwrap();
+        assert_eq!(kind(&component).unwrap(), Kind::Component);
+        assert_eq!(kind(&module).unwrap(), Kind::Module);
+        let cache = dir.path().join("cache");
+        let (code, origin) = load(&engine, &component, Some(&cache)).unwrap();
+        assert_eq!((code.kind(), origin), (Kind::Component, Origin::Compiled));
+        let (code, origin) = load(&engine, &component, Some(&cache)).unwrap();
+        assert_eq!((code.kind(), origin), (Kind::Component, Origin::CacheHit));
+        // A precompiled component is one too, by its artifact's header.
+        let artifact = dir.path().join("c.cwasm");
+        write_artifact(&code, &artifact).unwrap();
+        assert_eq!(kind(&artifact).unwrap(), Kind::Component);
+        let (code, origin) = load(&engine, &artifact, None).unwrap();
+        assert_eq!((code.kind(), origin), (Kind::Component, Origin::Precompiled));
+        // A broken component is named as such.
+        std::fs::write(&component, b"\0asm\x0d\0\x01\0\xff").unwrap();
+        let err = load(&engine, &component, None).unwrap_err();
+        assert!(matches!(err, CompileError::Invalid { .. }), "{err}");
     }
 
     #[test]

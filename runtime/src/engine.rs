@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub max_memory: u64,
     /// Instances alive at the same time (the pool's slots).
     pub max_instances: u32,
+    /// Whether the instances are components' (each of several core instances,
+    /// memories and tables) rather than core modules'.
+    pub components: bool,
 }
 
 /// Linear memory per instance unless a limit says otherwise.
@@ -31,7 +34,7 @@ pub(crate) const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_memory: DEFAULT_MAX_MEMORY, max_instances: 16 }
+        EngineConfig { max_memory: DEFAULT_MAX_MEMORY, max_instances: 16, components: false }
     }
 }
 
@@ -92,19 +95,33 @@ impl Drop for Engine {
     }
 }
 
+/// What one component instance may hold, in core instances, memories and tables. A
+/// Python handler built by componentize-py has 14 core instances, 3 memories and 6
+/// tables; a Rust one 3, 1 and 2.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 24;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 12;
+
 fn wasmtime_config(config: &EngineConfig) -> Config {
     let mut pool = PoolingAllocationConfig::new();
-    // One instance, memory and table per slot; a module with more than one memory or
-    // table is rejected at instantiation with wasmtime's own message.
+    let n = config.max_instances;
     // Guests are called asynchronously, each call on a fiber with a stack of its own:
     // one per live instance, and one more for a host function's call back into the
     // guest (`wasmbatch_alloc`, to hand it an answer) while the first is suspended.
-    pool.total_core_instances(config.max_instances)
-        .total_memories(config.max_instances)
-        .total_tables(config.max_instances)
-        .total_stacks(config.max_instances.saturating_mul(2))
-        .total_component_instances(0)
-        .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+    pool.total_stacks(n.saturating_mul(2)).max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+    if config.components {
+        pool.total_component_instances(n)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT));
+    } else {
+        // One instance, memory and table per slot; a module with more than one memory
+        // or table is rejected at instantiation with wasmtime's own message.
+        pool.total_core_instances(n).total_memories(n).total_tables(n).total_component_instances(0);
+    }
 
     let mut c = Config::new();
     c.epoch_interruption(true)

@@ -83,7 +83,8 @@
 //! - `units`, `confine`, `storage`, `recent`, `capture`, `spec`, `logging`: leaves —
 //!   sizes and durations, URL confinement, whole-or-nothing files, the spec file, logs.
 //! - `engine` (pooling allocator, epoch ticker, memory fitted to a container),
-//!   `compile` (files to modules, the compile cache), `sandbox` (what a guest sees),
+//!   `compile` (files to modules or components, the compile cache), `python` (Python
+//!   handlers made components by componentize-py), `sandbox` (what a guest sees),
 //!   `objects` (S3, GCS, Azure, local files beneath their grant).
 //! - `lifecycle`: a worker's warm instance — started, recycled, retired in one place.
 //! - `journal`: the job service's durable state (SQLite), and the one way a job ends.
@@ -121,6 +122,7 @@ mod objects;
 mod operator;
 pub mod plugin;
 pub mod pool;
+mod python;
 mod recent;
 mod sandbox;
 mod spec;

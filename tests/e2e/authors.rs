@@ -75,10 +75,18 @@ fn a_guest_writing_to_an_unmounted_mnt_is_told_why() {
 
 /// Builds a plugin crate whose `src/lib.rs` is `source`; whether it built, and
 /// cargo's stderr.
+///
+/// Each crate gets a name of its own. Cargo hashes a root package by its path
+/// relative to its workspace, the same in every temporary directory, so crates of
+/// one name share a fingerprint: a source written while another test's build of
+/// that name was running is older than the fingerprint that build leaves, and
+/// counts as already built, whether it compiles or not.
 fn build_plugin_source(source: &str) -> (bool, String) {
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!("author-{}-{}", std::process::id(), BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let root = crate::harness::workspace_root();
     let manifest = format!(
-        "[package]\nname = \"author\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
          [dependencies]\nwasmbatch-guest = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
         root.join("guest-sdk").display().to_string()
     );

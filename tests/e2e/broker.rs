@@ -776,3 +776,49 @@ fn the_operator_and_workers_speak_amqps_trusting_the_ca_file() {
     untrusting.wait_for("certificate", |_| true);
     assert_eq!(untrusting.count("consuming"), 0);
 }
+
+#[test]
+fn a_python_handler_on_two_workers_sums_up_the_job_through_the_operator() {
+    if !crate::python::premise() {
+        return;
+    }
+    let component = crate::python::built(&crate::harness::workspace_root().join("samples/python/textstats.py"));
+    let rabbit = Rabbit::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"pytext\"\n").unwrap();
+    let operator =
+        Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
+    let mounts: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("mnt{i}"))).collect();
+    let workers: Vec<Worker> = mounts
+        .iter()
+        .map(|mount| {
+            std::fs::create_dir(mount).unwrap();
+            let handler: Vec<String> = [
+                "--plugin",
+                &component.display().to_string(),
+                "--mount",
+                &mount.display().to_string(),
+                "--operator-url",
+                &operator.url,
+            ]
+            .map(String::from)
+            .to_vec();
+            let worker = Worker::spawn_args(&rabbit.url(), "pytext", 1, &handler);
+            worker.wait_for("consuming", |_| true);
+            worker
+        })
+        .collect();
+    let docs: Vec<Value> = (0..60).map(|i| json!({"id": format!("d{i}"), "text": "One two three. Four!"})).collect();
+    let job_id = operator.submit("pytext", &json!({"workers": 2, "item_list": {"items": docs, "batch_size": 3}}));
+    let status = operator.wait_done("pytext", &job_id);
+    assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
+    assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
+    let summaries: Vec<Value> = mounts
+        .iter()
+        .filter_map(|m| std::fs::read(m.join(&job_id).join("summary.json")).ok())
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), 1, "one summary, by the worker that ran on-job-complete");
+    assert_eq!((summaries[0]["documents"].as_u64(), summaries[0]["words"].as_u64()), (Some(60), Some(240)));
+    drop(workers);
+}

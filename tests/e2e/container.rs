@@ -310,6 +310,38 @@ fn a_plugin_image_is_from_wasmbatch_plus_the_precompiled_plugin_and_is_ready_at_
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
 
+#[test]
+fn a_python_handler_image_serves_the_sample_handler() {
+    if !docker() || !crate::python::premise() {
+        return;
+    }
+    let context = tempfile::tempdir().unwrap();
+    let root = workspace_root();
+    std::fs::copy(root.join("examples/python-image/Dockerfile"), context.path().join("Dockerfile")).unwrap();
+    let component = crate::python::built(&root.join("samples/python/textstats.py"));
+    std::fs::copy(component, context.path().join("handler.wasm")).unwrap();
+    let tag = format!("wasmbatch-python:test{}", std::process::id());
+    let build = Command::new("docker").args(["build", "-q", "-t", &tag]).arg(context.path()).output().unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let port = free_port();
+    let container = Container::run(&[
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=10001",
+        "--tmpfs",
+        "/mnt:uid=10001",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        &tag,
+    ]);
+    container.wait_healthy(port);
+    assert!(container.logs().contains("precompiled"), "{}", container.logs());
+    let (status, body) = post(port, "/", "j", r#"[{"id": "a", "text": "One sentence here. And two."}]"#);
+    assert_eq!(status, 200, "{body}\n{}", container.logs());
+    drop(container);
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}
+
 /// A Compose project of `deploy/compose.yaml`, taken down (volumes too) on drop.
 struct Compose {
     project: String,

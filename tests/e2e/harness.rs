@@ -23,37 +23,43 @@ pub fn target_dir() -> PathBuf {
 /// Path of a plugin's `.wasm`, building all of them on first use.
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let target = target_dir().join("wasm-plugins");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--release", "--target", "wasm32-wasip1", "--target-dir"])
-            .arg(&target);
-        // Every plugin crate under plugins/.
-        let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("plugins"))
-            .expect("plugins/")
-            .map(|e| e.expect("plugins/ entry").path())
-            .filter(|p| p.join("Cargo.toml").is_file())
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in &names {
-            cmd.args(["-p", name]);
-        }
-        let out = cmd.output().expect("run cargo to build the plugins");
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let hint = if stderr.contains("wasm32-wasip1") && stderr.contains("target may not be installed") {
-                "\nThe wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1`.\n"
-            } else {
-                ""
-            };
-            panic!("building the test plugins failed{hint}\n{stderr}");
-        }
-        target.join("wasm32-wasip1").join("release")
-    });
-    dir.join(format!("{name}.wasm"))
+    BUILT.get_or_init(|| build_plugins("wasm32-wasip1")).join(format!("{name}.wasm"))
+}
+
+/// Path of a plugin built for `wasm32-wasip2`: the same source as [`plugin`]'s, a
+/// component of the world `wasmbatch:handler`.
+pub fn component_plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_plugins("wasm32-wasip2")).join(format!("{name}.wasm"))
+}
+
+/// Builds every plugin crate under plugins/ for `target`; the directory of the files.
+fn build_plugins(target: &str) -> PathBuf {
+    let dir = target_dir().join("wasm-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args(["build", "--release", "--target", target, "--target-dir"]).arg(&dir);
+    let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("plugins"))
+        .expect("plugins/")
+        .map(|e| e.expect("plugins/ entry").path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        cmd.args(["-p", name]);
+    }
+    let out = cmd.output().expect("run cargo to build the plugins");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains(target) && stderr.contains("target may not be installed") {
+            format!("\nThe {target} target is missing: run `rustup target add {target}`.\n")
+        } else {
+            String::new()
+        };
+        panic!("building the test plugins for {target} failed{hint}\n{stderr}");
+    }
+    dir.join(target).join("release")
 }
 
 /// Builds the plugin crate made of `files` (path, content) in `dir` for

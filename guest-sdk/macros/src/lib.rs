@@ -139,7 +139,12 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             "const _: () = {{
                 ::wasmbatch_guest::__core_exports!();
                 ::wasmbatch_guest::__handle_exports!({name});
-            }};"
+            }};
+            #[cfg(all(target_arch = \"wasm32\", target_env = \"p2\"))]
+            #[doc(hidden)]
+            #[allow(unused_imports)]
+            use ::wasmbatch_guest::__private::component::absent_hooks::*;
+            ::wasmbatch_guest::__component_exports!({name}, __wasmbatch_init, __wasmbatch_on_job_complete);"
         )
     });
     out.extend(check.parse::<TokenStream>().expect("a valid check"));
@@ -162,13 +167,22 @@ pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
             "const _: () = {{
                 /// # Safety
                 /// `ptr`/`len` come from `wasmbatch_alloc` (ABI v1).
-                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
-                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
+                #[cfg_attr(all(target_family = \"wasm\", not(target_env = \"p2\")), unsafe(no_mangle))]
+                #[cfg_attr(not(all(target_family = \"wasm\", not(target_env = \"p2\"))), allow(dead_code))]
                 pub unsafe extern \"C\" fn wasmbatch_init(ptr: *mut u8, len: usize) -> i32 {{
                     // SAFETY: forwarded from the caller.
                     unsafe {{ ::wasmbatch_guest::__private::init(ptr, len, {name}) }}
                 }}
-            }};"
+            }};
+            #[cfg(all(target_arch = \"wasm32\", target_env = \"p2\"))]
+            #[doc(hidden)]
+            fn __wasmbatch_init(
+                spec: ::std::string::String,
+            ) -> ::std::result::Result<(), ::wasmbatch_guest::__private::component::Failure> {{
+                ::wasmbatch_guest::__private::component::result(
+                    ::wasmbatch_guest::__private::init_bytes(spec.into_bytes(), {name}),
+                )
+            }}"
         )
     });
     out.extend(state.unwrap_or_default().parse::<TokenStream>().expect("a valid alias"));
@@ -186,15 +200,25 @@ pub fn on_job_complete(attr: TokenStream, item: TokenStream) -> TokenStream {
             "const _: () = {{
                 /// # Safety
                 /// Both pointer pairs come from `wasmbatch_alloc` (ABI v1).
-                #[cfg_attr(target_family = \"wasm\", unsafe(no_mangle))]
-                #[cfg_attr(not(target_family = \"wasm\"), allow(dead_code))]
+                #[cfg_attr(all(target_family = \"wasm\", not(target_env = \"p2\")), unsafe(no_mangle))]
+                #[cfg_attr(not(all(target_family = \"wasm\", not(target_env = \"p2\"))), allow(dead_code))]
                 pub unsafe extern \"C\" fn wasmbatch_on_job_complete(
                     job_ptr: *mut u8, job_len: usize, body_ptr: *mut u8, body_len: usize,
                 ) -> i32 {{
                     // SAFETY: forwarded from the caller.
                     unsafe {{ ::wasmbatch_guest::__private::on_job_complete(job_ptr, job_len, body_ptr, body_len, {name}) }}
                 }}
-            }};"
+            }};
+            #[cfg(all(target_arch = \"wasm32\", target_env = \"p2\"))]
+            #[doc(hidden)]
+            fn __wasmbatch_on_job_complete(
+                job_id: ::std::string::String,
+                summary: ::std::string::String,
+            ) -> ::std::result::Result<(), ::wasmbatch_guest::__private::component::Failure> {{
+                ::wasmbatch_guest::__private::component::result(
+                    ::wasmbatch_guest::__private::on_job_complete_bytes(&job_id, summary.as_bytes(), {name}),
+                )
+            }}"
         )
     });
     out.extend(check.parse::<TokenStream>().expect("a valid check"));

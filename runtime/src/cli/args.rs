@@ -377,6 +377,16 @@ pub(crate) struct CompileArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Options of `build`.
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The handler: a Python file defining `class Handler`.
+    pub input: PathBuf,
+    /// Where to write the component [default: the input with the extension .wasm].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
 impl GuestArgs {
     pub(super) fn mount(&self) -> Option<PathBuf> {
         if self.no_mount {

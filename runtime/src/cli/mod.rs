@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub(crate) use self::args::*;
 use self::run::run_job;
-use self::serve::{run_compile, run_serve};
+use self::serve::{run_build, run_compile, run_serve};
 use self::service::{run_get, run_operator, run_stop, run_submit, run_worker};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
@@ -63,6 +63,9 @@ pub(crate) enum Command {
     /// Validate a plugin and write its precompiled artifact, which `serve --plugin`
     /// loads without compiling.
     Compile(CompileArgs),
+    /// Make a component of a Python handler (Cortex's `class Handler`) with
+    /// componentize-py; `--plugin handler.py` does the same through the cache.
+    Build(BuildArgs),
     /// Run the job service: Cortex's job API (`/batch/<api>`) for the APIs of a config
     /// file, with durable state in a data directory.
     Operator(OperatorArgs),
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => run_serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run_job(*args),
         Command::Compile(args) => run_compile(args).map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => run_build(args).map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => run_operator(args).map(|()| ExitCode::SUCCESS),
         Command::Submit(args) => run_submit(args),
         Command::Get(args) => run_get(args),

@@ -102,20 +102,38 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+pub(super) fn run_build(args: BuildArgs) -> anyhow::Result<()> {
+    let output = args.output.clone().unwrap_or_else(|| args.input.with_extension("wasm"));
+    anyhow::ensure!(output != args.input, "the output would overwrite the handler: give -o");
+    let started = Instant::now();
+    crate::python::build(&args.input, &output)?;
+    let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "built {} into {} ({:.1} MB) in {:.1} s",
+        args.input.display(),
+        output.display(),
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub(super) fn run_compile(args: CompileArgs) -> anyhow::Result<()> {
     let output = args.output.clone().unwrap_or_else(|| args.input.with_extension("cwasm"));
-    let engine = Arc::new(Engine::new(EngineConfig { max_instances: 2, ..EngineConfig::default() })?);
+    let components = compile::kind(&args.input)? == compile::Kind::Component;
+    let engine = Arc::new(Engine::new(EngineConfig { max_instances: 2, components, ..EngineConfig::default() })?);
     let started = Instant::now();
     let module = compile::compile_file(&engine, &args.input)?;
     let compiled_ms = started.elapsed().as_secs_f64() * 1e3;
     // The whole load-time check, version probe included, before anything is written.
-    let plugin = Plugin::new(engine, &module, CallLimits::default(), Metrics::new("wasmbatch"))
+    let plugin = Plugin::from_code(engine, &module, CallLimits::default(), Metrics::new("wasmbatch"))
         .with_context(|| format!("plugin {} is not a wasmbatch guest", args.input.display()))?;
     compile::write_artifact(&module, &output)?;
     let caps = plugin.capabilities();
     eprintln!(
-        "compiled {} to {} in {compiled_ms:.0} ms (init: {}, on_job_complete: {})",
+        "compiled {} ({}) to {} in {compiled_ms:.0} ms (init: {}, on_job_complete: {})",
         args.input.display(),
+        plugin.kind().as_str(),
         output.display(),
         if caps.init { "yes" } else { "no" },
         if caps.on_job_complete { "yes" } else { "no" },

@@ -1,5 +1,8 @@
 //! One live guest: its store, its exports, and every call into it under a deadline,
-//! with the outcome classified into a typed [`Failure`].
+//! with the outcome classified into a typed [`Failure`]. A core module's exports take
+//! pointers into its memory (ABI v1); a component's are typed (the world
+//! `wasmbatch:handler`), and their outcomes are turned into ABI v1 statuses so that one
+//! path classifies both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +13,8 @@ use wasmtime_wasi::I32Exit;
 
 use super::memory::{self, PutError};
 use super::state::{BatchCall, HostState, Interrupt, MemoryLimiter};
-use super::{Job, Plugin};
+use super::world::{self, Failure as WorldFailure};
+use super::{Job, Linked, Plugin};
 use crate::abi;
 use crate::capture::Capture;
 use crate::failure::{Failure, FailureKind};
@@ -19,9 +23,17 @@ use crate::metrics::Metrics;
 /// `wasmbatch_handle_items(job_ptr, job_len, batch_ptr, batch_len, count) -> status`.
 type HandleItems = TypedFunc<(i32, i32, i32, i32, i32), i32>;
 
-/// The ABI's exports of one instance (cheap handles into its store).
+/// The exports of one instance: a module's or a component's. One per instance, and
+/// the module's handles are taken by value on every batch: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Exports {
+    Module(ModuleExports),
+    Component(Arc<world::Handler>),
+}
+
+/// The ABI's exports of one module instance (cheap handles into its store).
 #[derive(Clone)]
-struct Exports {
+struct ModuleExports {
     memory: Memory,
     version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
@@ -102,7 +114,7 @@ impl Instance {
         let max_memory = plugin.engine.config().max_memory;
         let state = HostState {
             wasi,
-            limiter: MemoryLimiter { max: usize::try_from(max_memory).unwrap_or(usize::MAX), hit: false },
+            limiter: MemoryLimiter::new(usize::try_from(max_memory).unwrap_or(usize::MAX)),
             deadline: Instant::now() + limits.init_timeout,
             cancel,
             error: None,
@@ -144,30 +156,42 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
 
-        let instance = match plugin.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance,
-            Err(e) => {
-                let mut failure = classify(e, store.data_mut(), limits.init_timeout, max_memory);
-                failure.stderr_tail = stderr.take_tail();
-                return Err(failure);
+        let fail = |e: wasmtime::Error, store: &mut Store<HostState>| {
+            let mut failure = classify(e, store.data_mut(), limits.init_timeout, max_memory);
+            failure.stderr_tail = stderr.take_tail();
+            failure
+        };
+        let (exports, initialize) = match &plugin.linked {
+            Linked::Module(pre) => {
+                let instance = match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => instance,
+                    Err(e) => return Err(fail(e, &mut store)),
+                };
+                // `abi::validate` checked every export's presence and type, so a missing
+                // one here is a bug in the validation, reported rather than unwrapped.
+                let missing =
+                    |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
+                let exports = ModuleExports {
+                    memory: instance.get_memory(&mut store, abi::MEMORY).ok_or_else(|| missing(abi::MEMORY))?,
+                    version: instance
+                        .get_typed_func(&mut store, abi::ABI_VERSION_FN)
+                        .map_err(|_| missing(abi::ABI_VERSION_FN))?,
+                    alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
+                    handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
+                    handle_items: instance.get_typed_func(&mut store, abi::HANDLE_ITEMS).ok(),
+                    init: instance.get_typed_func(&mut store, abi::INIT).ok(),
+                    on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
+                };
+                let initialize: Option<TypedFunc<(), ()>> = instance.get_typed_func(&mut store, abi::INITIALIZE).ok();
+                (Exports::Module(exports), initialize)
             }
+            // A component's start functions (its runtime's constructors) run as it is
+            // instantiated, under the init deadline set above.
+            Linked::Component(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(handler) => (Exports::Component(Arc::new(handler)), None),
+                Err(e) => return Err(fail(e, &mut store)),
+            },
         };
-        // `abi::validate` checked every export's presence and type, so a missing one
-        // here is a bug in the validation, reported rather than unwrapped.
-        let missing =
-            |name: &str| Failure::new(FailureKind::Trap, format!("export `{name}` vanished after validation"));
-        let exports = Exports {
-            memory: instance.get_memory(&mut store, abi::MEMORY).ok_or_else(|| missing(abi::MEMORY))?,
-            version: instance
-                .get_typed_func(&mut store, abi::ABI_VERSION_FN)
-                .map_err(|_| missing(abi::ABI_VERSION_FN))?,
-            alloc: instance.get_typed_func(&mut store, abi::ALLOC).map_err(|_| missing(abi::ALLOC))?,
-            handle: instance.get_typed_func(&mut store, abi::HANDLE).map_err(|_| missing(abi::HANDLE))?,
-            handle_items: instance.get_typed_func(&mut store, abi::HANDLE_ITEMS).ok(),
-            init: instance.get_typed_func(&mut store, abi::INIT).ok(),
-            on_job_complete: instance.get_typed_func(&mut store, abi::ON_JOB_COMPLETE).ok(),
-        };
-        let initialize: Option<TypedFunc<(), ()>> = instance.get_typed_func(&mut store, abi::INITIALIZE).ok();
         plugin.metrics.instances_alive.inc();
         let mut raw = Instance {
             store,
@@ -184,19 +208,32 @@ impl Instance {
             raw.prepare(limits.init_timeout, "", What::Other);
             let outcome = initialize.call_async(&mut raw.store, ()).await.map(|()| abi::status::OK);
             raw.finish(limits.init_timeout, outcome.map_err(Into::into))?;
+        } else {
+            raw.flush_output();
         }
         Ok(raw)
     }
 
     /// Runs the guest's `init` (when it has one) with the job spec.
     pub(super) async fn init(&mut self, timeout: Duration, job_id: &str, spec: &[u8]) -> Result<(), Failure> {
-        let Some(init) = self.exports.init.clone() else { return Ok(()) };
-        self.prepare(timeout, job_id, What::Other);
-        let outcome = async {
-            let (ptr, len) = put(&mut self.store, &self.exports, &[spec]).await?;
-            Ok(init.call_async(&mut self.store, (ptr, len)).await?)
-        }
-        .await;
+        let outcome = match &self.exports {
+            Exports::Module(exports) => {
+                let Some(init) = exports.init.clone() else { return Ok(()) };
+                let exports = exports.clone();
+                self.prepare(timeout, job_id, What::Other);
+                async {
+                    let (ptr, len) = put(&mut self.store, &exports, &[spec]).await?;
+                    Ok(init.call_async(&mut self.store, (ptr, len)).await?)
+                }
+                .await
+            }
+            Exports::Component(handler) => {
+                let handler = handler.clone();
+                self.prepare(timeout, job_id, What::Other);
+                let outcome = handler.call_init(&mut self.store, &String::from_utf8_lossy(spec)).await;
+                status(&mut self.store, outcome)
+            }
+        };
         self.finish(timeout, outcome)
     }
 
@@ -235,6 +272,19 @@ impl Instance {
         };
         self.flush_output();
         let state = self.store.data_mut();
+        // A guest that failed after the memory limit refused it more (a Python
+        // `MemoryError` caught and reported) ran out of memory, whatever it says.
+        let result = match result {
+            Err(failure) if state.limiter.hit && failure.kind == FailureKind::GuestError => Err(Failure::new(
+                FailureKind::OutOfMemory,
+                format!(
+                    "the guest tried to grow its memory past the limit of {} MiB: {}",
+                    self.max_memory >> 20,
+                    failure.message
+                ),
+            )),
+            other => other,
+        };
         state.call = None;
         state.completing = false;
         state.reading = None;
@@ -250,7 +300,7 @@ impl Instance {
 
     fn flush_output(&mut self) {
         self.store.data().drain_output();
-        let memory = self.exports.memory.data_size(&self.store) as i64;
+        let memory = self.store.data().limiter.used as i64;
         self.metrics.guest_memory_bytes.add(memory - self.reported_memory);
         self.reported_memory = memory;
         let state = self.store.data_mut();
@@ -266,12 +316,16 @@ impl Instance {
         }
     }
 
+    /// The ABI version a module reports; a component's world carries its own version
+    /// in its names (checked when it is linked).
     pub(super) async fn call_version(&mut self) -> Result<i32, Failure> {
+        let Exports::Module(exports) = &self.exports else { return Ok(abi::ABI_VERSION) };
+        let version_fn = exports.version.clone();
         let timeout = Duration::from_secs(5);
         self.prepare(timeout, "", What::Other);
         let mut version = 0;
         let outcome = async {
-            version = self.exports.version.call_async(&mut self.store, ()).await?;
+            version = version_fn.call_async(&mut self.store, ()).await?;
             Ok(abi::status::OK)
         }
         .await;
@@ -288,7 +342,14 @@ impl Instance {
         let body = batch.body.clone();
         let items = batch.items.take();
         self.prepare(timeout, job_id, What::Batch(batch));
-        let exports = self.exports.clone();
+        let exports = match &self.exports {
+            Exports::Module(exports) => exports.clone(),
+            Exports::Component(handler) => {
+                let outcome = handler.call_handle_batch(&mut self.store, job_id, &body).await;
+                let outcome = status(&mut self.store, outcome);
+                return self.finish(timeout, outcome);
+            }
+        };
         let outcome = async {
             let (job_ptr, job_len) = put(&mut self.store, &exports, &[job_id.as_bytes()]).await?;
             match (items, &exports.handle_items) {
@@ -317,15 +378,27 @@ impl Instance {
     /// Runs the guest's on-job-complete hook with `body` (a JSON object). `None` when
     /// the plugin has no such hook.
     pub async fn on_job_complete(&mut self, job_id: &str, body: &[u8]) -> Option<Result<(), Failure>> {
-        let hook = self.exports.on_job_complete.clone()?;
         let timeout = self.batch_timeout;
-        self.prepare(timeout, job_id, What::Completion);
-        let outcome = async {
-            let (job_ptr, job_len) = put(&mut self.store, &self.exports, &[job_id.as_bytes()]).await?;
-            let (body_ptr, body_len) = put(&mut self.store, &self.exports, &[body]).await?;
-            Ok(hook.call_async(&mut self.store, (job_ptr, job_len, body_ptr, body_len)).await?)
-        }
-        .await;
+        let outcome = match &self.exports {
+            Exports::Module(exports) => {
+                let hook = exports.on_job_complete.clone()?;
+                let exports = exports.clone();
+                self.prepare(timeout, job_id, What::Completion);
+                async {
+                    let (job_ptr, job_len) = put(&mut self.store, &exports, &[job_id.as_bytes()]).await?;
+                    let (body_ptr, body_len) = put(&mut self.store, &exports, &[body]).await?;
+                    Ok(hook.call_async(&mut self.store, (job_ptr, job_len, body_ptr, body_len)).await?)
+                }
+                .await
+            }
+            Exports::Component(handler) => {
+                let handler = handler.clone();
+                self.prepare(timeout, job_id, What::Completion);
+                let outcome =
+                    handler.call_on_job_complete(&mut self.store, job_id, &String::from_utf8_lossy(body)).await;
+                status(&mut self.store, outcome)
+            }
+        };
         Some(self.finish(timeout, outcome))
     }
 
@@ -356,7 +429,7 @@ impl Drop for Instance {
 
 /// Copies `parts`, one after the other, into a buffer the guest allocates; a failure
 /// names what went wrong.
-async fn put(store: &mut Store<HostState>, ex: &Exports, parts: &[&[u8]]) -> Result<(i32, i32), CallError> {
+async fn put(store: &mut Store<HostState>, ex: &ModuleExports, parts: &[&[u8]]) -> Result<(i32, i32), CallError> {
     memory::put(&mut *store, ex.memory, &ex.alloc, parts).await.map_err(|e| match e {
         PutError::Wasm(e) => CallError::Wasm(e),
         PutError::NoRoom(n) => {
@@ -371,6 +444,22 @@ async fn put(store: &mut Store<HostState>, ex: &Exports, parts: &[&[u8]]) -> Res
         }
         PutError::Memory(e) => CallError::Host(Failure::new(FailureKind::Trap, e.to_string())),
     })
+}
+
+/// A component call's outcome as an ABI v1 status, its failure's message where a
+/// module's `set_error` puts it.
+fn status(store: &mut Store<HostState>, outcome: wasmtime::Result<Result<(), WorldFailure>>) -> Result<i32, CallError> {
+    match outcome? {
+        Ok(()) => Ok(abi::status::OK),
+        Err(WorldFailure::Failed(message)) => {
+            store.data_mut().error = Some(message);
+            Ok(abi::status::FAILED)
+        }
+        Err(WorldFailure::InvalidInput(message)) => {
+            store.data_mut().error = Some(message);
+            Ok(abi::status::INVALID_INPUT)
+        }
+    }
 }
 
 /// The failure a non-zero status stands for, with the guest's message when it set one.

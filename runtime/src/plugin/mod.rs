@@ -2,7 +2,8 @@
 //!
 //! - [`Plugin`]: a module compiled (or taken from the cache), validated against ABI v1,
 //!   checked against its grants, linked once (`InstancePre`) and probed for its ABI
-//!   version. It knows nothing of any job; [`Plugin::load`] is the one way from a file
+//!   version; or a component of the world `wasmbatch:handler` (`world`), linked once
+//!   and probed by one instantiation. It knows nothing of any job; [`Plugin::load`] is the one way from a file
 //!   to a plugin, with the engine sized and memory fitted the same way for every
 //!   command.
 //! - [`JobPlugin`]: a plugin bound to one job's context (spec, `/mnt`, submitter), from
@@ -12,8 +13,10 @@
 //!   Every call into a guest is async (`call_async`, on a fiber, yielding at each epoch
 //!   tick); a plain thread runs one with [`crate::engine::drive`].
 //!
-//! Inside: `items` finds where a batch's items lie, `memory` is the guest-memory convention, `host` the host functions by
-//! capability, `state` what a store holds, `instance` the calls and their failures.
+//! Inside: `items` finds where a batch's items lie, `memory` is the guest-memory
+//! convention, `host` the host functions by capability (for modules and components),
+//! `world` the component world's bindings, `state` what a store holds, `instance` the
+//! calls and their failures.
 
 mod host;
 mod instance;
@@ -21,6 +24,7 @@ mod items;
 mod limits;
 mod memory;
 mod state;
+mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +38,8 @@ pub use self::limits::{CallLimits, LoadOptions};
 use self::state::{AttemptLog, HostState};
 pub use self::state::{BatchCall, BatchId, content_id};
 use crate::abi::{self, AbiError, Capabilities};
-use crate::compile::{CompileError, Origin};
+pub use crate::compile::Kind;
+use crate::compile::{Code, CompileError, Origin};
 pub use crate::engine::drive;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::failure::Failure;
@@ -56,6 +61,9 @@ pub enum LoadError {
     /// The module imports a capability its API was not granted.
     #[error("{0}")]
     NotGranted(String),
+    /// The component does not target the world `wasmbatch:handler@1.0.0`.
+    #[error("the component does not fit the world wasmbatch:handler@1.0.0 (guest-sdk/wit/handler.wit): {0}")]
+    World(String),
 }
 
 impl LoadError {
@@ -77,6 +85,9 @@ pub enum PluginError {
     /// The file could not be read or compiled.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// A Python handler could not be made a component.
+    #[error(transparent)]
+    Python(#[from] crate::python::PythonError),
     /// The module is not a plugin, or not one these grants allow.
     #[error("{}", .error.about(.path))]
     Load {
@@ -116,10 +127,16 @@ impl JobResults for ResultsFileAt {
     }
 }
 
+/// Compiled code linked to the host, ready to instantiate.
+enum Linked {
+    Module(InstancePre<HostState>),
+    Component(world::HandlerPre<HostState>),
+}
+
 /// A compiled, validated, linked plugin, independent of any job.
 pub struct Plugin {
     engine: Arc<Engine>,
-    pre: InstancePre<HostState>,
+    linked: Linked,
     capabilities: Capabilities,
     limits: CallLimits,
     metrics: Arc<Metrics>,
@@ -127,19 +144,30 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Loads the plugin at `path`: an engine for `options.instances` live instances
+    /// Loads the plugin at `path` (a module or a component; a `.py` file is a Python
+    /// handler, made a component first): an engine for `options.instances` live instances
     /// (plus the version probe and one being replaced) with memory fitted to the
     /// container (`crate::engine::fitted_memory`), the module compiled or taken from
     /// the cache, then [`Plugin::new`]'s checks.
     pub fn load(path: &Path, options: &LoadOptions, metrics: Arc<Metrics>) -> Result<Plugin, PluginError> {
         let instances = options.instances.max(1);
+        // A Python handler: its component, built (or found in the cache) first.
+        let built;
+        let code_path = if path.extension().is_some_and(|e| e == "py") {
+            built = crate::python::component(path, options.cache_dir.as_deref())?;
+            built.as_path()
+        } else {
+            path
+        };
+        let kind = crate::compile::kind(code_path)?;
         let engine = Arc::new(Engine::new(EngineConfig {
             max_memory: crate::engine::fitted_memory(options.max_memory, instances),
             max_instances: u32::try_from(instances + 2).unwrap_or(u32::MAX),
+            components: kind == Kind::Component,
         })?);
-        let (module, origin) = crate::compile::load(&engine, path, options.cache_dir.as_deref())?;
+        let (code, origin) = crate::compile::load(&engine, code_path, options.cache_dir.as_deref())?;
         metrics.module_loaded(origin.as_str());
-        let mut plugin = Plugin::new(engine, &module, options.limits.clone(), metrics)
+        let mut plugin = Plugin::from_code(engine, &code, options.limits.clone(), metrics)
             .map_err(|error| PluginError::Load { path: path.to_path_buf(), error })?;
         plugin.origin = origin;
         Ok(plugin)
@@ -158,7 +186,35 @@ impl Plugin {
         limits.grants.check_imports(imports).map_err(LoadError::NotGranted)?;
         let linker = host::linker(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let plugin = Plugin { engine, pre, capabilities, limits, metrics, origin: Origin::Compiled };
+        let plugin =
+            Plugin { engine, linked: Linked::Module(pre), capabilities, limits, metrics, origin: Origin::Compiled };
+        plugin.check_version()?;
+        Ok(plugin)
+    }
+
+    /// Makes compiled code of either kind a plugin: a module as [`Plugin::new`] does; a
+    /// component linked against the world `wasmbatch:handler` (its imports' grants are
+    /// checked at each call) and instantiated once to see that it starts.
+    pub fn from_code(
+        engine: Arc<Engine>,
+        code: &Code,
+        limits: CallLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Plugin, LoadError> {
+        let component = match code {
+            Code::Module(module) => return Plugin::new(engine, module, limits, metrics),
+            Code::Component(component) => component,
+        };
+        if !engine.config().components {
+            return Err(LoadError::Link("the engine was not sized for components".into()));
+        }
+        let linker = host::component_linker(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = world::HandlerPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        // Everything a component may have is there: the world's exports are required.
+        let capabilities = Capabilities { initialize: false, init: true, on_job_complete: true, handle_items: false };
+        let plugin =
+            Plugin { engine, linked: Linked::Component(pre), capabilities, limits, metrics, origin: Origin::Compiled };
         plugin.check_version()?;
         Ok(plugin)
     }
@@ -210,6 +266,14 @@ impl Plugin {
     /// How the module was obtained.
     pub fn origin(&self) -> Origin {
         self.origin
+    }
+
+    /// Whether it is a core module or a component.
+    pub fn kind(&self) -> Kind {
+        match self.linked {
+            Linked::Module(_) => Kind::Module,
+            Linked::Component(_) => Kind::Component,
+        }
     }
 }
 

@@ -189,19 +189,30 @@ impl std::fmt::Display for Interrupt {
 
 impl std::error::Error for Interrupt {}
 
-/// Caps linear memory and remembers that the cap was hit, so that the trap that
-/// follows a failed allocation is reported as out-of-memory.
+/// Caps the linear memory of one instance (all its memories together: a component
+/// has several) and remembers that the cap was hit, so that the trap that follows a
+/// failed allocation is reported as out-of-memory.
 pub(crate) struct MemoryLimiter {
     pub(crate) max: usize,
     pub(crate) hit: bool,
+    /// Bytes of linear memory the instance holds.
+    pub(crate) used: usize,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(max: usize) -> MemoryLimiter {
+        MemoryLimiter { max, hit: false, used: 0 }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let after = (self.used - current.min(self.used)).saturating_add(desired);
+        if after > self.max {
             self.hit = true;
             return Ok(false);
         }
+        self.used = after;
         Ok(true)
     }
 

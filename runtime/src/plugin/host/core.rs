@@ -23,15 +23,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
             let line = String::from_utf8_lossy(memory::read_capped(&mut caller, ptr, len)?).into_owned();
-            let state = caller.data_mut();
-            if state.log_lines >= state.log_line_limit {
-                state.logs_dropped += 1;
-                return Ok(());
-            }
-            state.log_lines += 1;
-            // What the guest printed before this line is logged before it.
-            state.drain_output();
-            crate::logging::guest_log(&state.tag(), level, &line);
+            log(caller.data_mut(), level, &line);
             Ok(())
         },
     )?;
@@ -40,8 +32,24 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         memory::write_into(&mut caller, ptr, cap, id.as_bytes())?;
         Ok(id.len() as i32)
     })?;
-    linker.func_wrap(abi::HOST_MODULE, "attempt", |mut caller: Caller<'_, HostState>| {
-        Ok(caller.data_mut().batch_identity().map(|(_, attempt)| attempt as i32).unwrap_or(0))
-    })?;
+    linker
+        .func_wrap(abi::HOST_MODULE, "attempt", |mut caller: Caller<'_, HostState>| Ok(attempt(caller.data_mut())))?;
     Ok(())
+}
+
+/// Logs one guest line at `level` (0 error … 4 trace), after what the guest printed
+/// before it; over the call's line limit, counts it as dropped.
+pub(super) fn log(state: &mut HostState, level: i32, line: &str) {
+    if state.log_lines >= state.log_line_limit {
+        state.logs_dropped += 1;
+        return;
+    }
+    state.log_lines += 1;
+    state.drain_output();
+    crate::logging::guest_log(&state.tag(), level, line);
+}
+
+/// The attempt at the batch in progress; 0 outside a batch.
+pub(super) fn attempt(state: &mut HostState) -> i32 {
+    state.batch_identity().map(|(_, attempt)| attempt as i32).unwrap_or(0)
 }

@@ -7,7 +7,7 @@ use wasmtime::{Caller, Linker};
 
 use super::{answer, blocking_plain};
 use crate::abi;
-use crate::capability::{CallError, Grants, HttpRequest};
+use crate::capability::{CallError, HttpRequest, HttpResponse};
 use crate::plugin::memory;
 use crate::plugin::state::HostState;
 
@@ -30,15 +30,13 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         Err(e) => Err(CallError::Refused(format!(
                             "the request is not a JSON object {{\"method\", \"url\", \"headers\": [[name, value], …]}}: {e}"
                         ))),
-                        Ok(request) => {
-                            let state = caller.data();
-                            let (grants, deadline, job_id) =
-                                (state.grants.clone(), state.deadline, state.job_id.clone());
-                            blocking_plain(move || send(&grants, deadline, &job_id, &request, &body))
-                                .await
-                                .map_err(CallError::Failed)
-                                .flatten()
-                        }
+                        Ok(request) => send(caller.data(), request, body).await.map(|a| {
+                            let head = serde_json::json!({"status": a.status, "headers": a.headers});
+                            let mut bytes = head.to_string().into_bytes();
+                            bytes.push(b'\n');
+                            bytes.extend_from_slice(&a.body);
+                            (i32::from(a.status), bytes)
+                        }),
                     },
                 };
                 answer(&mut caller, out, outcome).await
@@ -48,29 +46,24 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Sends a request the guest's grants allow, before `deadline`; the answer's head as a
-/// JSON line, then its body.
-fn send(
-    grants: &Grants,
-    deadline: Instant,
-    job_id: &str,
-    request: &HttpRequest,
-    body: &[u8],
-) -> Result<(i32, Vec<u8>), CallError> {
-    let started = Instant::now();
-    let answer = grants.http(request, body, deadline);
-    tracing::debug!(
-        job_id,
-        url = request.url,
-        status = answer.as_ref().map(|a| a.status).unwrap_or(0),
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        "outbound HTTP"
-    );
-    answer.map(|a| {
-        let head = serde_json::json!({"status": a.status, "headers": a.headers});
-        let mut bytes = head.to_string().into_bytes();
-        bytes.push(b'\n');
-        bytes.extend_from_slice(&a.body);
-        (i32::from(a.status), bytes)
-    })
+/// Sends a request the guest's grants allow, before the call's deadline.
+pub(super) fn send(
+    state: &HostState,
+    request: HttpRequest,
+    body: Vec<u8>,
+) -> impl Future<Output = Result<HttpResponse, CallError>> + use<> {
+    let (grants, deadline, job_id) = (state.grants.clone(), state.deadline, state.job_id.clone());
+    let sent = blocking_plain(move || {
+        let started = Instant::now();
+        let answer = grants.http(&request, &body, deadline);
+        tracing::debug!(
+            job_id = &*job_id,
+            url = request.url,
+            status = answer.as_ref().map(|a| a.status).unwrap_or(0),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "outbound HTTP"
+        );
+        answer
+    });
+    async move { sent.await.map_err(CallError::Failed).flatten() }
 }

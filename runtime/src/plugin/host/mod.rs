@@ -7,7 +7,9 @@
 //! - [`objects`]: `object_get`, `object_read`, `object_put`, under `allow_read`/`allow_write`;
 //! - [`chaining`]: `submit_job`, through the job's [`Submitter`](super::Submitter).
 //!
-//! Bytes cross the boundary by the convention of [`super::memory`].
+//! Bytes cross the boundary by the convention of [`super::memory`]. Each module keeps
+//! its functions' logic apart from guest memory, so that [`component`] gives a
+//! component the same functions through the world `wasmbatch:handler`'s typed imports.
 //!
 //! Guests run on fibers, called asynchronously. A function that hands the guest an
 //! answer calls back into it (`wasmbatch_alloc`), so it is linked async; one that
@@ -18,6 +20,7 @@
 //! ([`blocking_plain`]).
 
 mod chaining;
+mod component;
 mod core;
 mod http;
 mod objects;
@@ -39,6 +42,14 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     http::add(&mut linker)?;
     objects::add(&mut linker)?;
     chaining::add(&mut linker)?;
+    Ok(linker)
+}
+
+/// A component linker with WASI preview 2 and the world's imports.
+pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<HostState>> {
+    let mut linker = wasmtime::component::Linker::new(engine.wasmtime());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    super::world::Handler::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -11,7 +11,8 @@ use crate::objects::objects;
 use crate::plugin::memory;
 use crate::plugin::state::HostState;
 
-const MAX_OBJECT: usize = 1 << 30;
+/// The largest object a guest may write in one call.
+pub(super) const MAX_OBJECT: usize = 1 << 30;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
@@ -20,14 +21,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, HostState>, (url_ptr, url_len, out): (i32, i32, i32)| {
             Box::new(async move {
                 let url = url(&mut caller, url_ptr, url_len)?;
-                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-                let outcome = blocking(move || {
-                    grants.may_read(&url).and_then(|target| objects().get(&target, grants.max_response, deadline))
-                })
-                .await
-                .map_err(CallError::Failed)
-                .flatten()
-                .map(|bytes| (0, bytes));
+                let outcome = get(caller.data(), url).await.map(|bytes| (0, bytes));
                 answer(&mut caller, out, outcome).await
             })
         },
@@ -41,15 +35,7 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let range = memory::copy(&mut caller, range_ptr, 16, 16)?.unwrap_or_default();
                 let offset = u64::from_le_bytes(range[..8].try_into().expect("8 bytes"));
                 let len = u64::from_le_bytes(range[8..].try_into().expect("8 bytes"));
-                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-                let outcome = blocking(move || {
-                    let len = len.min(grants.max_response as u64);
-                    grants.may_read(&url).and_then(|target| objects().read(&target, offset, len, deadline))
-                })
-                .await
-                .map_err(CallError::Failed)
-                .flatten()
-                .map(|bytes| (0, bytes));
+                let outcome = read(caller.data(), url, offset, len).await.map(|bytes| (0, bytes));
                 answer(&mut caller, out, outcome).await
             })
         },
@@ -60,21 +46,62 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, HostState>, (url_ptr, url_len, data_ptr, data_len, out): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 let url = url(&mut caller, url_ptr, url_len)?;
-                let data = memory::copy(&mut caller, data_ptr, data_len, MAX_OBJECT)?;
-                let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-                let outcome = match data {
+                let outcome = match memory::copy(&mut caller, data_ptr, data_len, MAX_OBJECT)? {
                     None => Err(CallError::Refused(format!("the object is over {MAX_OBJECT} bytes"))),
-                    Some(data) => blocking(move || {
-                        grants.may_write(&url).and_then(|target| objects().put(&target, data, deadline))
-                    })
-                    .await
-                    .map_err(CallError::Failed)
-                    .flatten()
-                    .map(|()| (0, Vec::new())),
+                    Some(data) => put(caller.data(), url, data).await.map(|()| (0, Vec::new())),
                 };
                 answer(&mut caller, out, outcome).await
             })
         },
     )?;
     Ok(())
+}
+
+/// Reads the whole object at `url`, if the grants allow.
+pub(super) fn get(state: &HostState, url: String) -> impl Future<Output = Result<Vec<u8>, CallError>> + use<> {
+    let (grants, deadline) = (state.grants.clone(), state.deadline);
+    async move {
+        blocking(move || grants.may_read(&url).and_then(|target| objects().get(&target, grants.max_response, deadline)))
+            .await
+            .map_err(CallError::Failed)
+            .flatten()
+    }
+}
+
+/// Reads `len` bytes (at most the grants' response limit) of the object at `url` from
+/// `offset`, if the grants allow.
+pub(super) fn read(
+    state: &HostState,
+    url: String,
+    offset: u64,
+    len: u64,
+) -> impl Future<Output = Result<Vec<u8>, CallError>> + use<> {
+    let (grants, deadline) = (state.grants.clone(), state.deadline);
+    async move {
+        blocking(move || {
+            let len = len.min(grants.max_response as u64);
+            grants.may_read(&url).and_then(|target| objects().read(&target, offset, len, deadline))
+        })
+        .await
+        .map_err(CallError::Failed)
+        .flatten()
+    }
+}
+
+/// Writes `data` to the object at `url`, if the grants allow.
+pub(super) fn put(
+    state: &HostState,
+    url: String,
+    data: Vec<u8>,
+) -> impl Future<Output = Result<(), CallError>> + use<> {
+    let (grants, deadline) = (state.grants.clone(), state.deadline);
+    async move {
+        if data.len() > MAX_OBJECT {
+            return Err(CallError::Refused(format!("the object is over {MAX_OBJECT} bytes")));
+        }
+        blocking(move || grants.may_write(&url).and_then(|target| objects().put(&target, data, deadline)))
+            .await
+            .map_err(CallError::Failed)
+            .flatten()
+    }
 }

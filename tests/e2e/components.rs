@@ -1,0 +1,120 @@
+//! Components: the plugins' own sources built for `wasm32-wasip2` (the guest SDK's
+//! component build, the world `wasmbatch:handler`) pass the contract their core-module
+//! twins pass, in the same sandbox and limits.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Server, component_plugin, plugin, spec_file};
+use crate::run::{Job, read_lines};
+
+/// Sends `command` to both twins; their statuses and failure kinds, module first.
+fn both(module: &Server, component: &Server, command: &str) -> ((u16, String), (u16, String)) {
+    let body = format!("[{}]", serde_json::to_string(command).unwrap());
+    let m = module.batch(&body);
+    let c = component.batch(&body);
+    let kind = |r: &crate::harness::Reply| if r.status == 200 { String::new() } else { r.kind() };
+    ((m.status, kind(&m)), (c.status, kind(&c)))
+}
+
+#[test]
+fn a_component_fails_as_its_module_twin_does_and_the_host_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |path| {
+        Server::with(path)
+            .args(["--batch-timeout", "2s", "--max-memory", "64MiB", "--output-limit", "4KiB"])
+            .args(["--mount", dir.path().to_str().unwrap()])
+            .start()
+    };
+    let module = start(plugin("misbehave"));
+    let component = start(component_plugin("misbehave"));
+    for command in [
+        "ok",
+        "error:a handler's own failure",
+        "invalid:not a command",
+        "trap",
+        "stack",
+        "loop",
+        "oom",
+        "alloc:16",
+        "flood:5000",
+        "exit:3",
+        "sleep:20",
+        "read:/etc/passwd",
+        "env:HOME",
+        "env:PATH",
+        "log:warn:a guest's warning",
+        "print:to stdout",
+    ] {
+        let (m, c) = both(&module, &component, command);
+        assert_eq!(m, c, "{command}: the module answered {m:?}, the component {c:?}");
+        assert_eq!(component.batch(r#"["ok"]"#).status, 200, "after {command}");
+    }
+    // A panic: the module reports it as such; a component (no panic import) traps,
+    // with the message in its log.
+    let (m, c) = both(&module, &component, "panic:the wheels came off");
+    assert_eq!((m, c), ((500, "panic".into()), (500, "trap".into())));
+    let logged = component.wait_for_log("the panic's message", |l| {
+        l["message"].as_str().is_some_and(|m| m.contains("panicked") && m.contains("the wheels came off"))
+    });
+    assert_eq!(logged["level"], "ERROR", "{logged}");
+    // The failure's message is the handler's own.
+    let reply = component.batch(r#"["error:a handler's own failure"]"#);
+    assert_eq!(reply.message(), "a handler's own failure", "{}", reply.body);
+    let reply = component.batch(r#"["oom"]"#);
+    assert!(reply.message().contains("64 MiB"), "{}", reply.body);
+}
+
+#[test]
+fn a_component_sees_the_spec_read_only_and_writes_to_mnt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_spec_dir, spec) = spec_file(&json!({"job_id": "c1", "api_name": "m", "config": {"k": "v"}}));
+    let server = Server::with(component_plugin("misbehave"))
+        .args(["--job-spec", spec.to_str().unwrap(), "--mount", dir.path().to_str().unwrap()])
+        .start();
+    let reply = server.batch(r#"["copy:/cortex/spec/job.json:/mnt/seen.json"]"#);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(std::fs::read(dir.path().join("seen.json")).unwrap(), std::fs::read(&spec).unwrap());
+    let reply = server.batch(r#"["copy:/mnt/seen.json:/cortex/spec/job.json"]"#);
+    assert_eq!(reply.status, 500, "the spec must be read-only: {}", reply.body);
+    // The batch's identity, asked of the host.
+    let reply = server.post("/", Some("c1"), r#"["batch:/mnt/batch.jsonl"]"#);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = read_lines(&dir.path().join("batch.jsonl"));
+    assert_eq!(seen[0]["attempt"], 1, "{seen:?}");
+    assert_eq!(seen[0]["batch_id"].as_str().unwrap().len(), 32, "{seen:?}");
+}
+
+#[test]
+fn the_textstats_component_sums_up_a_job_exactly_as_its_module_twin() {
+    let docs: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("d{i}"), "text": format!("Document {i} speaks of rivers. Rivers rise and fall {i} times!")}))
+        .collect();
+    let mut summaries = Vec::new();
+    for path in [plugin("textstats"), component_plugin("textstats")] {
+        let job = Job::new(&json!({"workers": 2, "item_list": {"items": docs, "batch_size": 3}}));
+        let out = job.run(&["--plugin", path.to_str().unwrap(), "--mount", job.mnt()]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let job_id = out.status["job_id"].as_str().unwrap();
+        let mut summary: Value =
+            serde_json::from_slice(&std::fs::read(job.path("mnt").join(job_id).join("summary.json")).unwrap()).unwrap();
+        summary["job_id"] = Value::Null;
+        summaries.push(summary);
+    }
+    assert_eq!(summaries[0]["documents"], 40, "{}", summaries[0]);
+    assert_eq!(summaries[0], summaries[1]);
+}
+
+#[test]
+fn a_component_without_a_grant_is_refused_at_the_call() {
+    let server = Server::with(component_plugin("reach")).start();
+    let reply = server.batch(r#"["http:http://127.0.0.1:9/", "emit:1"]"#);
+    // The item fails with the host's refusal naming the grant; the other item's result
+    // stays (the module twin without the grant is refused at load instead).
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["results"], json!([1]), "{answer}");
+    assert_eq!(answer["item_errors"][0]["index"], 0, "{answer}");
+    assert!(answer["item_errors"][0]["message"].as_str().unwrap().contains("`allow_http`"), "{answer}");
+    let (status, logs) = Server::with(plugin("reach")).try_start().err().expect("the module is refused at load");
+    assert!(logs.contains("allow_http"), "{status}: {logs}");
+}
