@@ -118,3 +118,13 @@ fn a_component_without_a_grant_is_refused_at_the_call() {
     let (status, logs) = Server::with(plugin("reach")).try_start().err().expect("the module is refused at load");
     assert!(logs.contains("allow_http"), "{status}: {logs}");
 }
+
+#[test]
+fn a_component_of_another_world_is_refused_at_load_with_the_world_named() {
+    let (status, logs) = Server::with(crate::harness::guest_file("not-a-handler.wat"))
+        .try_start()
+        .err()
+        .expect("a component that is not a handler must not load");
+    assert!(logs.contains("does not fit the world wasmbatch:handler@1.0.0"), "{status}: {logs}");
+    assert!(logs.contains("no export `handle-batch` found"), "the missing export is named: {logs}");
+}

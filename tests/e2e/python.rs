@@ -257,3 +257,41 @@ fn the_operator_runs_a_python_api_and_refuses_what_it_was_not_granted() {
     let message = letter["error"]["message"].as_str().unwrap();
     assert!(message.contains("Refused") && message.contains("`allow_http`"), "{message}");
 }
+
+#[test]
+fn a_handler_that_cannot_be_built_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_class = dir.path().join("no_class.py");
+    std::fs::write(&no_class, "def handle_batch(payload):\n    pass\n").unwrap();
+    // Without componentize-py: what to install.
+    let out = wasmbatch()
+        .arg("build")
+        .arg(&no_class)
+        .env("WASMBATCH_COMPONENTIZE_PY", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("pip install componentize-py==0.25.1"), "{stderr}");
+    // A file name that is not a module name.
+    let dashed = dir.path().join("my-handler.py");
+    std::fs::write(&dashed, "class Handler: pass\n").unwrap();
+    let out = wasmbatch().arg("build").arg(&dashed).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"my-handler\" is not a Python module name: rename the file"), "{stderr}");
+    if !premise() {
+        return;
+    }
+    // No `class Handler`: componentize-py's build stops, and says so.
+    let out = wasmbatch().arg("build").arg(&no_class).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no_class.py defines no class Handler"), "{stderr}");
+    // A syntax error: the line is shown.
+    let broken = dir.path().join("broken.py");
+    std::fs::write(&broken, "class Handler:\n    def handle_batch(self, payload)\n        pass\n").unwrap();
+    let out = wasmbatch().arg("build").arg(&broken).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("SyntaxError"), "{stderr}");
+}

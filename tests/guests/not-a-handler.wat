@@ -1,0 +1,2 @@
+;; A component that exports nothing: not of the world wasmbatch:handler.
+(component)
