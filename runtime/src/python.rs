@@ -60,8 +60,8 @@ fn componentize_py() -> Command {
     Command::new(std::env::var_os("WASMBATCH_COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into()))
 }
 
-/// The handler's module name, and the Python files of its directory (name, text):
-/// what the build scans for imports and what the cache key covers.
+/// The handler's module name, and the Python files of its directory and below (path,
+/// text): what the build scans for imports and what the cache key covers.
 fn sources(handler: &Path) -> Result<(String, Vec<(String, String)>), PythonError> {
     let bad = |message: String| PythonError::Handler { path: handler.to_path_buf(), message };
     let module = handler
@@ -82,16 +82,34 @@ fn sources(handler: &Path) -> Result<(String, Vec<(String, String)>), PythonErro
     std::fs::read_to_string(handler).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let dir = handler.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| bad(format!("cannot list its directory: {e}")))? {
-        let path = entry.map_err(|e| bad(format!("cannot list its directory: {e}")))?.path();
-        if path.extension().is_some_and(|e| e == "py") && path.is_file() {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
-            files.push((name, text));
-        }
-    }
+    collect(dir, dir, &mut files).map_err(bad)?;
     files.sort();
     Ok((module, files))
+}
+
+/// The Python files the build sees: every `.py` file under `dir` (packages placed beside
+/// the handler included; hidden directories and `__pycache__` left out), as (path
+/// relative to the handler's directory, text).
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result<(), String> {
+    const MAX_FILES: usize = 5000;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "__pycache__" {
+                collect(root, &path, files)?;
+            }
+        } else if name.ends_with(".py") && path.is_file() {
+            if files.len() >= MAX_FILES {
+                return Err(format!("more than {MAX_FILES} Python files beside the handler"));
+            }
+            let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {relative}: {e}"))?;
+            files.push((relative, text));
+        }
+    }
+    Ok(())
 }
 
 /// Builds the component of the handler at `handler` into `output`.
@@ -130,7 +148,16 @@ pub(crate) fn build(handler: &Path, output: &Path) -> Result<(), PythonError> {
     ] {
         std::fs::write(&path, text).map_err(|e| io(&path.display().to_string(), e))?;
     }
-    let dir = handler.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // The handler's Python files, copied: what the build sees is what the cache key
+    // covers, and nothing (no `__pycache__`) is written beside the handler.
+    let sources = work.path().join("src");
+    for (relative, text) in &files {
+        let path = sources.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| io(&path.display().to_string(), e))?;
+    }
     let built = work.path().join("handler.wasm");
     let started = Instant::now();
     let mut child = componentize_py()
@@ -139,9 +166,10 @@ pub(crate) fn build(handler: &Path, output: &Path) -> Result<(), PythonError> {
         .args(["-w", "handler", "componentize", "wasmbatch_app", "-p"])
         .arg(&app)
         .arg("-p")
-        .arg(dir)
+        .arg(&sources)
         .arg("-o")
         .arg(&built)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -197,7 +225,7 @@ pub(crate) fn build(handler: &Path, output: &Path) -> Result<(), PythonError> {
 }
 
 /// The component of the handler at `handler`: from `cache_dir` when one was built there
-/// from the same sources (the handler's directory's `.py` files), with the same adapter
+/// from the same sources (the `.py` files of the handler's directory and below), with the same adapter
 /// and world; else built now (and kept there). Without a cache, built into a
 /// temporary file that lives as long as the process.
 pub(crate) fn component(handler: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, PythonError> {

@@ -111,9 +111,13 @@ fn a_python_file_as_the_plugin_is_built_once_through_the_cache() {
     std::fs::write(
         &handler,
         "class Handler:\n    def __init__(self, config):\n        self.greeting = config['greeting']\n\n    \
-         def handle_batch(self, payload):\n        return [f'{self.greeting}, {name}' for name in payload]\n",
+         def handle_batch(self, payload):\n        from textutil import shout\n\n        \
+         return [shout(f'{self.greeting}, {name}') for name in payload]\n",
     )
     .unwrap();
+    // A pure-Python package beside the handler, as `pip install --target` leaves one.
+    std::fs::create_dir(dir.path().join("textutil")).unwrap();
+    std::fs::write(dir.path().join("textutil/__init__.py"), "def shout(text):\n    return text.upper()\n").unwrap();
     let cache = dir.path().join("cache");
     let job = Job::new(
         &json!({"workers": 2, "config": {"greeting": "hi"}, "item_list": {"items": ["a", "b"], "batch_size": 1}}),
@@ -126,13 +130,15 @@ fn a_python_file_as_the_plugin_is_built_once_through_the_cache() {
         assert_eq!(built, round == 0, "built on the first run only, round {round}:\n{}", out.stderr);
     }
     let results: Vec<Value> = read_lines(&job.path("results.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
-    assert!(results.contains(&json!(["hi, a"])) && results.contains(&json!(["hi, b"])), "{results:?}");
+    assert!(results.contains(&json!(["HI, A"])) && results.contains(&json!(["HI, B"])), "{results:?}");
     assert_eq!(std::fs::read_dir(cache.join("python")).unwrap().count(), 1, "one component in the cache");
 
-    // A change to the handler's directory builds again.
-    std::fs::write(dir.path().join("helper.py"), "X = 1\n").unwrap();
+    // A change in the handler's directory, a package's file included, builds again.
+    std::fs::write(dir.path().join("textutil/__init__.py"), "def shout(text):\n    return text + '!'\n").unwrap();
     let out = python_run(&job, &handler, cache_arg);
     assert!(out.stderr.contains("built the Python handler's component"), "{}", out.stderr);
+    let results: Vec<Value> = read_lines(&job.path("results.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
+    assert!(results.contains(&json!(["hi, a!"])), "{results:?}");
 }
 
 /// `run` with the handler file as the plugin and a compile cache of the test's own (not
