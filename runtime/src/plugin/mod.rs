@@ -361,3 +361,30 @@ impl JobPlugin {
         self.job.sandbox.mount()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest's memory is counted from its creation, not from its first growth: the
+    /// limit and the metric see what the instance holds.
+    #[test]
+    fn an_instances_memory_counts_from_its_first_page() {
+        let engine = Arc::new(Engine::new(EngineConfig::default()).unwrap());
+        let module = Module::new(
+            engine.wasmtime(),
+            r#"(module (memory (export "memory") 3)
+                (func (export "wasmbatch_abi_version") (result i32) i32.const 1)
+                (func (export "wasmbatch_alloc") (param i32) (result i32) i32.const 8)
+                (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+        )
+        .unwrap();
+        let metrics = Metrics::new("t");
+        let plugin = Arc::new(Plugin::new(engine, &module, CallLimits::default(), metrics.clone()).unwrap());
+        let bound = plugin.bind(JobContext::default()).unwrap();
+        let instance = drive(bound.instance(Arc::new(AtomicBool::new(false)))).unwrap();
+        assert_eq!(metrics.guest_memory_bytes.get(), 3 << 16);
+        drop(instance);
+        assert_eq!(metrics.guest_memory_bytes.get(), 0);
+    }
+}

@@ -235,6 +235,22 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_limit_caps_an_instances_memories_together() {
+        let mut limiter = MemoryLimiter::new(100);
+        // Two memories created (a component may have several), then grown.
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert_eq!(limiter.used, 80);
+        assert!(limiter.memory_growing(40, 60, None).unwrap());
+        assert_eq!(limiter.used, 100);
+        assert!(!limiter.hit);
+        // One byte more in either is refused, and remembered.
+        assert!(!limiter.memory_growing(40, 41, None).unwrap());
+        assert!(limiter.hit);
+        assert_eq!(limiter.used, 100, "a refused growth takes nothing");
+    }
+
+    #[test]
     fn content_ids_depend_on_the_job_and_the_bytes() {
         assert_eq!(content_id("j", b"[1]"), content_id("j", b"[1]"));
         assert_ne!(content_id("j", b"[1]"), content_id("k", b"[1]"));
