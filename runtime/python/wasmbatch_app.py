@@ -81,6 +81,8 @@ if not inspect.isclass(getattr(HANDLER_MODULE, "Handler", None)):
     raise SystemExit(f"wasmbatch build: {wasmbatch_target.MODULE}.py defines no class Handler")
 
 _handler = None
+# The parameters `handle_batch` declares, read once per instance.
+_batch_parameters = set()
 
 
 class _PythonClient:
@@ -134,13 +136,15 @@ class WitWorld(wit_world.WitWorld):
             _handler = cls(**{k: v for k, v in offered.items() if k in wanted})
         except BaseException:
             raise _failed("Handler.__init__")
+        global _batch_parameters
+        _batch_parameters = _declared(_handler.handle_batch)
 
     def handle_batch(self, job_id, batch):
         try:
             payload = json.loads(batch)
         except ValueError as e:
             raise Err(Failure_InvalidInput(f"the batch is not JSON: {e}"))
-        wanted = _declared(_handler.handle_batch)
+        wanted = _batch_parameters
         arguments = {}
         if "payload" in wanted:
             arguments["payload"] = payload
