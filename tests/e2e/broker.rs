@@ -700,12 +700,19 @@ fn results_and_failed_items_come_back_through_the_broker() {
 
 #[test]
 fn on_job_complete_on_a_worker_reads_every_workers_results_from_the_operator() {
+    let summary = textstats_on_two_workers(&plugin("textstats"), 80);
+    assert_eq!((summary["documents"].as_u64(), summary["words"].as_u64()), (Some(80), Some(240)));
+}
+
+/// A textstats job of `docs` documents (three words each) on two workers, each with a
+/// `/mnt` of its own (two "machines"), `plugin` their handler: the one summary that
+/// on-job-complete, run once by one of them, wrote from every worker's results.
+fn textstats_on_two_workers(plugin: &Path, docs: usize) -> Value {
     let rabbit = Rabbit::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"textstats\"\n").unwrap();
     let operator =
         Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
-    // Two workers on two "machines": /mnt of their own each.
     let mounts: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("mnt{i}"))).collect();
     let workers: Vec<Worker> = mounts
         .iter()
@@ -713,7 +720,7 @@ fn on_job_complete_on_a_worker_reads_every_workers_results_from_the_operator() {
             std::fs::create_dir(mount).unwrap();
             let handler: Vec<String> = [
                 "--plugin",
-                &plugin("textstats").display().to_string(),
+                &plugin.display().to_string(),
                 "--mount",
                 &mount.display().to_string(),
                 "--operator-url",
@@ -728,20 +735,20 @@ fn on_job_complete_on_a_worker_reads_every_workers_results_from_the_operator() {
             worker
         })
         .collect();
-    let docs: Vec<Value> = (0..80).map(|i| json!({"id": format!("d{i}"), "text": "one two three"})).collect();
+    let docs: Vec<Value> = (0..docs).map(|i| json!({"id": format!("d{i}"), "text": "one two three"})).collect();
     let job_id = operator.submit("textstats", &json!({"workers": 2, "item_list": {"items": docs, "batch_size": 2}}));
     let status = operator.wait_done("textstats", &job_id);
     assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
     assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
     let handled: Vec<usize> = workers.iter().map(|w| w.count("on-job-complete ran")).collect();
     assert_eq!(handled.iter().sum::<usize>(), 1, "{handled:?}");
-    let summaries: Vec<Value> = mounts
+    let mut summaries: Vec<Value> = mounts
         .iter()
         .filter_map(|m| std::fs::read(m.join(&job_id).join("summary.json")).ok())
         .map(|b| serde_json::from_slice(&b).unwrap())
         .collect();
     assert_eq!(summaries.len(), 1, "one summary, by the worker that ran on-job-complete");
-    assert_eq!((summaries[0]["documents"].as_u64(), summaries[0]["words"].as_u64()), (Some(80), Some(240)));
+    summaries.remove(0)
 }
 
 #[test]
@@ -783,42 +790,6 @@ fn a_python_handler_on_two_workers_sums_up_the_job_through_the_operator() {
         return;
     }
     let component = crate::python::built(&crate::harness::workspace_root().join("samples/python/textstats.py"));
-    let rabbit = Rabbit::start();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("apis.toml"), "[[api]]\nname = \"pytext\"\n").unwrap();
-    let operator =
-        Operator::start_with(&dir.path().join("apis.toml"), &dir.path().join("data"), &["--broker", &rabbit.url()]);
-    let mounts: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("mnt{i}"))).collect();
-    let workers: Vec<Worker> = mounts
-        .iter()
-        .map(|mount| {
-            std::fs::create_dir(mount).unwrap();
-            let handler: Vec<String> = [
-                "--plugin",
-                &component.display().to_string(),
-                "--mount",
-                &mount.display().to_string(),
-                "--operator-url",
-                &operator.url,
-            ]
-            .map(String::from)
-            .to_vec();
-            let worker = Worker::spawn_args(&rabbit.url(), "pytext", 1, &handler);
-            worker.wait_for("consuming", |_| true);
-            worker
-        })
-        .collect();
-    let docs: Vec<Value> = (0..60).map(|i| json!({"id": format!("d{i}"), "text": "One two three. Four!"})).collect();
-    let job_id = operator.submit("pytext", &json!({"workers": 2, "item_list": {"items": docs, "batch_size": 3}}));
-    let status = operator.wait_done("pytext", &job_id);
-    assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
-    assert_eq!(status["job_status"]["on_job_complete"], "succeeded", "{status}");
-    let summaries: Vec<Value> = mounts
-        .iter()
-        .filter_map(|m| std::fs::read(m.join(&job_id).join("summary.json")).ok())
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .collect();
-    assert_eq!(summaries.len(), 1, "one summary, by the worker that ran on-job-complete");
-    assert_eq!((summaries[0]["documents"].as_u64(), summaries[0]["words"].as_u64()), (Some(60), Some(240)));
-    drop(workers);
+    let summary = textstats_on_two_workers(&component, 60);
+    assert_eq!((summary["documents"].as_u64(), summary["words"].as_u64()), (Some(60), Some(180)));
 }

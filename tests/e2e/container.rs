@@ -284,11 +284,33 @@ fn a_plugin_image_is_from_wasmbatch_plus_the_precompiled_plugin_and_is_ready_at_
     if !docker() {
         return;
     }
+    let plugin = plugin("textstats");
+    serve_example_image("textstats-image", &plugin, "textstats.wasm", r#"[{"id": "a", "text": "One sentence here."}]"#);
+}
+
+#[test]
+fn a_python_handler_image_serves_the_sample_handler() {
+    if !docker() || !crate::python::premise() {
+        return;
+    }
+    let component = crate::python::built(&workspace_root().join("samples/python/textstats.py"));
+    serve_example_image(
+        "python-image",
+        &component,
+        "handler.wasm",
+        r#"[{"id": "a", "text": "One sentence here. And two."}]"#,
+    );
+}
+
+/// Builds the image of `examples/<example>/` with `plugin` copied in as `name`, runs it
+/// read-only, and checks that it is ready from its precompiled plugin and answers
+/// `batch` with 200.
+fn serve_example_image(example: &str, plugin: &Path, name: &str, batch: &str) {
     let context = tempfile::tempdir().unwrap();
     let root = workspace_root();
-    std::fs::copy(root.join("examples/textstats-image/Dockerfile"), context.path().join("Dockerfile")).unwrap();
-    std::fs::copy(plugin("textstats"), context.path().join("textstats.wasm")).unwrap();
-    let tag = format!("wasmbatch-textstats:test{}", std::process::id());
+    std::fs::copy(root.join("examples").join(example).join("Dockerfile"), context.path().join("Dockerfile")).unwrap();
+    std::fs::copy(plugin, context.path().join(name)).unwrap();
+    let tag = format!("wasmbatch-{example}:test{}", std::process::id());
     let build = Command::new("docker").args(["build", "-q", "-t", &tag]).arg(context.path()).output().unwrap();
     assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
     let port = free_port();
@@ -305,38 +327,7 @@ fn a_plugin_image_is_from_wasmbatch_plus_the_precompiled_plugin_and_is_ready_at_
     container.wait_healthy(port);
     // Loaded from the artifact made at build time: nothing compiled at start.
     assert!(container.logs().contains("precompiled"), "{}", container.logs());
-    assert_eq!(post(port, "/", "j", r#"[{"id": "a", "text": "One sentence here."}]"#).0, 200, "{}", container.logs());
-    drop(container);
-    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
-}
-
-#[test]
-fn a_python_handler_image_serves_the_sample_handler() {
-    if !docker() || !crate::python::premise() {
-        return;
-    }
-    let context = tempfile::tempdir().unwrap();
-    let root = workspace_root();
-    std::fs::copy(root.join("examples/python-image/Dockerfile"), context.path().join("Dockerfile")).unwrap();
-    let component = crate::python::built(&root.join("samples/python/textstats.py"));
-    std::fs::copy(component, context.path().join("handler.wasm")).unwrap();
-    let tag = format!("wasmbatch-python:test{}", std::process::id());
-    let build = Command::new("docker").args(["build", "-q", "-t", &tag]).arg(context.path()).output().unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    let port = free_port();
-    let container = Container::run(&[
-        "--read-only",
-        "--tmpfs",
-        "/tmp:uid=10001",
-        "--tmpfs",
-        "/mnt:uid=10001",
-        "-p",
-        &format!("127.0.0.1:{port}:8080"),
-        &tag,
-    ]);
-    container.wait_healthy(port);
-    assert!(container.logs().contains("precompiled"), "{}", container.logs());
-    let (status, body) = post(port, "/", "j", r#"[{"id": "a", "text": "One sentence here. And two."}]"#);
+    let (status, body) = post(port, "/", "j", batch);
     assert_eq!(status, 200, "{body}\n{}", container.logs());
     drop(container);
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();

@@ -124,31 +124,33 @@ fn a_python_file_as_the_plugin_is_built_once_through_the_cache() {
     );
     let cache_arg = cache.to_str().unwrap();
     for round in 0..2 {
-        let out = python_run(&job, &handler, cache_arg);
+        let out = python_run(&job, &handler, cache_arg, &format!("results-{round}.jsonl"));
         assert_eq!(out.code, 0, "round {round}: {}", out.stderr);
         let built = out.stderr.contains("built the Python handler's component");
         assert_eq!(built, round == 0, "built on the first run only, round {round}:\n{}", out.stderr);
     }
-    let results: Vec<Value> = read_lines(&job.path("results.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
+    let results: Vec<Value> =
+        read_lines(&job.path("results-1.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
     assert!(results.contains(&json!(["HI, A"])) && results.contains(&json!(["HI, B"])), "{results:?}");
     assert_eq!(std::fs::read_dir(cache.join("python")).unwrap().count(), 1, "one component in the cache");
 
     // A change in the handler's directory, a package's file included, builds again.
     std::fs::write(dir.path().join("textutil/__init__.py"), "def shout(text):\n    return text + '!'\n").unwrap();
-    let out = python_run(&job, &handler, cache_arg);
+    let out = python_run(&job, &handler, cache_arg, "results-2.jsonl");
     assert!(out.stderr.contains("built the Python handler's component"), "{}", out.stderr);
-    let results: Vec<Value> = read_lines(&job.path("results.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
+    let results: Vec<Value> =
+        read_lines(&job.path("results-2.jsonl")).into_iter().map(|r| r["result"].clone()).collect();
     assert!(results.contains(&json!(["hi, a!"])), "{results:?}");
 }
 
 /// `run` with the handler file as the plugin and a compile cache of the test's own (not
 /// the shared one `Job::run` gives).
-fn python_run(job: &Job, handler: &Path, cache: &str) -> crate::run::Outcome {
+fn python_run(job: &Job, handler: &Path, cache: &str, results: &str) -> crate::run::Outcome {
     let mut command = wasmbatch();
     command
         .args(["run", "--output", "json", "--progress", "off", "--plugin", handler.to_str().unwrap(), "--no-mount"])
         .args(["--cache-dir", cache, "--results"])
-        .arg(job.path("results.jsonl"))
+        .arg(job.path(results))
         .arg("--dead-letter")
         .arg(job.path("dead-letter.jsonl"))
         .arg(job.path("job.json"))
@@ -173,6 +175,8 @@ fn failures_of_a_python_handler_are_typed_and_the_host_stays_up() {
         "oom",
         "socket:127.0.0.1:9",
         "http:http://127.0.0.1:9/",
+        "thread",
+        "subprocess",
     ];
     let job = Job::new(&commands(&items, 1, 1, json!({})));
     let out =
@@ -198,6 +202,12 @@ fn failures_of_a_python_handler_are_typed_and_the_host_stays_up() {
     assert_eq!(socket["error"]["kind"], "guest_error", "{socket}");
     // Refused before any packet: the sandbox resolves no address, numeric ones included.
     assert!(socket["error"]["message"].as_str().unwrap().contains("handle_batch raised gaierror"), "{socket}");
+    // No threads, no processes: each raises, and fails its batch alone.
+    for item in ["thread", "subprocess"] {
+        let letter = by_item(item);
+        assert_eq!(letter["error"]["kind"], "guest_error", "{letter}");
+        assert!(letter["error"]["message"].as_str().unwrap().starts_with("handle_batch raised"), "{letter}");
+    }
     let http = by_item("http:http://127.0.0.1:9/");
     assert!(http["error"]["message"].as_str().unwrap().contains("Refused"), "{http}");
     assert!(http["error"]["message"].as_str().unwrap().contains("allow_http"), "{http}");
@@ -264,40 +274,40 @@ fn the_operator_runs_a_python_api_and_refuses_what_it_was_not_granted() {
     assert!(message.contains("Refused") && message.contains("`allow_http`"), "{message}");
 }
 
+/// `wasmbatch build` of `handler`, which must fail: what it said.
+fn build_fails(handler: &Path, componentize_py: Option<&Path>) -> String {
+    let mut command = wasmbatch();
+    command.arg("build").arg(handler);
+    if let Some(path) = componentize_py {
+        command.env("WASMBATCH_COMPONENTIZE_PY", path);
+    }
+    let out = command.output().unwrap();
+    assert!(!out.status.success(), "{} built", handler.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_handler_that_cannot_be_built_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let no_class = dir.path().join("no_class.py");
     std::fs::write(&no_class, "def handle_batch(payload):\n    pass\n").unwrap();
     // Without componentize-py: what to install.
-    let out = wasmbatch()
-        .arg("build")
-        .arg(&no_class)
-        .env("WASMBATCH_COMPONENTIZE_PY", dir.path().join("nowhere"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = build_fails(&no_class, Some(&dir.path().join("nowhere")));
     assert!(stderr.contains("pip install componentize-py==0.25.1"), "{stderr}");
     // A file name that is not a module name.
     let dashed = dir.path().join("my-handler.py");
     std::fs::write(&dashed, "class Handler: pass\n").unwrap();
-    let out = wasmbatch().arg("build").arg(&dashed).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = build_fails(&dashed, None);
     assert!(stderr.contains("\"my-handler\" is not a Python module name: rename the file"), "{stderr}");
     if !premise() {
         return;
     }
     // No `class Handler`: componentize-py's build stops, and says so.
-    let out = wasmbatch().arg("build").arg(&no_class).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = build_fails(&no_class, None);
     assert!(stderr.contains("no_class.py defines no class Handler"), "{stderr}");
     // A syntax error: the line is shown.
     let broken = dir.path().join("broken.py");
     std::fs::write(&broken, "class Handler:\n    def handle_batch(self, payload)\n        pass\n").unwrap();
-    let out = wasmbatch().arg("build").arg(&broken).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = build_fails(&broken, None);
     assert!(stderr.contains("SyntaxError"), "{stderr}");
 }

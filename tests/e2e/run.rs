@@ -525,3 +525,17 @@ fn textstats_behind_a_bare_server_writes_no_summary_and_says_why() {
     assert_eq!(line["level"], "WARN", "{line}");
     assert!(!mount.path().join("j1/summary.json").exists(), "no summary of a share of the batches");
 }
+
+#[test]
+fn a_new_job_refuses_a_results_file_an_earlier_job_wrote() {
+    let docs: Vec<Value> = (0..4).map(|i| json!({"id": format!("d{i}"), "text": "Words here."})).collect();
+    let job = Job::new(&json!({"workers": 1, "item_list": {"items": docs, "batch_size": 2}}));
+    let first = job.in_process("textstats", &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let before = std::fs::read(job.path("results.jsonl")).unwrap();
+    // Appending would keep the first job's results for the second's batches.
+    let second = job.in_process("textstats", &[]);
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(second.stderr.contains("already holds results (of an earlier job)"), "{}", second.stderr);
+    assert_eq!(std::fs::read(job.path("results.jsonl")).unwrap(), before, "the file is left as it was");
+}

@@ -2,23 +2,27 @@
 
 use serde_json::json;
 
-use crate::harness::{Server, guest_file, plugin, spec_file};
+use crate::harness::{Server, component_plugin, guest_file, plugin, spec_file};
 
+/// The module and its component twin (`components`), alike.
 #[test]
 fn job_spec_is_visible_read_only_at_cortex_spec() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec_value = json!({"job_id": "69b18aa8a2f2a5e1", "api_name": "sum", "kind": "BatchAPI", "config": {"k": "v"}});
-    let (_spec_dir, spec) = spec_file(&spec_value);
-    let server = Server::with(plugin("misbehave"))
-        .args(["--job-spec", spec.to_str().unwrap(), "--mount", dir.path().to_str().unwrap()])
-        .start();
-    let reply = server.batch(r#"["copy:/cortex/spec/job.json:/mnt/seen.json"]"#);
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(std::fs::read(dir.path().join("seen.json")).unwrap(), std::fs::read(&spec).unwrap());
+    for guest in [plugin("misbehave"), component_plugin("misbehave")] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec_value =
+            json!({"job_id": "69b18aa8a2f2a5e1", "api_name": "sum", "kind": "BatchAPI", "config": {"k": "v"}});
+        let (_spec_dir, spec) = spec_file(&spec_value);
+        let server = Server::with(&guest)
+            .args(["--job-spec", spec.to_str().unwrap(), "--mount", dir.path().to_str().unwrap()])
+            .start();
+        let reply = server.batch(r#"["copy:/cortex/spec/job.json:/mnt/seen.json"]"#);
+        assert_eq!(reply.status, 200, "{}: {}", guest.display(), reply.body);
+        assert_eq!(std::fs::read(dir.path().join("seen.json")).unwrap(), std::fs::read(&spec).unwrap());
 
-    let reply = server.batch(r#"["copy:/mnt/seen.json:/cortex/spec/job.json"]"#);
-    assert_eq!(reply.status, 500, "the spec must be read-only: {}", reply.body);
-    assert_eq!(std::fs::read(dir.path().join("seen.json")).unwrap(), std::fs::read(&spec).unwrap());
+        let reply = server.batch(r#"["copy:/mnt/seen.json:/cortex/spec/job.json"]"#);
+        assert_eq!(reply.status, 500, "the spec must be read-only: {}: {}", guest.display(), reply.body);
+        assert_eq!(std::fs::read(dir.path().join("seen.json")).unwrap(), std::fs::read(&spec).unwrap());
+    }
 }
 
 #[test]

@@ -9,6 +9,8 @@ Each item is a command string, run in order (the Python twin of `misbehave`):
     oom             allocates until memory runs out
     socket:HOST:PORT opens a TCP connection (refused in the sandbox)
     http:URL        GETs URL through the host (refused without allow_http)
+    thread          starts a thread (there are none in the sandbox)
+    subprocess      runs a process (there are none either)
     print:TEXT      prints TEXT
     mean            uses the statistics module, imported inside this method
 
@@ -54,6 +56,14 @@ class Handler:
                 import wasmbatch
 
                 print(wasmbatch.http("GET", arg).text)
+            if verb == "thread":
+                import threading
+
+                threading.Thread(target=print).start()
+            if verb == "subprocess":
+                import subprocess
+
+                subprocess.run(["true"])
             if verb == "print":
                 print(arg)
         self.items += len(payload)

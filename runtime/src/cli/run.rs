@@ -137,6 +137,15 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             let results =
                 args.results.clone().unwrap_or_else(|| PathBuf::from(format!("wasmbatch-{job_id}.results.jsonl")));
+            // A results file holds one job's results, a batch's once: a new job appending
+            // to an earlier one's would keep that job's results for its own batches.
+            if std::fs::metadata(&results).is_ok_and(|m| m.len() > 0) {
+                return Err(invalid(format!(
+                    "--results {} already holds results (of an earlier job): a new job starts its own file; remove \
+                     it or give another path (--resume continues the job that wrote it)",
+                    results.display()
+                )));
+            }
             let meta = RunMeta { dead_letter, retry_from: args.retry_from.clone(), results: Some(results) };
             let spec =
                 job::status::job_spec(&job_id, &api_name, workers, &submission.config, submission.timeout, start_time);
