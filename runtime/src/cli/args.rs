@@ -132,7 +132,7 @@ pub(crate) struct WorkerArgs {
     /// The API whose batches this worker takes (its queue: `wasmbatch.batches.<api>`).
     #[arg(long, value_name = "NAME")]
     pub api: String,
-    /// Handle batches with this plugin, in this process.
+    /// Handle batches with this plugin, in this process (.wasm, .wat, .cwasm or .py).
     #[arg(long, value_name = "FILE")]
     pub plugin: Option<PathBuf>,
     /// Send batches to this server of the container contract (repeatable); the worker
@@ -189,7 +189,8 @@ pub(crate) struct RunArgs {
     /// removed when the job ends; an explicit one is kept].
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub state_dir: Option<PathBuf>,
-    /// Run in-process with this plugin (.wasm, .wat or .cwasm).
+    /// Run in-process with this plugin (.wasm module or component, .wat, .cwasm, or a
+    /// Python handler .py).
     #[arg(long, value_name = "FILE")]
     pub plugin: Option<PathBuf>,
     /// Send batches to a server of the contract (repeatable: workers are spread over them).
@@ -251,8 +252,8 @@ pub(crate) enum OutputFormat {
 /// Options of `serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The plugin: a .wasm module, a .wat text module, or an artifact written by
-    /// `wasmbatch compile`.
+    /// The plugin: a .wasm module or component, a .wat text module, an artifact written
+    /// by `wasmbatch compile`, or a Python handler (.py, built with componentize-py).
     #[arg(long, value_name = "FILE")]
     pub plugin: PathBuf,
     /// Address to listen on.
