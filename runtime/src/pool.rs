@@ -224,14 +224,7 @@ mod tests {
 
     fn pool(queue_depth: usize, queue_bytes: usize, queue_timeout: Duration) -> InstancePool {
         let engine = Arc::new(crate::engine::Engine::new(crate::engine::EngineConfig::default()).unwrap());
-        let module = wasmtime::Module::new(
-            engine.wasmtime(),
-            r#"(module (memory (export "memory") 1)
-                (func (export "wasmbatch_abi_version") (result i32) i32.const 1)
-                (func (export "wasmbatch_alloc") (param i32) (result i32) i32.const 8)
-                (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
-        )
-        .unwrap();
+        let module = wasmtime::Module::new(engine.wasmtime(), crate::plugin::smallest_guest(1)).unwrap();
         let metrics = crate::metrics::Metrics::new("t");
         let plugin = Arc::new(crate::plugin::Plugin::new(engine, &module, Default::default(), metrics).unwrap());
         let plugin = plugin.bind(Default::default()).unwrap();

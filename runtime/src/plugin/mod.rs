@@ -362,6 +362,17 @@ impl JobPlugin {
     }
 }
 
+/// The smallest guest of ABI v1, with `pages` pages of memory: every batch succeeds.
+#[cfg(test)]
+pub(crate) fn smallest_guest(pages: u32) -> String {
+    format!(
+        r#"(module (memory (export "memory") {pages})
+            (func (export "wasmbatch_abi_version") (result i32) i32.const 1)
+            (func (export "wasmbatch_alloc") (param i32) (result i32) i32.const 8)
+            (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,14 +382,7 @@ mod tests {
     #[test]
     fn an_instances_memory_counts_from_its_first_page() {
         let engine = Arc::new(Engine::new(EngineConfig::default()).unwrap());
-        let module = Module::new(
-            engine.wasmtime(),
-            r#"(module (memory (export "memory") 3)
-                (func (export "wasmbatch_abi_version") (result i32) i32.const 1)
-                (func (export "wasmbatch_alloc") (param i32) (result i32) i32.const 8)
-                (func (export "wasmbatch_handle") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
-        )
-        .unwrap();
+        let module = Module::new(engine.wasmtime(), smallest_guest(3)).unwrap();
         let metrics = Metrics::new("t");
         let plugin = Arc::new(Plugin::new(engine, &module, CallLimits::default(), metrics.clone()).unwrap());
         let bound = plugin.bind(JobContext::default()).unwrap();
