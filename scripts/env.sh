@@ -103,6 +103,20 @@ PY
   exit 1
 }
 
+# wit-bindgen's command-line generator (crates.io), pinned to the release whose
+# wit-parser wasmtime 48 uses: the C bindings of examples/c-component/ (its test builds
+# it). Installed under ~/.cache/wasmbatch/tools, which is put on PATH.
+WIT_BINDGEN_VERSION=0.60.0
+WASMBATCH_TOOLS="$HOME/.cache/wasmbatch/tools"
+export PATH="$WASMBATCH_TOOLS/bin:$PATH"
+ensure_wit_bindgen() {
+  if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" = "$WIT_BINDGEN_VERSION" ]; then
+    return
+  fi
+  echo "installing wit-bindgen-cli $WIT_BINDGEN_VERSION for the C component example" >&2
+  cargo install -q --locked wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --root "$WASMBATCH_TOOLS"
+}
+
 # componentize-py (PyPI), pinned: what `wasmbatch build` runs to make a component of a
 # Python handler.
 COMPONENTIZE_PY_VERSION=0.25.1

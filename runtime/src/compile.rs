@@ -1,8 +1,9 @@
 //! Turning a plugin file into compiled code, as fast as possible.
 //!
 //! A plugin file is a `.wasm` binary (a core module of ABI v1, or a component of the
-//! world `wasmbatch:handler`, told apart by the header), a `.wat` text module, or a
-//! precompiled artifact written by `wasmbatch compile`. Compiling with Cranelift takes a while for a large
+//! world `wasmbatch:handler`, told apart by the header; a core module that carries the
+//! world, as C's toolchain builds one, is made a component by [`crate::adapt`]), a
+//! `.wat` text module, or a precompiled artifact written by `wasmbatch compile`. Compiling with Cranelift takes a while for a large
 //! module, so compiled code is kept in an on-disk cache keyed by the SHA-256 of the
 //! module and the engine's compatibility key: a second start of the same `.wasm` on
 //! the same wasmbatch build skips compilation.
@@ -72,8 +73,9 @@ impl Code {
 const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
 
 /// What the plugin file at `path` holds, from its first bytes: a component's header, a
-/// text component or a precompiled component is a component; anything else is taken
-/// for a module (and compiling it says what is wrong).
+/// text component or a precompiled component is a component, and so is a core module
+/// that carries the world (it is adapted when compiled); anything else is taken for a
+/// module (and compiling it says what is wrong).
 pub(crate) fn kind(path: &Path) -> Result<Kind, CompileError> {
     use std::io::Read;
     if let Ok(Some(precompiled)) = wasmtime::Engine::detect_precompiled_file(path) {
@@ -86,7 +88,16 @@ pub(crate) fn kind(path: &Path) -> Result<Kind, CompileError> {
     std::fs::File::open(path)
         .and_then(|file| file.take(4096).read_to_end(&mut head))
         .map_err(|error| CompileError::Read { path: path.into(), error })?;
-    Ok(if head.starts_with(&COMPONENT_HEADER) || text_component(&head) { Kind::Component } else { Kind::Module })
+    if head.starts_with(&COMPONENT_HEADER) || text_component(&head) {
+        return Ok(Kind::Component);
+    }
+    if head.starts_with(b"\0asm") {
+        let bytes = std::fs::read(path).map_err(|error| CompileError::Read { path: path.into(), error })?;
+        if crate::adapt::is_world_module(&bytes) {
+            return Ok(Kind::Component);
+        }
+    }
+    Ok(Kind::Module)
 }
 
 /// Whether `bytes` begin WebAssembly text of a component: `(component` after
@@ -143,6 +154,14 @@ pub enum CompileError {
         /// Wasmtime's explanation.
         message: String,
     },
+    /// A core module built for a component world could not be made a component.
+    #[error("plugin {path} is a core module built for a component world, and cannot be made a component: {message}")]
+    Adapt {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why, in wit-component's words.
+        message: String,
+    },
     /// A precompiled artifact does not fit this engine.
     #[error(
         "precompiled plugin {path} cannot be loaded by this wasmbatch: {message} (recompile it with `wasmbatch compile`)"
@@ -190,6 +209,11 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Code, CompileEr
     let invalid = |e: wasmtime::Error| CompileError::Invalid { path: path.into(), message: format!("{e:#}") };
     if bytes.starts_with(&COMPONENT_HEADER) || text_component(bytes) {
         return Component::new(engine.wasmtime(), bytes).map(Code::Component).map_err(invalid);
+    }
+    if crate::adapt::is_world_module(bytes) {
+        let component =
+            crate::adapt::component(bytes).map_err(|message| CompileError::Adapt { path: path.into(), message })?;
+        return Component::new(engine.wasmtime(), &component).map(Code::Component).map_err(invalid);
     }
     Module::new(engine.wasmtime(), bytes).map(Code::Module).map_err(invalid)
 }

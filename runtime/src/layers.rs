@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: no knowledge of guests, jobs or services.
     &["units", "confine", "storage", "tls", "recent", "capture", "failure", "spec", "logging", "metrics"],
     // The engine and what a guest may touch.
-    &["engine", "abi", "compile", "python", "sandbox", "objects", "capability"],
+    &["engine", "abi", "adapt", "compile", "python", "sandbox", "objects", "capability"],
     // Plugins and their warm instances.
     &["plugin", "lifecycle", "pool"],
     // The contract's HTTP server and client.

@@ -101,6 +101,7 @@
 #![warn(unreachable_pub)]
 
 pub mod abi;
+mod adapt;
 mod broker;
 pub mod capability;
 mod capture;

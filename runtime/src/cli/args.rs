@@ -381,7 +381,9 @@ pub(crate) struct CompileArgs {
 /// Options of `build`.
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
-    /// The handler: a Python file defining `class Handler`.
+    /// The handler: a Python file defining `class Handler`, or a core module built
+    /// against the world `wasmbatch:handler` (by C's or another language's toolchain
+    /// with wit-bindgen's bindings), which is made a component.
     pub input: PathBuf,
     /// Where to write the component [default: the input with the extension .wasm].
     #[arg(short, long, value_name = "FILE")]

@@ -106,7 +106,21 @@ pub(super) fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let output = args.output.clone().unwrap_or_else(|| args.input.with_extension("wasm"));
     anyhow::ensure!(output != args.input, "the output would overwrite the handler: give -o");
     let started = Instant::now();
-    crate::python::build(&args.input, &output)?;
+    if args.input.extension().is_some_and(|e| e == "py") {
+        crate::python::build(&args.input, &output)?;
+    } else {
+        let bytes = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
+        anyhow::ensure!(
+            crate::adapt::is_world_module(&bytes),
+            "{} is neither a Python handler (.py) nor a core module built for the world `wasmbatch:handler` (it \
+             carries no component type); an ABI v1 module or a component runs as it is",
+            args.input.display()
+        );
+        let component = crate::adapt::component(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} cannot be made a component: {e}", args.input.display()))?;
+        crate::storage::write_atomic(&output, &component)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "built {} into {} ({:.1} MB) in {:.1} s",
