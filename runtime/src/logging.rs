@@ -43,6 +43,36 @@ impl LogLevel {
     }
 }
 
+/// The progress bar drawn on stderr, if any: log lines are written above it.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Makes `bar` the one log lines are written above (`None`: no bar any more).
+pub(crate) fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// The log's writer: stderr, with the progress bar cleared while a line is written
+/// and drawn again after it, so that the two never mix on a terminal.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)),
+            None => std::io::stderr().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the global subscriber, writing to stderr, at `level` when given, else by
 /// `RUST_LOG` (a full filter, e.g. `info,guest=debug`), else at INFO.
 pub(crate) fn init(format: LogFormat, level: Option<LogLevel>) {
@@ -57,7 +87,7 @@ pub(crate) fn init(format: LogFormat, level: Option<LogLevel>) {
             Err(_) => EnvFilter::new("info,lapin=off"),
         },
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Stderr);
     // A second call (tests that run the CLI twice in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),

@@ -539,3 +539,61 @@ fn a_new_job_refuses_a_results_file_an_earlier_job_wrote() {
     assert!(second.stderr.contains("already holds results (of an earlier job)"), "{}", second.stderr);
     assert_eq!(std::fs::read(job.path("results.jsonl")).unwrap(), before, "the file is left as it was");
 }
+
+/// What a terminal shows of `text` (a pseudo-terminal's output, lines ending `\r\n`):
+/// per line, what is left after the last carriage return, without escape sequences.
+fn as_shown(text: &str) -> Vec<String> {
+    let escapes = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").unwrap();
+    text.split('\n')
+        .map(|line| {
+            escapes.replace_all(line.trim_end_matches('\r').rsplit('\r').next().unwrap_or_default(), "").into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn on_a_terminal_run_draws_a_bar_with_rate_and_eta_and_logs_above_it_and_plain_lines_when_piped() {
+    let mut items = vec!["ok"; 39];
+    items.insert(20, "log:warn:a guest's warning");
+    let job = Job::new(&commands(&items, 1, 1, json!({})));
+    // A pseudo-terminal: `script` runs the command on one and copies what it shows.
+    let run = |job: &Job, progress: &[&str]| {
+        let mut command = wasmbatch();
+        command
+            .args(["run", "--output", "json", "--cache-dir"])
+            .arg(shared_cache())
+            .args(["--plugin", plugin_path("misbehave"), "--no-mount"])
+            .args(progress)
+            .arg(job.path("job.json"))
+            .arg("--results")
+            .arg(job.path("results.jsonl"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let command = run(&job, &["--progress", "auto"]);
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script").args(["-qfec", &line, "/dev/null"]).output().expect("script runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let shown = as_shown(&String::from_utf8_lossy(&out.stdout));
+    let last_bar = shown.iter().rfind(|l| l.contains("40/40 batches")).unwrap_or_else(|| panic!("{shown:#?}"));
+    assert!(last_bar.starts_with(&format!("[{}]", "#".repeat(30))), "{last_bar}");
+    assert!(last_bar.contains(" items/s, 0 failed, ETA "), "{last_bar}");
+    let warning = shown.iter().find(|l| l.contains("a guest's warning")).unwrap_or_else(|| panic!("{shown:#?}"));
+    assert!(!warning.contains("batches"), "the log line is written apart from the bar: {warning:?}");
+    assert!(
+        shown.iter().all(|l| !(l.contains("40/40 batches") && l.contains("job ended"))),
+        "the line after the finished bar is a line of its own: {shown:#?}"
+    );
+
+    // Piped: plain lines, no bar.
+    let job = Job::new(&commands(&items, 1, 1, json!({})));
+    let out = finish(run(&job, &["--progress", "auto", "--progress-interval", "1ms"]).spawn().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.lines().any(|l| l.starts_with("progress: ") && l.contains("/40 batches")), "{}", out.stderr);
+    assert!(!out.stderr.contains('\r') && !out.stderr.contains("[#"), "{}", out.stderr);
+}

@@ -1,9 +1,9 @@
 //! What the user sees of a job: its ID, progress while it runs, and its final status
 //! with Cortex's names.
 
-use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -285,7 +285,7 @@ impl JobStatus {
 pub enum ProgressMode {
     /// A bar on a terminal, plain lines otherwise.
     Auto,
-    /// A bar redrawn in place.
+    /// A bar redrawn in place (drawn only on a terminal).
     Bar,
     /// A line every few seconds.
     Lines,
@@ -306,13 +306,14 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-/// Draws progress on stderr.
+/// Draws progress on stderr: a bar (indicatif) with rate and ETA on a terminal, a
+/// plain line every `interval` otherwise.
 pub struct ProgressView {
     mode: ProgressMode,
     started: Instant,
     last: Instant,
     interval: Duration,
-    drawn: bool,
+    bar: Option<ProgressBar>,
 }
 
 impl ProgressView {
@@ -325,7 +326,34 @@ impl ProgressView {
             other => other,
         };
         let now = Instant::now();
-        ProgressView { mode, started: now, last: now, interval, drawn: false }
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(Self::style(false));
+            crate::logging::set_progress_bar(Some(bar.clone()));
+            bar
+        });
+        ProgressView { mode, started: now, last: now, interval, bar }
+    }
+
+    /// The bar's look: a bar, counts, rate, failures and ETA when the total is known;
+    /// a spinner, counts, rate, failures and the time so far when it is not.
+    fn style(total_known: bool) -> ProgressStyle {
+        let template = if total_known {
+            "[{bar:30}] {pos}/{len} batches, {msg}, ETA {eta}"
+        } else {
+            "{spinner} {pos} batches, {msg}, {elapsed}"
+        };
+        ProgressStyle::with_template(template).expect("a valid template").progress_chars("#>-")
+    }
+
+    /// The rate (items per second when items are counted, else batches) and failures.
+    fn rate_and_failures(&self, p: Progress) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = match p.items {
+            Some(items) => format!("{:.0} items/s", items as f64 / secs),
+            None => format!("{:.1} batches/s", p.done as f64 / secs),
+        };
+        format!("{rate}, {} failed", p.failed)
     }
 
     fn line(&self, p: Progress) -> String {
@@ -334,11 +362,7 @@ impl ProgressView {
             Some(total) => format!("{}/{} batches", p.done, total),
             None => format!("{} batches", p.done),
         };
-        match p.items {
-            Some(items) => s.push_str(&format!(", {:.0} items/s", items as f64 / secs)),
-            None => s.push_str(&format!(", {:.1} batches/s", p.done as f64 / secs)),
-        }
-        s.push_str(&format!(", {} failed", p.failed));
+        s.push_str(&format!(", {}", self.rate_and_failures(p)));
         if let Some(total) = p.total.filter(|_| p.done > 0) {
             let eta = secs / p.done as f64 * total.saturating_sub(p.done) as f64;
             s.push_str(&format!(", ETA {eta:.0}s"));
@@ -346,37 +370,51 @@ impl ProgressView {
         s
     }
 
-    /// Redraws if it is time to.
+    /// Shows `p`: the bar at once (indicatif limits its redraws to 10 a second), a line
+    /// when `interval` has passed since the last.
     pub fn update(&mut self, p: Progress) {
-        match self.mode {
-            ProgressMode::Off | ProgressMode::Auto => {}
-            ProgressMode::Bar => {
-                if self.last.elapsed() < Duration::from_millis(100) && self.drawn {
-                    return;
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => {
+                if let Some(total) = p.total
+                    && bar.length() != Some(total)
+                {
+                    bar.set_length(total);
+                    bar.set_style(Self::style(true));
                 }
-                let width = 30;
-                let filled = p.total.filter(|&t| t > 0).map(|t| (p.done * width / t) as usize).unwrap_or(0);
-                let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width as usize - filled.min(width as usize)));
-                eprint!("\r\x1b[2K[{bar}] {}", self.line(p));
-                let _ = std::io::stderr().flush();
-                self.drawn = true;
-                self.last = Instant::now();
+                bar.set_position(p.done);
+                bar.set_message(self.rate_and_failures(p));
             }
-            ProgressMode::Lines => {
+            (None, ProgressMode::Lines) => {
                 if self.last.elapsed() >= self.interval {
                     eprintln!("progress: {}", self.line(p));
                     self.last = Instant::now();
                 }
             }
+            (None, _) => {}
         }
     }
 
-    /// Ends the display (a final newline after a bar).
+    /// Ends the display: the bar drawn a last time with the final counts, and left.
     pub fn finish(&mut self, p: Progress) {
-        if self.mode == ProgressMode::Bar {
-            self.drawn = false;
-            self.update(p);
-            eprintln!();
+        self.update(p);
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+            crate::logging::set_progress_bar(None);
+            // What follows starts on a line of its own.
+            if !bar.is_hidden() {
+                eprintln!();
+            }
+        }
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        // Ended without `finish` (an error): the bar stays as it was, and log lines
+        // are written plainly again.
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+            crate::logging::set_progress_bar(None);
         }
     }
 }

@@ -298,21 +298,15 @@ fn key_values(rows: &[(&str, String)]) -> String {
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
 }
 
-/// A table: each column as wide as its widest cell plus three spaces, trailing spaces
-/// trimmed.
+/// A table: each column as wide as its widest cell (in terminal columns) plus three
+/// spaces, no borders, trailing spaces trimmed: `cortex get`'s layout, by comfy-table.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap_or(0) + 3)
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let text: String = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!("{}\n", text.trim_end())
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING).set_header(headers.to_vec()).add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 3));
     }
-    out
+    format!("{}\n", table.trim_fmt())
 }
 
 /// `wasmbatch get <api> <job_id>`, as `cortex get` prints it.
@@ -435,5 +429,12 @@ mod tests {
         let expected_head = "job id: 69d6faf7ea3b4b49\nstatus: running\n\nstart time: 21 Mar 23 10:04:05 UTC\nend time:   -\nduration:   1m3s\n\nbatch stats\ntotal   succeeded   failed attempts   avg time per batch\n5       3           0                 12ms\n\nworker stats\nRequested\n1\n\njob endpoint: http://op/batch/sum?jobID=69d6faf7ea3b4b49\nresults:      http://op/batch/sum/jobs/69d6faf7ea3b4b49/results\ndead letters: http://op/batch/sum/jobs/69d6faf7ea3b4b49/dead-letters (0)\n\njob configuration\n";
         assert!(text.starts_with(expected_head), "{text}");
         assert_eq!(describe_jobs(&json!({"jobs": []}), 0), "no submitted batch jobs\n");
+    }
+
+    #[test]
+    fn tables_align_by_terminal_columns_not_bytes() {
+        let rows =
+            [vec!["café".to_string(), "1".into()], vec!["日本".into(), "2".into()], vec!["x".into(), "3".into()]];
+        assert_eq!(table(&["api", "n"], &rows), "api    n\ncafé   1\n日本   2\nx      3\n");
     }
 }
