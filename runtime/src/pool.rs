@@ -17,6 +17,12 @@
 //! [`Busy`]: a burst of clients is served, not refused, and nothing grows without
 //! bound. At most `concurrency` guests run at once; the others wait, in order, for an
 //! instance.
+//!
+//! The plugin can be replaced while the pool serves ([`InstancePool::replace`]): batches
+//! that have their instance finish on the old plugin, and every batch that starts after
+//! runs on the new one; nothing is refused or dropped across the swap. Admission is the
+//! pool's, whatever the plugin; for as long as old batches run beside new ones, up to
+//! `concurrency` guests of each plugin may run.
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -51,7 +57,10 @@ pub struct PoolConfig {
 
 /// The warm instances and their admission.
 pub struct InstancePool {
-    shared: Arc<Shared>,
+    /// The plugin batches start on, with its instances.
+    current: std::sync::RwLock<Arc<Shared>>,
+    concurrency: usize,
+    recycle_after: Option<u64>,
     places: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     capacity: usize,
@@ -70,6 +79,26 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(
+        plugin: Arc<JobPlugin>,
+        concurrency: usize,
+        recycle_after: Option<u64>,
+        first: Option<Instance>,
+    ) -> Arc<Shared> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut idle = Vec::with_capacity(concurrency);
+        if let Some(first) = first {
+            idle.push(WarmInstance::new(plugin.clone(), cancel.clone(), recycle_after, Some(first)));
+        }
+        Arc::new(Shared {
+            plugin,
+            idle: Mutex::new(idle),
+            running: Arc::new(Semaphore::new(concurrency)),
+            cancel,
+            recycle_after,
+        })
+    }
+
     /// An idle instance, or a new slot (its instance starts on first use) when a
     /// task that held one panicked and lost it.
     fn take(&self) -> WarmInstance {
@@ -137,21 +166,11 @@ impl InstancePool {
     /// plugin starts), is its first idle instance; the others start on first use.
     pub fn new(plugin: Arc<JobPlugin>, config: &PoolConfig, first: Option<Instance>) -> InstancePool {
         let concurrency = config.concurrency.max(1);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let mut idle = Vec::with_capacity(concurrency);
-        if let Some(first) = first {
-            idle.push(WarmInstance::new(plugin.clone(), cancel.clone(), config.recycle_after, Some(first)));
-        }
         let capacity = concurrency + config.queue_depth;
-        let shared = Arc::new(Shared {
-            plugin,
-            idle: Mutex::new(idle),
-            running: Arc::new(Semaphore::new(concurrency)),
-            cancel,
-            recycle_after: config.recycle_after,
-        });
         InstancePool {
-            shared,
+            current: std::sync::RwLock::new(Shared::new(plugin, concurrency, config.recycle_after, first)),
+            concurrency,
+            recycle_after: config.recycle_after,
             places: Arc::new(Semaphore::new(capacity)),
             bytes: Arc::new(Semaphore::new(config.queue_bytes.min(Semaphore::MAX_PERMITS))),
             capacity,
@@ -159,11 +178,24 @@ impl InstancePool {
         }
     }
 
+    /// Makes `plugin` the one every batch from now on starts on, `first` (an instance
+    /// of it, started and `init`ed) its first idle instance. Batches already running
+    /// finish on the plugin they started on; its instances end with the last of them.
+    pub fn replace(&self, plugin: Arc<JobPlugin>, first: Option<Instance>) {
+        let next = Shared::new(plugin, self.concurrency, self.recycle_after, first);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Waits (up to the queue timeout) for a place and `bytes` of the byte budget.
     /// `bytes` must not exceed the budget (the server's body limit guarantees it).
     pub async fn admit(&self, bytes: usize) -> Result<Admission, Busy> {
         let bytes = u32::try_from(bytes).map_err(|_| Busy)?;
-        let metrics = self.shared.plugin.metrics();
+        let shared = self.shared();
+        let metrics = shared.plugin.metrics();
         let acquire = async {
             let place = self.places.clone().acquire_owned().await.map_err(|_| Busy)?;
             let bytes = self.bytes.clone().acquire_many_owned(bytes).await.map_err(|_| Busy)?;
@@ -186,7 +218,7 @@ impl InstancePool {
         F: FnOnce(WarmInstance) -> Fut + Send + 'static,
         Fut: Future<Output = (WarmInstance, R)> + Send + 'static,
     {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let metrics = shared.plugin.metrics().clone();
         metrics.queue_depth.inc();
         let running = tokio::spawn(async move {
@@ -212,9 +244,9 @@ impl InstancePool {
         self.capacity - self.places.available_permits()
     }
 
-    /// The plugin.
-    pub fn plugin(&self) -> &JobPlugin {
-        &self.shared.plugin
+    /// The plugin batches start on now.
+    pub fn plugin(&self) -> Arc<JobPlugin> {
+        self.shared().plugin.clone()
     }
 }
 

@@ -112,6 +112,25 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result
     Ok(())
 }
 
+/// What a handler's component is made of, as a SHA-256 in hex: its Python files, the
+/// adapter, the world and the componentize-py release (the cache's key; `serve
+/// --watch` reloads when it changes).
+pub(crate) fn source_key(handler: &Path) -> Result<String, PythonError> {
+    let (module, files) = sources(handler)?;
+    let mut hasher = Sha256::new();
+    for part in [COMPONENTIZE_PY_VERSION, WORLD, APP, GUEST_MODULE, &module] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    for (name, text) in &files {
+        for part in [name, text] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Builds the component of the handler at `handler` into `output`.
 pub(crate) fn build(handler: &Path, output: &Path) -> Result<(), PythonError> {
     let (module, files) = sources(handler)?;
@@ -229,19 +248,7 @@ pub(crate) fn build(handler: &Path, output: &Path) -> Result<(), PythonError> {
 /// and world; else built now (and kept there). Without a cache, built into a
 /// temporary file that lives as long as the process.
 pub(crate) fn component(handler: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, PythonError> {
-    let (module, files) = sources(handler)?;
-    let mut hasher = Sha256::new();
-    for part in [COMPONENTIZE_PY_VERSION, WORLD, APP, GUEST_MODULE, &module] {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    for (name, text) in &files {
-        for part in [name, text] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-    }
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = source_key(handler)?;
     let dir = match cache_dir {
         Some(dir) => dir.join("python"),
         None => {

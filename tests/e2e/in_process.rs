@@ -71,7 +71,7 @@ impl Embedded {
             queue_timeout: options.queue_timeout,
             recycle_after: None,
         };
-        let pool = InstancePool::new(Arc::new(bound), &pool_config, None);
+        let pool = Arc::new(InstancePool::new(Arc::new(bound), &pool_config, None));
         let config = ServerConfig {
             max_body: options.max_body,
             default_job_id: options.spec["job_id"].as_str().map(str::to_owned),

@@ -17,6 +17,7 @@ mod metrics;
 mod objects;
 mod operator;
 mod python;
+mod reload;
 mod resilience;
 mod run;
 mod sandbox;

@@ -307,6 +307,11 @@ pub(crate) struct ServeArgs {
     /// guests' submissions are refused.
     #[arg(long, value_name = "API")]
     pub may_submit_to: Vec<String>,
+    /// Reload the plugin when its file changes (a Python handler: any .py file of its
+    /// directory), as SIGHUP does: batches in flight finish on the old plugin, new ones
+    /// start on the new one; a plugin that does not start is refused and the old stays.
+    #[arg(long)]
+    pub watch: bool,
     /// Guest sandbox and limits.
     #[command(flatten)]
     pub guest: GuestArgs,

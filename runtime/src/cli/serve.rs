@@ -39,29 +39,8 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         )));
     }
     let metrics = Metrics::new(spec.api_name().unwrap_or("wasmbatch"));
-    let submitter = crate::operator::client::RemoteSubmitter::new(
-        &args.operator_url,
-        args.token.token.as_deref(),
-        spec.api_name().unwrap_or("wasmbatch"),
-        args.may_submit_to.clone(),
-    )
-    .map_err(|e| invalid(format!("--operator-url: {e}")))?;
-    let plugin = load_plugin(&args.guest, &args.plugin, concurrency, metrics)?;
-    let results = crate::operator::client::RemoteResults::new(
-        &args.operator_url,
-        args.token.token.as_deref(),
-        spec.api_name().unwrap_or(""),
-    );
-    let plugin = bind(&plugin, &args.guest, &spec, Some(Arc::new(submitter)), Arc::new(results))?;
-
-    // Readiness: the port is bound only once an instance has started and its init
-    // succeeded, so a TCP probe on the port tells the truth.
     let started = Instant::now();
-    let first = crate::engine::drive(plugin.instance(Arc::new(AtomicBool::new(false)))).map_err(|f| {
-        let stderr =
-            if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
-        anyhow::anyhow!("the plugin failed to start: {f}{stderr}")
-    })?;
+    let (plugin, first) = start_plugin(&args, &spec, concurrency, metrics)?;
     tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1e3, "first instance ready");
 
     let pool_config = PoolConfig {
@@ -71,7 +50,7 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         queue_timeout: args.queue_timeout,
         recycle_after: args.guest.recycle_after,
     };
-    let pool = InstancePool::new(plugin, &pool_config, Some(first));
+    let pool = Arc::new(InstancePool::new(plugin, &pool_config, Some(first)));
     let server_config = ServerConfig {
         max_body: args.max_body as usize,
         default_job_id: spec.job_id().map(str::to_owned),
@@ -86,6 +65,10 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the I/O runtime")?;
     runtime.block_on(async move {
+        // SIGHUP is taken before the port is bound: from then on it reloads, never kills.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!("cannot listen for SIGHUP, reloads by signal are off: {e}"))
+            .ok();
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -97,9 +80,123 @@ pub(super) fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             queue_bytes = pool_config.queue_bytes,
             "listening"
         );
+        let reloads = tokio::spawn(reload_on_request(args, spec, concurrency, pool.clone(), hangup));
         serve(listener, pool, server_config, shutdown_signal()).await?;
+        reloads.abort();
         Ok(())
     })
+}
+
+/// The plugin of `args` loaded, bound to the job of `spec`, and its first instance
+/// started and `init`ed: what `serve` starts with, and what a reload must get to
+/// before it replaces anything. Blocks; not on a runtime's thread.
+fn start_plugin(
+    args: &ServeArgs,
+    spec: &JobSpec,
+    concurrency: usize,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<crate::plugin::JobPlugin>, crate::plugin::Instance)> {
+    let submitter = crate::operator::client::RemoteSubmitter::new(
+        &args.operator_url,
+        args.token.token.as_deref(),
+        spec.api_name().unwrap_or("wasmbatch"),
+        args.may_submit_to.clone(),
+    )
+    .map_err(|e| invalid(format!("--operator-url: {e}")))?;
+    let plugin = load_plugin(&args.guest, &args.plugin, concurrency, metrics)?;
+    let results = crate::operator::client::RemoteResults::new(
+        &args.operator_url,
+        args.token.token.as_deref(),
+        spec.api_name().unwrap_or(""),
+    );
+    let plugin = bind(&plugin, &args.guest, spec, Some(Arc::new(submitter)), Arc::new(results))?;
+    // Readiness: the port is bound only once an instance has started and its init
+    // succeeded, so a TCP probe on the port tells the truth.
+    let first = crate::engine::drive(plugin.instance(Arc::new(AtomicBool::new(false)))).map_err(|f| {
+        let stderr =
+            if f.stderr_tail.is_empty() { String::new() } else { format!("\nguest stderr:\n{}", f.stderr_tail) };
+        anyhow::anyhow!("the plugin failed to start: {f}{stderr}")
+    })?;
+    Ok((plugin, first))
+}
+
+/// Reloads the plugin on SIGHUP, and with `--watch` when its file (a Python handler:
+/// any `.py` file of its directory) changes: the new one is loaded and its first
+/// instance started beside the running one, then [`InstancePool::replace`] swaps them.
+/// A plugin that does not load or start is refused, logged with why, and the running
+/// one stays.
+async fn reload_on_request(
+    args: ServeArgs,
+    spec: JobSpec,
+    concurrency: usize,
+    pool: Arc<InstancePool>,
+    hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let args = Arc::new(args);
+    let spec = Arc::new(spec);
+    // A request while a reload runs is kept (one), and served after it.
+    let (request, mut requests) = tokio::sync::mpsc::channel::<&'static str>(1);
+    if let Some(mut hangup) = hangup {
+        let request = request.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let _ = request.try_send("SIGHUP");
+            }
+        });
+    }
+    if args.watch {
+        tokio::spawn(watch(args.plugin.clone(), request));
+    }
+    while let Some(reason) = requests.recv().await {
+        tracing::info!(reason, plugin = %args.plugin.display(), "reloading the plugin");
+        let started = Instant::now();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let (args, spec, metrics) = (args.clone(), spec.clone(), pool.plugin().metrics().clone());
+        // A plain thread: the load compiles, and starts a runtime of its own for the
+        // first instance's init, as at start.
+        std::thread::spawn(move || {
+            let _ = done.send(start_plugin(&args, &spec, concurrency, metrics));
+        });
+        match outcome.await {
+            Ok(Ok((plugin, first))) => {
+                pool.replace(plugin, Some(first));
+                tracing::info!(
+                    reason,
+                    reload_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "plugin reloaded: new batches run on it, batches in flight finish on the old one"
+                );
+            }
+            Ok(Err(e)) => tracing::error!(reason, "reload refused, the running plugin stays: {e:#}"),
+            Err(_) => tracing::error!(reason, "reload refused, the running plugin stays: the load panicked"),
+        }
+    }
+}
+
+/// Asks for a reload when what `plugin` is made of changes: its size, time or inode
+/// (a Python handler: the content of its directory's `.py` files), looked at twice a
+/// second and unchanged for one look, so that a file half-way through being written
+/// is not taken.
+async fn watch(plugin: std::path::PathBuf, request: tokio::sync::mpsc::Sender<&'static str>) {
+    let look = |plugin: &std::path::Path| -> Option<String> {
+        if plugin.extension().is_some_and(|e| e == "py") {
+            return crate::python::source_key(plugin).ok();
+        }
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(plugin).ok()?;
+        Some(format!("{}:{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+    };
+    let mut loaded = look(&plugin);
+    let mut seen = loaded.clone();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        ticks.tick().await;
+        let now = look(&plugin);
+        if now.is_some() && now == seen && now != loaded {
+            loaded = now.clone();
+            let _ = request.send("--watch: the plugin changed").await;
+        }
+        seen = now;
+    }
 }
 
 pub(super) fn run_build(args: BuildArgs) -> anyhow::Result<()> {

@@ -62,7 +62,7 @@ pub struct ServerConfig {
 }
 
 struct App {
-    pool: InstancePool,
+    pool: Arc<InstancePool>,
     config: ServerConfig,
     draining: AtomicBool,
     drain: watch::Receiver<bool>,
@@ -139,7 +139,7 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// Serves the contract on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
-    pool: InstancePool,
+    pool: Arc<InstancePool>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
