@@ -134,7 +134,9 @@ impl ServeBuilder {
 
     /// Starts the server and waits until it logs that it is listening.
     pub fn start(self) -> Server {
-        self.try_start().unwrap_or_else(|(status, logs)| panic!("server exited early ({status}):\n{logs}"))
+        self.try_start().unwrap_or_else(|(status, logs)| {
+            panic!("server exited early or did not listen in time ({status}):\n{logs}")
+        })
     }
 
     /// Starts the server; `Err((exit status, logs))` if it exits before listening.
@@ -184,6 +186,11 @@ impl ServeBuilder {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(addr) => Ok(Server { child, addr: addr.parse().expect("listening addr"), logs }),
             Err(_) => {
+                // Still running and not listening after the deadline: it is stopped, so
+                // that the test fails instead of waiting for it forever.
+                if child.try_wait().ok().flatten().is_none() {
+                    let _ = child.kill();
+                }
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 // The reader thread ends when the child's stderr closes: wait for that.
                 let _ = ended.recv_timeout(Duration::from_secs(10));
