@@ -4,6 +4,7 @@ use super::*;
 use crate::job::dead_letter::Record;
 use crate::job::executor::{AttemptError, AttemptKind};
 use crate::job::ledger::Ledger;
+use std::time::Duration;
 
 fn job(id: &str) -> JobRow {
     JobRow {
