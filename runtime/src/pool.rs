@@ -61,6 +61,8 @@ pub struct InstancePool {
     current: std::sync::RwLock<Arc<Shared>>,
     concurrency: usize,
     recycle_after: Option<u64>,
+    /// The first plugin's metrics, which every replacement reports into too.
+    metrics: Arc<Metrics>,
     places: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     capacity: usize,
@@ -168,6 +170,7 @@ impl InstancePool {
         let concurrency = config.concurrency.max(1);
         let capacity = concurrency + config.queue_depth;
         InstancePool {
+            metrics: plugin.metrics().clone(),
             current: std::sync::RwLock::new(Shared::new(plugin, concurrency, config.recycle_after, first)),
             concurrency,
             recycle_after: config.recycle_after,
@@ -181,7 +184,9 @@ impl InstancePool {
     /// Makes `plugin` the one every batch from now on starts on, `first` (an instance
     /// of it, started and `init`ed) its first idle instance. Batches already running
     /// finish on the plugin they started on; its instances end with the last of them.
+    /// `plugin` reports into the pool's metrics ([`InstancePool::metrics`]).
     pub fn replace(&self, plugin: Arc<JobPlugin>, first: Option<Instance>) {
+        debug_assert!(Arc::ptr_eq(plugin.metrics(), &self.metrics), "a replacement reports into the same metrics");
         let next = Shared::new(plugin, self.concurrency, self.recycle_after, first);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
@@ -194,8 +199,7 @@ impl InstancePool {
     /// `bytes` must not exceed the budget (the server's body limit guarantees it).
     pub async fn admit(&self, bytes: usize) -> Result<Admission, Busy> {
         let bytes = u32::try_from(bytes).map_err(|_| Busy)?;
-        let shared = self.shared();
-        let metrics = shared.plugin.metrics();
+        let metrics = &self.metrics;
         let acquire = async {
             let place = self.places.clone().acquire_owned().await.map_err(|_| Busy)?;
             let bytes = self.bytes.clone().acquire_many_owned(bytes).await.map_err(|_| Busy)?;
@@ -219,7 +223,7 @@ impl InstancePool {
         Fut: Future<Output = (WarmInstance, R)> + Send + 'static,
     {
         let shared = self.shared();
-        let metrics = shared.plugin.metrics().clone();
+        let metrics = self.metrics.clone();
         metrics.queue_depth.inc();
         let running = tokio::spawn(async move {
             let permit = shared.running.clone().acquire_owned().await;
@@ -242,6 +246,11 @@ impl InstancePool {
     /// Batches admitted and not yet finished (reading, waiting or running).
     pub fn in_flight(&self) -> usize {
         self.capacity - self.places.available_permits()
+    }
+
+    /// The metrics of every plugin the pool has run.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The plugin batches start on now.

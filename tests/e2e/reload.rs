@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::capabilities::REACH_LOADS as GRANTS;
 use crate::harness::{Server, agent, component_plugin, guest_file, plugin, reply};
 
 /// Puts `from` at `to` whole (a copy beside it, renamed over it), as a deployment would.
@@ -41,11 +42,6 @@ fn reload_ended(server: &Server, n: usize) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
-/// The grants `reach` imports (it is refused at load without them); `noop` needs none
-/// and takes them too.
-const GRANTS: [&str; 6] =
-    ["--allow-http", "http://127.0.0.1:1", "--allow-read", "file:///nowhere/", "--allow-write", "file:///nowhere/"];
 
 /// Whether an answer to `["emit:1"]` is `reach`'s (results `[1]`; `noop` answers none).
 fn by_reach(body: &str) -> bool {

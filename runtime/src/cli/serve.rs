@@ -151,7 +151,7 @@ async fn reload_on_request(
         tracing::info!(reason, plugin = %args.plugin.display(), "reloading the plugin");
         let started = Instant::now();
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let (args, spec, metrics) = (args.clone(), spec.clone(), pool.plugin().metrics().clone());
+        let (args, spec, metrics) = (args.clone(), spec.clone(), pool.metrics().clone());
         // A plain thread: the load compiles, and starts a runtime of its own for the
         // first instance's init, as at start.
         std::thread::spawn(move || {

@@ -226,7 +226,7 @@ async fn route(app: &App, request: Request<Incoming>, peer: SocketAddr) -> HttpR
         ("/", &Method::POST) => handle_batch(app, request).await,
         ("/on-job-complete", &Method::POST) => handle_completion(app, request).await,
         ("/healthz", &Method::GET | &Method::HEAD) => Ok(health(app)),
-        ("/metrics", &Method::GET) => Ok(metrics_response(app.pool.plugin().metrics())),
+        ("/metrics", &Method::GET) => Ok(metrics_response(app.pool.metrics())),
         ("/", _) | ("/on-job-complete", _) => {
             Err(ApiError::MethodNotAllowed { method: method.to_string(), path, allow: "POST" })
         }
@@ -390,7 +390,7 @@ async fn handle_batch(app: &App, request: Request<Incoming>) -> Result<HttpRespo
     admission.shrink_to(body.len());
     let received = Instant::now();
     let tag = app.next_batch.fetch_add(1, Ordering::Relaxed);
-    let metrics = app.pool.plugin().metrics().clone();
+    let metrics = app.pool.metrics().clone();
     let spans = check_batch(&body).inspect_err(|_| {
         metrics.attempt_failed("invalid_input");
         metrics.batch_failed(&job_id);
