@@ -61,6 +61,14 @@ ensure_binaryen() {
   command -v wasm-opt >/dev/null 2>&1 || apt_install "binaryen (wasm-opt) to optimize the plugins" binaryen
 }
 
+# Headless Chromium, its WebDriver and Selenium, for the dashboard's browser test.
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    apt_install "Chromium and its driver for the dashboard test" chromium chromium-driver
+  fi
+  python3 -c "import selenium" >/dev/null 2>&1 || python3 -m pip install -q "selenium==4.51.0" >/dev/null
+}
+
 ensure_rabbitmq() {
   if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     return

@@ -10,6 +10,7 @@ ensure_rabbitmq
 ensure_moto
 ensure_componentize_py
 ensure_wit_bindgen
+ensure_browser
 scripts/build-plugins.sh
 # The container tests use the image; without a Docker engine they say they are skipped.
 if docker info >/dev/null 2>&1; then

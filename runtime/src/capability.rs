@@ -40,6 +40,11 @@ pub struct HostGrant {
 }
 
 impl HostGrant {
+    /// The grant as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// Parses `[scheme://]host[:port][/path-prefix]`.
     pub fn parse(text: &str) -> Result<HostGrant, String> {
         let bad = |why: &str| format!("allowed host {text:?}: {why}");

@@ -13,6 +13,7 @@ mod faults;
 mod foundation;
 mod guide;
 mod in_process;
+mod live;
 mod metrics;
 mod objects;
 mod operator;

@@ -162,6 +162,11 @@ impl Operator {
         }
     }
 
+    /// The operator's process ID.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

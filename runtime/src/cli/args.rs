@@ -77,6 +77,14 @@ pub(crate) struct StopArgs {
     pub operator: OperatorUrl,
 }
 
+/// Options of `reload`.
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    /// The operator.
+    #[command(flatten)]
+    pub operator: OperatorUrl,
+}
+
 /// Options of `operator`.
 #[derive(Debug, Args)]
 pub(crate) struct OperatorArgs {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 pub(crate) use self::args::*;
 use self::run::run_job;
 use self::serve::{run_build, run_compile, run_serve};
-use self::service::{run_get, run_operator, run_stop, run_submit, run_worker};
+use self::service::{run_get, run_operator, run_reload, run_stop, run_submit, run_worker};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::plugin::{JobContext, JobPlugin, JobResults, Plugin, Submitter};
@@ -75,6 +75,10 @@ pub(crate) enum Command {
     Get(GetArgs),
     /// Stop a job of the job service.
     Stop(StopArgs),
+    /// Make the job service re-read its configuration file (as SIGHUP does): new APIs
+    /// appear, removed ones take no new jobs, changed ones apply to jobs submitted
+    /// from now; a file with errors is refused whole.
+    Reload(ReloadArgs),
     /// Take an API's batches from the broker (RabbitMQ) and handle them: with a plugin
     /// in this process, or by a server of the contract beside it.
     Worker(Box<WorkerArgs>),
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => run_submit(args),
         Command::Get(args) => run_get(args),
         Command::Stop(args) => run_stop(args),
+        Command::Reload(args) => run_reload(args),
         Command::Worker(args) => run_worker(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -167,6 +167,7 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 total_batch_count: None,
                 hook: crate::journal::Hook::Pending,
                 error: None,
+                plugin: None,
             };
             journal.insert_job(&row, None).map_err(|e| invalid(format!("cannot keep the job's state: {e}")))?;
             (journal, row, meta, state_dir, explicit, Some(submission))

@@ -37,11 +37,30 @@ pub(super) fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         );
     }
     let front = crate::operator::routes::Front { tokens, metrics_auth: args.metrics_auth, tls };
-    let service = crate::operator::Service::start(config, &args.data_dir, cache_dir, broker, runtime.handle().clone())
-        .map_err(|e| {
-            if e.downcast_ref::<crate::journal::JournalError>().is_some() { invalid(format!("{e:#}")) } else { e }
-        })?;
+    let service = crate::operator::Service::start(
+        config,
+        Some(args.config.clone()),
+        &args.data_dir,
+        cache_dir,
+        broker,
+        runtime.handle().clone(),
+    )
+    .map_err(|e| {
+        if e.downcast_ref::<crate::journal::JournalError>().is_some() { invalid(format!("{e:#}")) } else { e }
+    })?;
     runtime.block_on(async {
+        // SIGHUP re-reads the configuration (registered before the port opens: a
+        // signal once the port is open is never the default's end of the process).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot register for SIGHUP")?;
+        let reloader = service.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let service = reloader.clone();
+                // Loading plugins compiles: off the I/O threads. The outcome is logged.
+                let _ = tokio::task::spawn_blocking(move || service.reload_file()).await;
+            }
+        });
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -198,6 +217,13 @@ pub(super) fn run_get(args: GetArgs) -> anyhow::Result<ExitCode> {
         (OutputFormat::Text, Some(_)) => print!("{}", describe_job(&answer, now_epoch())),
         (OutputFormat::Text, None) => print!("{}", describe_jobs(&answer, now_epoch())),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let mut client = crate::operator::client::Client::new(&args.operator.url, args.operator.token.token.as_deref())
+        .map_err(client_error)?;
+    println!("{}", client.reload().map_err(client_error)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -131,10 +131,14 @@ impl Ledger for JobLedger {
         let packed: Vec<u8> = batches.iter().flat_map(|(index, _)| index.to_le_bytes()).collect();
         let elapsed: f64 = batches.iter().map(|(_, e)| e.as_secs_f64()).sum();
         let items = items.map(|n| n as i64);
+        let hist = super::views::Histogram::of(batches.iter().map(|(_, e)| *e)).encode();
         self.journal.with(|c| {
-            c.prepare_cached("INSERT INTO succeeded (job_id, n, elapsed, indexes, items) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![self.job_id, batches.len() as i64, elapsed, packed, items])
-                .map(drop)
+            c.prepare_cached(
+                "INSERT INTO succeeded (job_id, n, elapsed, indexes, items, at, hist)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![self.job_id, batches.len() as i64, elapsed, packed, items, super::now(), hist])
+            .map(drop)
         })
     }
 
@@ -143,9 +147,11 @@ impl Ledger for JobLedger {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO outcomes (job_id, idx, state, attempts, kind, message, body, items, dead_items)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR REPLACE INTO outcomes
+                     (job_id, idx, state, attempts, kind, message, body, items, dead_items, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
+                let at = super::now();
                 for r in records {
                     let state = if r.error.interrupted() { UNHANDLED } else { FAILED };
                     // The items dead-lettered: those of the body (the batch, or its
@@ -162,6 +168,7 @@ impl Ledger for JobLedger {
                         r.body,
                         items,
                         items.and(dead.ok()),
+                        at,
                     ])?;
                 }
             }

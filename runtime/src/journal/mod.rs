@@ -33,11 +33,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod batches;
 mod schema;
+mod views;
 
 pub(crate) use self::batches::{Exported, JobLedger};
 use self::batches::{Letters, Resumed};
 #[cfg(test)]
 use self::schema::{SCHEMA, SCHEMA_VERSION};
+pub(crate) use self::views::JobFilter;
 
 use crate::job::results::ResultsFile;
 use crate::job::source::BatchSource;
@@ -86,6 +88,9 @@ pub(crate) struct JobRow {
     pub hook: Hook,
     /// What went wrong with the job as a whole.
     pub error: Option<String>,
+    /// The content hash (SHA-256, hex) of the plugin the job runs, for an API with a
+    /// plugin: a resume runs the same one (see `operator::versions`).
+    pub plugin: Option<String>,
 }
 
 impl JobRow {
@@ -153,9 +158,17 @@ pub(crate) struct DeadLetter {
 #[derive(Clone)]
 pub(crate) struct Journal {
     conn: Arc<Mutex<Connection>>,
+    /// A second, read-only connection for the dashboard's reads (opened on first
+    /// use): in WAL mode they do not wait for the writers, nor make them wait.
+    reader: Arc<Mutex<Option<Connection>>>,
     path: PathBuf,
     /// The jobs' results files, open ones kept.
     results: Arc<Mutex<std::collections::HashMap<String, Arc<ResultsFile>>>>,
+}
+
+/// Seconds since the epoch, as the journal records times.
+pub(crate) fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// `outcomes.state`.
@@ -248,15 +261,16 @@ impl Journal {
                 )?;
             }
             t.execute(
-                "INSERT INTO jobs (job_id, api_name, submission, spec, status, submitted_at, hook)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                "INSERT INTO jobs (job_id, api_name, submission, spec, status, submitted_at, hook, plugin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
                 params![
                     job.job_id,
                     job.api_name,
                     Vec::<u8>::new(),
                     job.spec.to_string(),
                     job.status.as_str(),
-                    job.submitted_at
+                    job.submitted_at,
+                    job.plugin
                 ],
             )?;
             t.commit()
@@ -295,11 +309,12 @@ impl Journal {
             total_batch_count: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
             hook: parse_hook(&hook),
             error: r.get(9)?,
+            plugin: r.get(10)?,
         })
     }
 
     const COLUMNS: &str =
-        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error";
+        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error, plugin";
 
     /// A job's submission, as received.
     pub(crate) fn submission(&self, job_id: &str) -> std::io::Result<Vec<u8>> {
@@ -467,44 +482,41 @@ impl Journal {
 
     /// The batch counts of a job.
     pub(crate) fn counts(&self, job_id: &str) -> std::io::Result<Counts> {
-        self.with(|c| {
-            let mut counts = Counts::default();
-            let (n, elapsed): (i64, f64) = c
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(elapsed), 0) FROM succeeded WHERE job_id = ?1",
-                )?
-                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            counts.succeeded = n as u64;
-            counts.average_time_per_batch = (n > 0).then(|| elapsed / n as f64);
-            let mut q = c.prepare_cached("SELECT state, COUNT(*) FROM outcomes WHERE job_id = ?1 GROUP BY state")?;
-            for row in q.query_map([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))? {
-                let (state, n) = row?;
-                match state {
-                    FAILED => counts.failed = n,
-                    _ => counts.unhandled = n,
-                }
+        self.with(|c| Self::counts_in(c, job_id))
+    }
+
+    /// The batch counts of a job, read on `c`.
+    fn counts_in(c: &Connection, job_id: &str) -> rusqlite::Result<Counts> {
+        let mut counts = Counts::default();
+        let (n, elapsed): (i64, f64) = c
+            .prepare_cached("SELECT COALESCE(SUM(n), 0), COALESCE(SUM(elapsed), 0) FROM succeeded WHERE job_id = ?1")?
+            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        counts.succeeded = n as u64;
+        counts.average_time_per_batch = (n > 0).then(|| elapsed / n as f64);
+        let mut q = c.prepare_cached("SELECT state, COUNT(*) FROM outcomes WHERE job_id = ?1 GROUP BY state")?;
+        for row in q.query_map([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))? {
+            let (state, n) = row?;
+            match state {
+                FAILED => counts.failed = n,
+                _ => counts.unhandled = n,
             }
-            // Items: those of succeeded batches, and those of dead-lettered ones not
-            // dead-lettered themselves; unknown when any row lacks them.
-            let (done, unknown): (i64, i64) = c
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(items), 0), COUNT(*) - COUNT(items) FROM succeeded WHERE job_id = ?1",
-                )?
-                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let (items, dead, unknown_dead): (i64, i64, i64) = c
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(items), 0), COALESCE(SUM(dead_items), 0), COUNT(*) - COUNT(dead_items)
-                     FROM outcomes WHERE job_id = ?1",
-                )?
-                .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            if unknown == 0 && unknown_dead == 0 {
-                counts.items = Some(ItemCounts {
-                    succeeded: (done + items - dead).max(0) as u64,
-                    dead_lettered: dead.max(0) as u64,
-                });
-            }
-            Ok(counts)
-        })
+        }
+        // Items: those of succeeded batches, and those of dead-lettered ones not
+        // dead-lettered themselves; unknown when any row lacks them.
+        let (done, unknown): (i64, i64) = c
+            .prepare_cached("SELECT COALESCE(SUM(items), 0), COUNT(*) - COUNT(items) FROM succeeded WHERE job_id = ?1")?
+            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (items, dead, unknown_dead): (i64, i64, i64) = c
+            .prepare_cached(
+                "SELECT COALESCE(SUM(items), 0), COALESCE(SUM(dead_items), 0), COUNT(*) - COUNT(dead_items)
+                 FROM outcomes WHERE job_id = ?1",
+            )?
+            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if unknown == 0 && unknown_dead == 0 {
+            counts.items =
+                Some(ItemCounts { succeeded: (done + items - dead).max(0) as u64, dead_lettered: dead.max(0) as u64 });
+        }
+        Ok(counts)
     }
 
     /// The indexes of a job's batches that have ended, as a bit set.

@@ -12,18 +12,26 @@ use super::{Journal, JournalError};
 
 /// The journal's schema version (`PRAGMA user_version`). A journal of a newer version
 /// is refused, never changed; an older one is brought up by the migrations below.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// `MIGRATIONS[v]` takes a journal from version `v` to `v + 1` (after [`SCHEMA`], which
 /// creates what is missing). 0 → 1: a journal written before versions were kept (the
 /// same tables). 1 → 2: the `idempotency` table (made by `SCHEMA`). 2 → 3: item counts
 /// beside batch counts (`NULL` in the rows written before: their jobs count no items).
+/// 3 → 4: the plugin a job runs (content hash), when outcomes were recorded and the
+/// batch times of each group of successes (`NULL` before: those jobs have no chart),
+/// and an index of all jobs by time (the dashboard's list).
 const MIGRATIONS: &[&str] = &[
     "",
     "",
     "ALTER TABLE succeeded ADD COLUMN items INTEGER; \
      ALTER TABLE outcomes ADD COLUMN items INTEGER; \
      ALTER TABLE outcomes ADD COLUMN dead_items INTEGER",
+    "ALTER TABLE jobs ADD COLUMN plugin TEXT; \
+     ALTER TABLE succeeded ADD COLUMN at REAL; \
+     ALTER TABLE succeeded ADD COLUMN hist BLOB; \
+     ALTER TABLE outcomes ADD COLUMN at REAL; \
+     CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (submitted_at)",
 ];
 
 /// How long the integrity check of an existing journal may take at start; beyond, the
@@ -116,7 +124,7 @@ impl Journal {
             let to = from as i64 + 1;
             conn.execute_batch(&format!("BEGIN; {step}; PRAGMA user_version = {to}; COMMIT;")).map_err(writable)?;
         }
-        Ok(Journal { conn: Arc::new(Mutex::new(conn)), path, results: Arc::default() })
+        Ok(Journal { conn: Arc::new(Mutex::new(conn)), reader: Arc::default(), path, results: Arc::default() })
     }
 
     /// SQLite's `quick_check` of an existing journal, cut short after [`CHECK_TIME`].

@@ -45,6 +45,10 @@ pub(crate) enum Denied {
     /// A well-formed token that is not one of the file's.
     #[error("the token is not valid for this operator")]
     Invalid,
+    /// A change sent with the dashboard's cookie but not by the dashboard (a page of
+    /// another site cannot set the header that the dashboard's requests carry).
+    #[error("a change made with the dashboard's cookie must carry the header X-Wasmbatch-UI (sent by the dashboard)")]
+    NotFromDashboard,
 }
 
 impl Tokens {
@@ -89,13 +93,45 @@ impl Tokens {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(char::is_whitespace) {
             return Err(Denied::Malformed);
         }
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.check_token(token.as_bytes())
+    }
+
+    /// Whether `token` itself (from a header, or the dashboard's cookie) is one of the
+    /// file's, compared in constant time with every one of them.
+    pub(crate) fn check_token(&self, token: &[u8]) -> Result<(), Denied> {
+        if token.is_empty() || token.len() > MAX_HEADER {
+            return Err(Denied::Malformed);
+        }
+        let presented: [u8; 32] = Sha256::digest(token).into();
         let mut found = subtle::Choice::from(0);
         for digest in &self.digests {
             found |= digest.ct_eq(&presented);
         }
         if bool::from(found) { Ok(()) } else { Err(Denied::Invalid) }
     }
+}
+
+/// The dashboard's cookie: a token, hex-encoded (a token may hold characters a cookie
+/// cannot), set `HttpOnly` (no script reads it) and `SameSite=Strict` (no other site's
+/// page sends it).
+pub(crate) const COOKIE: &str = "wasmbatch_session";
+
+/// The token in a `Cookie` header's [`COOKIE`], decoded; `None` when there is none or it
+/// is not hex.
+pub(crate) fn cookie_token(header: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(header).ok()?;
+    let value = text.split(';').find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
+    if value.len() % 2 != 0 || value.len() > 2 * MAX_HEADER {
+        return None;
+    }
+    (0..value.len()).step_by(2).map(|i| u8::from_str_radix(value.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The `Set-Cookie` value carrying `token` (`secure`: only over TLS).
+pub(crate) fn session_cookie(token: &str, secure: bool) -> String {
+    let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={hex}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}")
 }
 
 #[cfg(test)]
@@ -132,5 +168,23 @@ mod tests {
         let huge = format!("Bearer {}", "a".repeat(MAX_HEADER));
         assert_eq!(check(&huge), Err(Denied::Malformed));
         assert!(!Denied::Invalid.to_string().contains("first-token"));
+    }
+
+    #[test]
+    fn the_cookie_carries_a_token_whatever_its_characters() {
+        let tokens = Tokens::parse("tok;en,with\"odd=chars\n").unwrap();
+        let set = session_cookie("tok;en,with\"odd=chars", false);
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"));
+        let value = set.split(';').next().unwrap();
+        let header = format!("theme=dark; {value}; other=1");
+        let token = cookie_token(header.as_bytes()).unwrap();
+        assert_eq!(tokens.check_token(&token), Ok(()));
+        assert!(session_cookie("x", true).ends_with("; Secure"));
+        assert_eq!(cookie_token(b"wasmbatch_session=zz"), None, "not hex");
+        assert_eq!(cookie_token(b"wasmbatch_session=abc"), None, "odd length");
+        assert_eq!(cookie_token(b"xwasmbatch_session=6162"), None, "another cookie's name");
+        assert_eq!(cookie_token(b"other=1"), None);
+        assert_eq!(tokens.check_token(b""), Err(Denied::Malformed));
+        assert_eq!(tokens.check_token(b"tok;en,with\"odd=charsX"), Err(Denied::Invalid));
     }
 }

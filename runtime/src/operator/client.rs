@@ -156,6 +156,25 @@ impl Client {
         let answer = self.json(Method::DELETE, &format!("/batch/{api}?jobID={job_id}"), Bytes::new())?;
         Ok(answer["message"].as_str().unwrap_or_default().to_string())
     }
+
+    /// Asks the operator to re-read its configuration file; what changed, as lines.
+    pub(crate) fn reload(&mut self) -> Result<String, ClientError> {
+        let answer = self.json(Method::POST, "/admin/reload", Bytes::new())?;
+        let mut lines = vec!["configuration reloaded".to_string()];
+        for (key, label) in [
+            ("added", "added"),
+            ("removed", "removed (running jobs finish)"),
+            ("changed", "changed (for jobs submitted from now)"),
+            ("unchanged", "unchanged"),
+            ("restart_needed", "applies at the next start"),
+        ] {
+            let names: Vec<&str> = answer[key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            if !names.is_empty() {
+                lines.push(format!("  {label}: {}", names.join(", ")));
+            }
+        }
+        Ok(lines.join("\n"))
+    }
 }
 
 /// A key no other submission has: the time, this process and the job's bytes, hashed.

@@ -194,6 +194,13 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+impl ConfigError {
+    /// Each problem, one a line, naming the file.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.problems.iter().map(|p| format!("{}: {p}", self.path.display())).collect()
+    }
+}
+
 impl OperatorConfig {
     /// Reads and checks the file at `path`.
     pub(crate) fn load(path: &Path, broker: bool) -> Result<OperatorConfig, ConfigError> {

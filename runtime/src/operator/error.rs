@@ -44,6 +44,8 @@ pub(crate) enum ErrorKind {
     NotFound,
     /// The route exists, not with this method.
     MethodNotAllowed,
+    /// A configuration reload refused: the file has errors (the running one stays).
+    ConfigInvalid,
     /// The service failed (its journal).
     Internal,
 }
@@ -51,7 +53,7 @@ pub(crate) enum ErrorKind {
 impl ErrorKind {
     /// Every kind.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorKind; 19] = [
+    pub(crate) const ALL: [ErrorKind; 20] = [
         ErrorKind::Error,
         ErrorKind::SpecifyExactlyOneKey,
         ErrorKind::ConflictingFields,
@@ -70,6 +72,7 @@ impl ErrorKind {
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
+        ErrorKind::ConfigInvalid,
         ErrorKind::Internal,
     ];
 
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::ConfigInvalid => "config_invalid",
             ErrorKind::Internal => "internal",
         }
     }
@@ -110,6 +114,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Error
+            | ErrorKind::ConfigInvalid
             | ErrorKind::SpecifyExactlyOneKey
             | ErrorKind::ConflictingFields
             | ErrorKind::CannotBeEmpty
@@ -169,6 +174,9 @@ pub(crate) enum ServiceError {
     /// recorded.
     #[error("{0}")]
     StorageFull(String),
+    /// A configuration reload was refused: every problem, one a line.
+    #[error("the configuration was not reloaded (the running one stays):\n{}", .0.join("\n"))]
+    Config(Vec<String>),
     /// The journal failed.
     #[error("{0}")]
     Journal(#[from] std::io::Error),
@@ -184,6 +192,7 @@ impl ServiceError {
             ServiceError::Busy(_) => ErrorKind::Busy,
             ServiceError::KeyReused(_) => ErrorKind::IdempotencyKeyReused,
             ServiceError::StorageFull(_) => ErrorKind::StorageFull,
+            ServiceError::Config(_) => ErrorKind::ConfigInvalid,
             ServiceError::Journal(_) => ErrorKind::Internal,
         }
     }
@@ -197,7 +206,7 @@ mod tests {
     /// line here fails the length check.
     #[test]
     fn every_kind_has_its_wire_name_and_status() {
-        let expected: [(ErrorKind, &str, u16); 19] = [
+        let expected: [(ErrorKind, &str, u16); 20] = [
             (ErrorKind::Error, "error", 400),
             (ErrorKind::SpecifyExactlyOneKey, "job.specify_exactly_one_key", 400),
             (ErrorKind::ConflictingFields, "job.conflicting_fields", 400),
@@ -216,6 +225,7 @@ mod tests {
             (ErrorKind::Unauthorized, "unauthorized", 401),
             (ErrorKind::NotFound, "not_found", 404),
             (ErrorKind::MethodNotAllowed, "method_not_allowed", 405),
+            (ErrorKind::ConfigInvalid, "config_invalid", 400),
             (ErrorKind::Internal, "internal", 500),
         ];
         assert_eq!(expected.len(), ErrorKind::ALL.len());

@@ -6,16 +6,22 @@
 //! - `error`: `ServiceError`, with Cortex's kinds.
 //! - `intake`: a submission's Cortex error kinds, default workers, idempotency key.
 //! - `routes`: Cortex's job API over HTTP, and ours (job lists, dead letters).
+//! - `answer`: how every route answers (JSON, errors of a kind, a job's status).
 //! - `auth`: bearer tokens of the job API (`--token-file`), checked in constant time.
+//! - `dashboard`: the page at `/ui/` and the reads it makes; `POST /admin/reload`.
+//! - `versions`: plugins kept by content hash, so a job runs the version it started with.
 //! - `client`: `wasmbatch submit`, `get`, `stop` — the command-line side.
 
+mod answer;
 pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod config;
+pub(crate) mod dashboard;
 pub(crate) mod error;
 mod intake;
 pub(crate) mod routes;
 pub(crate) mod service;
+pub(crate) mod versions;
 
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 

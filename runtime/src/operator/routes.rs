@@ -10,6 +10,7 @@
 //! | `GET /batch/<api>/jobs/<id>/results` | ours: what the job's handlers emitted, JSON Lines |
 //! | `POST /batch/<api>/jobs/<id>/dead-letters/retry` | ours: a new job of those batches; its spec |
 //! | `GET /healthz`, `GET /metrics` | readiness; Prometheus metrics |
+//! | `/ui/`, `/apis`, `/jobs`, `…/timeline`, `POST /admin/reload` | the dashboard's ([`super::dashboard`]) |
 //!
 //! Errors are Cortex's: status 400 and `{"kind": …, "message": …}` with its kinds; ours
 //! are 503 `busy` (with `Retry-After`), 404 for unknown routes, and 401 `unauthorized`
@@ -23,53 +24,31 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::auth::{Denied, Tokens};
+use super::answer::{
+    HttpResponse, blocking, error_response, job_status, json_response, metrics_of, query_param, respond, service_error,
+};
+use super::auth::{self, Denied, Tokens};
 use super::error::ErrorKind;
 use super::service::{Service, ServiceError, Submitted};
-use crate::journal::{Counts, JobRow};
 
 /// Cortex's limit on a submission's body.
 pub(crate) const MAX_SUBMISSION: usize = 10 << 20;
-
-type HttpResponse = Response<Full<Bytes>>;
-
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    response
-}
-
-fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
-    respond(status, "application/json", value.to_string())
-}
-
-/// An error answer `{"kind","message"}`, with the kind's status (Cortex's 400 for its
-/// own kinds) and, for the kinds that pass, `Retry-After`.
-fn error_response(kind: ErrorKind, message: &str) -> HttpResponse {
-    let mut response = json_response(kind.status(), &json!({ "kind": kind.wire_name(), "message": message }));
-    if let Some(seconds) = kind.retry_after() {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    }
-    response
-}
 
 /// 401 for a request without a valid token; the token itself is never echoed or logged.
 fn unauthorized(denied: &Denied) -> HttpResponse {
     let challenge = match denied {
         Denied::Missing => r#"Bearer realm="wasmbatch""#,
         Denied::Malformed => r#"Bearer realm="wasmbatch", error="invalid_request""#,
-        Denied::Invalid => r#"Bearer realm="wasmbatch", error="invalid_token""#,
+        Denied::Invalid | Denied::NotFromDashboard => r#"Bearer realm="wasmbatch", error="invalid_token""#,
     };
     let mut response = json_response(
         StatusCode::UNAUTHORIZED,
@@ -96,6 +75,7 @@ impl Front {
         match request.uri().path() {
             "/healthz" => return Ok(()),
             "/metrics" if !self.metrics_auth => return Ok(()),
+            path if super::dashboard::is_public(request.method(), path) => return Ok(()),
             _ => {}
         }
         let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
@@ -103,66 +83,21 @@ impl Front {
         if values.next().is_some() {
             return Err(Denied::Malformed);
         }
+        if first.is_none() {
+            // The dashboard's cookie, when there is no header.
+            let cookie =
+                request.headers().get_all(header::COOKIE).iter().find_map(|c| auth::cookie_token(c.as_bytes()));
+            if let Some(token) = cookie {
+                tokens.check_token(&token)?;
+                let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+                if !reads && !request.headers().contains_key(super::dashboard::UI_HEADER) {
+                    return Err(Denied::NotFromDashboard);
+                }
+                return Ok(());
+            }
+        }
         tokens.check(first.map(|v| v.as_bytes()))
     }
-}
-
-fn service_error(e: &ServiceError) -> HttpResponse {
-    let kind = e.kind();
-    if kind == ErrorKind::Internal {
-        tracing::error!("{e}");
-    }
-    error_response(kind, &e.to_string())
-}
-
-/// A job's `job_status`: the spec, its status and counts.
-pub(crate) fn job_status(row: &JobRow, counts: &Counts) -> Value {
-    let mut status = row.spec.clone();
-    status["status"] = json!(row.status.as_str());
-    if let Some(end) = &row.end_time {
-        status["end_time"] = json!(end);
-    }
-    if let Some(total) = row.total_batch_count.filter(|&t| t > 0) {
-        status["total_batch_count"] = json!(total);
-    }
-    let ended = counts.succeeded + counts.failed + counts.unhandled;
-    let in_queue = if row.status.is_terminal() { 0 } else { row.total_batch_count.unwrap_or(0).saturating_sub(ended) };
-    status["batches_in_queue"] = json!(in_queue);
-    status["dead_lettered_batch_count"] = json!(counts.failed + counts.unhandled);
-    status["on_job_complete"] = json!(match row.hook {
-        crate::journal::Hook::Pending => "pending",
-        crate::journal::Hook::Running => "running",
-        crate::journal::Hook::Done(outcome) => outcome.as_str(),
-    });
-    if let Some(error) = &row.error {
-        status["error"] = json!(error);
-    }
-    status
-}
-
-fn metrics_of(counts: &Counts) -> Value {
-    let mut metrics = json!({
-        "succeeded": counts.succeeded,
-        "failed": counts.failed,
-        "average_time_per_batch": counts.average_time_per_batch,
-    });
-    // Ours: items, when every outcome recorded its items.
-    if let Some(items) = &counts.items {
-        metrics["items"] = json!(items);
-    }
-    metrics
-}
-
-fn query_param<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    request.uri().query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
-}
-
-/// Runs blocking work (the journal, parsing a submission) off the I/O threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("a blocking task does not panic")
 }
 
 async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incoming>) -> HttpResponse {
@@ -173,9 +108,13 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
     let method = request.method().clone();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["batch", api, ..] = parts.as_slice()
-        && !service.has_api(api)
+        && !service.knows_api(api)
     {
         return service_error(&ServiceError::ApiNotDeployed(api.to_string()));
+    }
+    if super::dashboard::handles(&method, &parts) {
+        let login = super::dashboard::Login { tokens: front.tokens.as_ref(), secure: front.tls.is_some() };
+        return super::dashboard::route(service, login, request).await;
     }
     match (method.clone(), parts.as_slice()) {
         (Method::GET | Method::HEAD, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),

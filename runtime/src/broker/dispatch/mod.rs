@@ -70,7 +70,8 @@ pub(crate) struct Dispatch {
     url: BrokerUrl,
     name: String,
     journal: Journal,
-    apis: HashMap<String, ApiInfo>,
+    /// The APIs, as the last reload left them.
+    apis: std::sync::RwLock<HashMap<String, ApiInfo>>,
     tracks: Mutex<HashMap<String, Arc<Track>>>,
     channel: watch::Sender<Option<Channel>>,
     open: watch::Sender<bool>,
@@ -201,7 +202,7 @@ impl Dispatch {
             url,
             name,
             journal,
-            apis,
+            apis: std::sync::RwLock::new(apis),
             tracks: Mutex::new(HashMap::new()),
             channel: watch::channel(None).0,
             open: watch::channel(false).0,
@@ -210,6 +211,29 @@ impl Dispatch {
         });
         runtime.spawn(dispatch.clone().keep(first));
         Ok(dispatch)
+    }
+
+    /// Replaces the APIs (a reload): the queues of new ones are declared first, on the
+    /// connection when there is one (else at the next connection, before any
+    /// publishing); an error leaves the APIs as they were.
+    pub(crate) fn set_apis(&self, apis: HashMap<String, ApiInfo>) -> Result<(), String> {
+        let known = self.apis.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let channel = self.channel.borrow().clone();
+        if let Some(channel) = channel {
+            for (api, info) in apis.iter().filter(|(name, _)| !known.contains_key(*name)) {
+                let declared = self.runtime.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(15),
+                        super::declare_batches(&channel, api, info.max_attempts),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("no answer from the broker within 15 s".into()))
+                });
+                declared.map_err(|e| format!("api {api}: cannot declare its queue: {e}"))?;
+            }
+        }
+        *self.apis.write().unwrap_or_else(|e| e.into_inner()) = apis;
+        Ok(())
     }
 
     /// Starts consuming outcomes.
@@ -599,7 +623,8 @@ impl Dispatch {
         let text = |e: lapin::Error| e.to_string();
         let publishing = connection.create_channel().await.map_err(text)?;
         super::declare_common(&publishing).await.map_err(text)?;
-        for (api, info) in &self.apis {
+        let apis = self.apis.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for (api, info) in &apis {
             super::declare_batches(&publishing, api, info.max_attempts).await?;
         }
         publishing.confirm_select(ConfirmSelectOptions::default()).await.map_err(text)?;

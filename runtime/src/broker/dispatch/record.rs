@@ -27,7 +27,8 @@ impl Dispatch {
             if state.closed {
                 continue;
             }
-            let info = self.apis.get(&track.api_name);
+            let info = self.apis.read().unwrap_or_else(|e| e.into_inner()).get(&track.api_name).cloned();
+            let info = info.as_ref();
             let mut seen = HashSet::new();
             let mut succeeded = Vec::new();
             // Known only when every outcome says its batch's items.

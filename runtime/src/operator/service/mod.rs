@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 
 use super::config::{ApiConfig, Handler, OperatorConfig};
 use super::error::ErrorKind;
+mod apis;
 mod submit;
+
+use self::apis::{Api, Apis, Loader};
 
 pub(crate) use super::error::ServiceError;
 use super::intake::{cortex_error, idempotency_key, with_default_workers};
@@ -37,6 +40,9 @@ use crate::job::submission::{SourceSpec, Submission, SubmissionError};
 use crate::journal::{Hook, JobRow, Journal};
 use crate::metrics::Metrics;
 use crate::plugin::{JobContext, Plugin, ResultsFileAt};
+
+/// How the error of a job that could not be resumed starts (cleared once it resumes).
+const CANNOT_RESUME: &str = "cannot resume:";
 
 /// The largest item Cortex accepts in an `item_list`, in bytes of raw JSON.
 pub(crate) const MAX_ITEM_SIZE: usize = 256_000;
@@ -85,14 +91,6 @@ impl crate::plugin::Submitter for ServiceSubmitter {
     }
 }
 
-/// One hosted API: its settings and, for a plugin, its compiled module.
-struct Api {
-    config: ApiConfig,
-    plugin: Option<Arc<Plugin>>,
-    endpoints: Vec<Endpoint>,
-    metrics: Arc<Metrics>,
-}
-
 /// A job that has a thread.
 struct Live {
     stop: StopFlag,
@@ -101,9 +99,14 @@ struct Live {
 
 /// The service.
 pub(crate) struct Service {
-    config: OperatorConfig,
+    config: RwLock<Arc<OperatorConfig>>,
+    /// The file the configuration was read from (a reload reads it again).
+    config_path: Option<PathBuf>,
     journal: Journal,
-    apis: HashMap<String, Api>,
+    apis: RwLock<Arc<Apis>>,
+    /// Held while a reload loads and swaps the APIs.
+    reloading: Mutex<()>,
+    cache_dir: Option<PathBuf>,
     budget: Arc<Budget>,
     running: Arc<Budget>,
     live: Mutex<HashMap<String, Live>>,
@@ -127,6 +130,7 @@ impl Service {
     /// resumes the jobs a previous run left unfinished.
     pub(crate) fn start(
         config: OperatorConfig,
+        config_path: Option<PathBuf>,
         data_dir: &std::path::Path,
         cache_dir: Option<PathBuf>,
         broker: Option<BrokerUrl>,
@@ -134,52 +138,30 @@ impl Service {
     ) -> anyhow::Result<Arc<Service>> {
         let journal = Journal::open(data_dir)?;
         let metrics = Metrics::new("operator");
-        let mut apis = HashMap::new();
+        let loader = Loader {
+            data_dir,
+            cache_dir: cache_dir.clone(),
+            broker: broker.is_some(),
+            max_running_jobs: config.max_running_jobs,
+            metrics: &metrics,
+        };
+        let mut apis = Apis::new();
         for api in &config.apis {
-            let api_metrics = metrics.for_api(&api.name);
-            let (plugin, endpoints) = match &api.handler {
-                // With a broker, the workers have the handlers.
-                _ if broker.is_some() => (None, Vec::new()),
-                Handler::Workers => anyhow::bail!(
-                    "api {}: no `plugin` and no `endpoints`: without a broker the operator needs one of them",
-                    api.name
-                ),
-                Handler::Plugin(path) => {
-                    let options = api.load_options(config.max_running_jobs, cache_dir.clone());
-                    let plugin = Plugin::load(path, &options, api_metrics.clone())
-                        .map_err(|e| anyhow::anyhow!("api {}: {e}", api.name))?;
-                    tracing::info!(
-                        api_name = api.name,
-                        plugin = %path.display(),
-                        module = plugin.origin().as_str(),
-                        max_memory_mib = plugin.max_memory() >> 20,
-                        "plugin loaded"
-                    );
-                    (Some(Arc::new(plugin)), Vec::new())
-                }
-                Handler::Endpoints(urls) => {
-                    let endpoints = urls
-                        .iter()
-                        .map(|u| Endpoint::parse(u))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(anyhow::Error::msg)?;
-                    (None, endpoints)
-                }
-            };
-            let handler = match (&broker, plugin.is_some()) {
+            let loaded = loader.load(api, None).map_err(|e| anyhow::anyhow!("api {}: {e}", api.name))?;
+            let handler = match (&broker, loaded.plugin.is_some()) {
                 (Some(_), _) => "broker",
                 (None, true) => "plugin",
                 (None, false) => "endpoints",
             };
             tracing::info!(api_name = api.name, handler, "api loaded");
-            apis.insert(api.name.clone(), Api { config: api.clone(), plugin, endpoints, metrics: api_metrics });
+            apis.insert(api.name.clone(), loaded);
         }
         let dispatch = match broker {
             None => None,
             Some(url) => {
                 let infos = apis
                     .iter()
-                    .map(|(name, api): (&String, &Api)| {
+                    .map(|(name, api): (&String, &Arc<Api>)| {
                         (name.clone(), ApiInfo { max_attempts: api.config.max_attempts, metrics: api.metrics.clone() })
                     })
                     .collect();
@@ -190,9 +172,12 @@ impl Service {
             dispatch,
             budget: Budget::new(config.max_workers),
             running: Budget::new(config.max_running_jobs),
-            config,
+            config: RwLock::new(Arc::new(config)),
+            config_path,
             journal,
-            apis,
+            apis: RwLock::new(Arc::new(apis)),
+            reloading: Mutex::new(()),
+            cache_dir,
             live: Mutex::new(HashMap::new()),
             gauges: super::Gauges::new(&metrics),
             metrics,
@@ -201,16 +186,26 @@ impl Service {
             keyed: Mutex::new(()),
         });
         for row in service.journal.unfinished()? {
-            if !service.apis.contains_key(&row.api_name) {
-                tracing::error!(
-                    job_id = row.job_id,
-                    api_name = row.api_name,
-                    "the job's API is no longer configured; it stays as it is"
-                );
-                continue;
+            match service.api_of(&row) {
+                Ok(api) => {
+                    tracing::info!(
+                        job_id = row.job_id,
+                        api_name = row.api_name,
+                        status = row.status.as_str(),
+                        version = row.plugin.as_deref().map(|h| &h[..h.len().min(12)]),
+                        "resuming"
+                    );
+                    if row.error.as_deref().is_some_and(|e| e.starts_with(CANNOT_RESUME)) {
+                        service.journal.set_error(&row.job_id, None)?;
+                    }
+                    service.spawn(row, None, api);
+                }
+                Err(why) => {
+                    let why = format!("{CANNOT_RESUME} {why}; the job stays as it is");
+                    tracing::error!(job_id = row.job_id, api_name = row.api_name, "{why}");
+                    service.journal.set_error(&row.job_id, Some(&why))?;
+                }
             }
-            tracing::info!(job_id = row.job_id, api_name = row.api_name, status = row.status.as_str(), "resuming");
-            service.spawn(row, None);
         }
         // Every unfinished job is tracked: the outcomes waiting in the broker can be
         // taken.
@@ -245,33 +240,68 @@ impl Service {
         (self.budget.in_use(), self.budget.total())
     }
 
-    /// Whether `name` is a hosted API.
-    pub(crate) fn has_api(&self, name: &str) -> bool {
-        self.apis.contains_key(name)
+    /// The configuration now.
+    pub(crate) fn config(&self) -> Arc<OperatorConfig> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `name` is a hosted API, or was one and has jobs in the journal (an API
+    /// removed by a reload keeps its jobs readable and stoppable).
+    pub(crate) fn knows_api(&self, name: &str) -> bool {
+        self.api(name).is_some() || self.journal.has_jobs(name).unwrap_or(false)
+    }
+
+    /// The names of the APIs hosted now, sorted.
+    pub(crate) fn api_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.apis().keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// The API's settings, as `api_spec` shows them.
     pub(crate) fn api_spec(&self, name: &str) -> Option<Value> {
-        let api = &self.apis.get(name)?.config;
+        let api = self.api(name)?;
+        let version = api.version.clone();
+        let api = &api.config;
         let handler = match &api.handler {
             Handler::Plugin(path) => json!({"plugin": path.display().to_string()}),
             Handler::Endpoints(urls) => json!({"endpoints": urls}),
             Handler::Workers => json!({"workers": "broker"}),
         };
         let handler = if self.dispatch.is_some() { json!({"workers": "broker"}) } else { handler };
-        Some(json!({
+        let grants = &api.grants;
+        let mut spec = json!({
             "name": api.name,
             "kind": "BatchAPI",
             "handler": handler,
             "max_workers": api.max_workers,
             "max_attempts": api.max_attempts,
-        }))
+            // Ours: the limits and grants its jobs run under.
+            "limits": {
+                "batch_timeout_secs": api.batch_timeout.as_secs_f64(),
+                "max_memory": api.max_memory,
+                "output_limit": api.output_limit,
+                "recycle_after": api.recycle_after,
+                "default_workers": api.default_workers,
+            },
+            "grants": {
+                "http": grants.http.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                "read": grants.read.texts(),
+                "write": grants.write.texts(),
+                "inputs": api.allow_inputs.texts(),
+                "may_submit_to": api.may_submit_to,
+            },
+        });
+        if let Some(version) = version {
+            spec["version"] = json!(version);
+        }
+        Some(spec)
     }
 
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
     /// for reading).
     pub(crate) fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
-        if !self.has_api(api_name) {
+        if !self.knows_api(api_name) {
             return Err(ServiceError::ApiNotDeployed(api_name.into()));
         }
         // A job is found only under its own API.
@@ -307,7 +337,7 @@ impl Service {
 
     /// Starts the thread of a job; `parsed` is its submission when the caller has just
     /// parsed it (else it is read from the journal).
-    fn spawn(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>) {
+    fn spawn(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, api: Arc<Api>) {
         if let Some(dispatch) = &self.dispatch
             && let Err(e) = dispatch.track(&row.job_id, &row.api_name)
         {
@@ -322,7 +352,7 @@ impl Service {
             .name("wasmbatch-job".into())
             .spawn(move || {
                 let job_id = row.job_id.clone();
-                if let Err(e) = Service::drive(&service, row, parsed, &flag) {
+                if let Err(e) = Service::drive(&service, row, parsed, &api, &flag) {
                     tracing::error!(job_id, "the job failed: {e:#}");
                     let end = rfc3339(SystemTime::now());
                     let _ =
@@ -361,8 +391,13 @@ impl Service {
     }
 
     /// Runs one job to its end (or to a shutdown), through the one job engine.
-    fn drive(self: &Arc<Self>, row: JobRow, parsed: Option<Submission>, stop: &StopFlag) -> anyhow::Result<()> {
-        let api = self.apis.get(&row.api_name).expect("checked when spawned");
+    fn drive(
+        self: &Arc<Self>,
+        row: JobRow,
+        parsed: Option<Submission>,
+        api: &Api,
+        stop: &StopFlag,
+    ) -> anyhow::Result<()> {
         let Some(_running) = self.running.acquire(stop) else {
             if stop.reason() == Some(StopReason::Stopped) {
                 self.journal.set_status(&row.job_id, JobState::Stopped, Some(&rfc3339(SystemTime::now())), None)?;

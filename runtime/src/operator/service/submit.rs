@@ -5,10 +5,10 @@
 use super::*;
 
 /// A job just accepted: pending, nothing ended yet.
-fn pending_row(job_id: &str, api_name: &str, submission: Vec<u8>, spec: Value) -> JobRow {
+fn pending_row(job_id: &str, api: &Api, submission: Vec<u8>, spec: Value) -> JobRow {
     JobRow {
         job_id: job_id.into(),
-        api_name: api_name.into(),
+        api_name: api.config.name.clone(),
         submission,
         spec,
         status: JobState::Pending,
@@ -17,6 +17,7 @@ fn pending_row(job_id: &str, api_name: &str, submission: Vec<u8>, spec: Value) -
         total_batch_count: None,
         hook: Hook::Pending,
         error: None,
+        plugin: api.version.clone(),
     }
 }
 
@@ -36,7 +37,7 @@ impl Service {
 
     /// Whether the data directory has `min_free_space` left for a new job.
     fn check_room(&self) -> Result<(), ServiceError> {
-        let floor = self.config.min_free_space;
+        let floor = self.config().min_free_space;
         if floor == 0 {
             return Ok(());
         }
@@ -67,7 +68,7 @@ impl Service {
         dry_run: bool,
         key: Option<&str>,
     ) -> Result<Submitted, ServiceError> {
-        let api = self.apis.get(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
+        let api = self.api(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
         let key = match key {
             Some(key) if !dry_run => Some(idempotency_key(key, api_name, body)?),
             _ => None,
@@ -76,7 +77,7 @@ impl Service {
         // same key cannot both miss and both create a job.
         let _keyed = key.as_ref().map(|_| self.keyed.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(key) = &key {
-            let since = now_secs() - self.config.idempotency_retention.as_secs_f64();
+            let since = now_secs() - self.config().idempotency_retention.as_secs_f64();
             if let Some((api, digest, job_id)) = self.journal.idempotent(&key.key, since)? {
                 if api != api_name || digest != key.digest {
                     return Err(ServiceError::KeyReused(key.key.clone()));
@@ -139,7 +140,7 @@ impl Service {
                 .map_err(|e| ServiceError::Invalid { kind: ErrorKind::Error, message: e.to_string() })?;
         }
         let queued = self.journal.unfinished_count()?;
-        if queued >= self.config.max_queued_jobs {
+        if queued >= self.config().max_queued_jobs {
             return Err(ServiceError::Busy(queued));
         }
         self.check_room()?;
@@ -151,7 +152,7 @@ impl Service {
         if let Some(dlq) = &submission.dead_letter_queue {
             spec["sqs_dead_letter_queue"] = dlq.clone();
         }
-        let row = pending_row(&job_id, api_name, body, spec.clone());
+        let row = pending_row(&job_id, &api, body, spec.clone());
         let inserted = self.journal.insert_job(&row, key.as_ref());
         self.room.note("submissions", &inserted);
         inserted.map_err(|e| self.storage_error(e))?;
@@ -164,7 +165,7 @@ impl Service {
         if !submission.warnings.is_empty() {
             answer["warnings"] = json!(submission.warnings);
         }
-        self.spawn(row, Some(submission));
+        self.spawn(row, Some(submission), api);
         Ok(Submitted::Job(answer))
     }
 
@@ -172,6 +173,7 @@ impl Service {
     /// `job_id`, byte for byte, with that job's workers, config and timeout.
     pub(crate) fn retry_dead_letters(self: &Arc<Self>, api_name: &str, job_id: &str) -> Result<Value, ServiceError> {
         let (old, counts) = self.job(api_name, job_id)?;
+        let api = self.api(api_name).ok_or_else(|| ServiceError::ApiNotDeployed(api_name.into()))?;
         if old.api_name != api_name {
             return Err(ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() });
         }
@@ -182,7 +184,7 @@ impl Service {
             });
         }
         let queued = self.journal.unfinished_count()?;
-        if queued >= self.config.max_queued_jobs {
+        if queued >= self.config().max_queued_jobs {
             return Err(ServiceError::Busy(queued));
         }
         let now = SystemTime::now();
@@ -196,13 +198,13 @@ impl Service {
             "config": spec["config"],
             "timeout": spec["timeout"],
         });
-        let row = pending_row(&new_id, api_name, submission.to_string().into_bytes(), spec.clone());
+        let row = pending_row(&new_id, &api, submission.to_string().into_bytes(), spec.clone());
         self.check_room()?;
         let inserted = self.journal.insert_job(&row, None);
         self.room.note("submissions", &inserted);
         inserted.map_err(|e| self.storage_error(e))?;
         tracing::info!(job_id = new_id, retry_of = job_id, api_name, "dead letters re-submitted");
-        self.spawn(row, None);
+        self.spawn(row, None, api);
         Ok(spec)
     }
 }
