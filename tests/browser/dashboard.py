@@ -87,7 +87,7 @@ try:
     seen["cookie"] = "HttpOnly; SameSite=Strict"
 
     # A job submitted through the API shows up, and its bar fills.
-    done_id = submit("sum", list(range(1, 401)), batch_size=4)
+    done_id = submit("sum", [[i] for i in range(1, 401)], batch_size=4)
     row = f"#jobs tr[data-job='{done_id}']"
     until("the new job in the list", ec.presence_of_element_located((By.CSS_SELECTOR, row)))
     until(
@@ -101,11 +101,19 @@ try:
         fail(f"the bar's counts: {seen['bar']}")
     shot("dashboard-jobs")
 
-    # The job's page: counts and charts.
+    # The job's page: counts and charts, of a job of a few seconds with varied batch
+    # times and a few failures.
+    items = [f"sleep:{10 + (i * 37) % 90}" if i % 25 else "error:a failed batch" for i in range(160)]
+    chart_id = submit("misbehave", items, batch_size=1, workers=2)
     driver.find_element(By.CSS_SELECTOR, row).click()
     until("the job's page", ec.text_to_be_present_in_element((By.ID, "job-title"), done_id))
     until("the rate chart", lambda d: int(d.find_element(By.ID, "chart-rate").get_attribute("data-points") or 0) >= 1)
+    driver.get(f"{URL}/ui/#/job/misbehave/{chart_id}")
+    until("the charted job's page", ec.text_to_be_present_in_element((By.ID, "job-title"), chart_id))
+    until("the charted job ended", lambda d: d.find_element(By.ID, "job-facts").get_attribute("data-status") == "completed_with_failures")
+    until("a chart of several steps", lambda d: int(d.find_element(By.ID, "chart-rate").get_attribute("data-points") or 0) >= 3)
     seen["chart_bars"] = len(driver.find_elements(By.CSS_SELECTOR, "#chart-rate rect"))
+    seen["chart_lines"] = len(driver.find_elements(By.CSS_SELECTOR, "#chart-time polyline"))
     shot("dashboard-job")
 
     # A slow job, stopped with the button and its confirmation.
@@ -128,6 +136,7 @@ try:
     if "<b>not bold</b>" not in text:
         fail("a dead letter's message is not shown as text")
     seen["escaped"] = not driver.find_elements(By.CSS_SELECTOR, "#dead-letters b")
+    driver.execute_script("document.getElementById('job-retry').scrollIntoView()")
     shot("dashboard-dead-letters")
     until("the retry button", ec.element_to_be_clickable((By.ID, "job-retry")))
     driver.find_element(By.ID, "job-retry").click()

@@ -30,10 +30,21 @@ fn api(name: &str, file: &Path, extra: &str) -> String {
     format!("[[api]]\nname = \"{name}\"\nplugin = \"{}\"\nmax_workers = 4\n{REACH_GRANTS}{extra}\n", file.display())
 }
 
-fn results(operator: &Operator, api: &str, job_id: &str) -> Vec<String> {
+/// A job's results, `(batch, result)` each, in the order written.
+fn results(operator: &Operator, api: &str, job_id: &str) -> Vec<(u64, Value)> {
     let (status, body) = operator.request("GET", &format!("/batch/{api}/jobs/{job_id}/results"), None);
     assert_eq!(status, 200, "{body}");
-    body.lines().map(str::to_owned).collect()
+    body.lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            (v["batch"].as_u64().unwrap(), v["result"].clone())
+        })
+        .collect()
+}
+
+/// The values of a job's results.
+fn values(results: &[(u64, Value)]) -> Vec<Value> {
+    results.iter().map(|(_, v)| v.clone()).collect()
 }
 
 fn job(items: usize, item: &str, workers: usize) -> Value {
@@ -158,7 +169,9 @@ fn a_reload_under_load_drops_and_duplicates_nothing_and_running_jobs_keep_their_
     assert_eq!(done["job_status"]["dead_lettered_batch_count"], 0);
     let lines = results(&operator, "work", &big);
     assert_eq!(lines.len(), BIG, "every batch's result once: the job ran on reach to its end");
-    assert!(lines.iter().all(|l| l == "1"), "{:?}", lines.iter().find(|l| *l != "1"));
+    let batches: std::collections::BTreeSet<u64> = lines.iter().map(|(b, _)| *b).collect();
+    assert_eq!((batches.len(), batches.last()), (BIG, Some(&(BIG as u64 - 1))), "each batch once");
+    assert!(lines.iter().all(|(_, v)| *v == json!(1)), "{:?}", lines.iter().find(|(_, v)| *v != json!(1)));
 
     // Every job submitted meanwhile succeeded, on the plugin of when it was submitted.
     let submitted = submitted.lock().unwrap().clone();
@@ -167,15 +180,15 @@ fn a_reload_under_load_drops_and_duplicates_nothing_and_running_jobs_keep_their_
         let status = operator.wait_done("work", job_id);
         assert_eq!(status["job_status"]["status"], "succeeded", "{status}");
         assert_eq!(succeeded(&status), 4);
-        let lines = results(&operator, "work", job_id);
+        let lines = values(&results(&operator, "work", job_id));
         if *answered < asked {
-            assert_eq!(lines, vec!["2"; 4], "job {job_id} was submitted before the reload");
+            assert_eq!(lines, vec![json!(2); 4], "job {job_id} was submitted before the reload");
             before += 1;
         } else if *answered > reloaded {
             assert!(lines.is_empty(), "job {job_id} was submitted after the reload: {lines:?}");
             after += 1;
         } else {
-            assert!(lines.is_empty() || lines == vec!["2"; 4], "one version a job: {lines:?}");
+            assert!(lines.is_empty() || lines == vec![json!(2); 4], "one version a job: {lines:?}");
         }
     }
     assert!(before >= 3 && after >= 3, "jobs on both sides of the reload: {before} before, {after} after");
@@ -224,7 +237,9 @@ fn a_resumed_job_runs_the_plugin_it_started_with_or_says_why_it_cannot() {
     assert_eq!(succeeded(&status), N as u64);
     assert!(operator.logs.lock().unwrap().iter().any(|l| l.contains("\"resuming\"")));
     let lines = results(&operator, "work", &job_id);
-    assert!(lines.len() >= N && lines.iter().all(|l| l == "1"), "{} results", lines.len());
+    let batches: std::collections::BTreeSet<u64> = lines.iter().map(|(b, _)| *b).collect();
+    assert_eq!(batches.len(), N, "every batch has its result (at least once: those in flight at the kill ran again)");
+    assert!(lines.iter().all(|(_, v)| *v == json!(1)), "every result is reach's, none noop's");
     let fresh = operator.submit("work", &job(5, "emit:1", 1));
     operator.wait_done("work", &fresh);
     assert!(results(&operator, "work", &fresh).is_empty(), "a new job runs the configured plugin (noop)");
@@ -324,9 +339,9 @@ fn the_dashboard_is_behind_the_tokens_and_its_cookie_cannot_be_used_from_another
         ("/jobs?offset=-1", "offset"),
         ("/jobs?api=nobody", "nobody"),
     ] {
-        let (status, body) = operator.request("GET", path, None);
-        assert_eq!(status, 400, "{path}: {body}");
-        assert!(body.contains(says), "{path}: {body}");
+        let (status, kind, message) = error_of(&operator.request("GET", path, None));
+        assert_eq!(status, 400, "{path}: {message}");
+        assert!(message.contains(says), "{path}: {kind} {message}");
     }
 }
 
@@ -337,7 +352,7 @@ fn the_dashboard_pages_jobs_and_draws_a_job_from_the_journal() {
     let operator = guarded(dir.path(), token).with_token(token);
     let mut ids = Vec::new();
     for i in 0..7 {
-        let items: Vec<u64> = (0..(10 * (i + 1))).collect();
+        let items: Vec<Vec<u64>> = (0..(10 * (i + 1))).map(|n| vec![n]).collect();
         let spec = json!({"workers": 2, "item_list": {"items": items, "batch_size": 2}});
         ids.push(operator.submit("sum", &spec));
     }
@@ -428,7 +443,8 @@ fn the_dashboard_in_a_real_browser_watches_stops_and_retries() {
     assert_eq!(seen["stopped"], "stopped", "{seen}");
     assert_eq!(seen["retry"], 2, "the re-run has the two dead letters: {seen}");
     assert_eq!(seen["escaped"], true, "{seen}");
-    assert!(seen["chart_bars"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(seen["chart_bars"].as_u64().unwrap() >= 3, "{seen}");
+    assert_eq!(seen["chart_lines"], 3, "p50, p90 and p99: {seen}");
     assert!(seen["reload"].as_str().unwrap().contains("configuration reloaded"), "{seen}");
     for name in ["dashboard-jobs", "dashboard-job", "dashboard-stop", "dashboard-dead-letters"] {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();

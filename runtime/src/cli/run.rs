@@ -164,6 +164,7 @@ pub(super) fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 status: job::status::JobState::Running,
                 submitted_at: start_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
                 end_time: None,
+                ended_at: None,
                 total_batch_count: None,
                 hook: crate::journal::Hook::Pending,
                 error: None,

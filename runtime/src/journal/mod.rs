@@ -82,6 +82,8 @@ pub(crate) struct JobRow {
     pub submitted_at: f64,
     /// RFC 3339, when it ended.
     pub end_time: Option<String>,
+    /// Seconds since the epoch when it ended (recorded since schema 4).
+    pub ended_at: Option<f64>,
     /// The number of batches, once the input was read to its end.
     pub total_batch_count: Option<u64>,
     /// on-job-complete.
@@ -306,6 +308,7 @@ impl Journal {
             status: JobState::parse(&status).unwrap_or(JobState::WorkerError),
             submitted_at: r.get(5)?,
             end_time: r.get(6)?,
+            ended_at: r.get(11)?,
             total_batch_count: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
             hook: parse_hook(&hook),
             error: r.get(9)?,
@@ -314,7 +317,8 @@ impl Journal {
     }
 
     const COLUMNS: &str =
-        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error, plugin";
+        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error, plugin, \
+         ended_at";
 
     /// A job's submission, as received.
     pub(crate) fn submission(&self, job_id: &str) -> std::io::Result<Vec<u8>> {
@@ -409,8 +413,8 @@ impl Journal {
     ) -> std::io::Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE jobs SET status = ?2, end_time = ?3, error = ?4 WHERE job_id = ?1",
-                params![job_id, status.as_str(), end_time, error],
+                "UPDATE jobs SET status = ?2, end_time = ?3, error = ?4, ended_at = ?5 WHERE job_id = ?1",
+                params![job_id, status.as_str(), end_time, error, end_time.map(|_| now())],
             )
             .map(drop)
         })
@@ -434,8 +438,8 @@ impl Journal {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "UPDATE jobs SET hook = ?2, status = ?3, end_time = ?4, error = ?5 WHERE job_id = ?1",
-                params![job_id, hook_name(Hook::Done(hook)), state.as_str(), end_time, error],
+                "UPDATE jobs SET hook = ?2, status = ?3, end_time = ?4, error = ?5, ended_at = ?6 WHERE job_id = ?1",
+                params![job_id, hook_name(Hook::Done(hook)), state.as_str(), end_time, error, now()],
             )?;
             tx.commit()
         })?;

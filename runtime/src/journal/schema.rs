@@ -18,7 +18,8 @@ pub(crate) const SCHEMA_VERSION: i64 = 4;
 /// creates what is missing). 0 → 1: a journal written before versions were kept (the
 /// same tables). 1 → 2: the `idempotency` table (made by `SCHEMA`). 2 → 3: item counts
 /// beside batch counts (`NULL` in the rows written before: their jobs count no items).
-/// 3 → 4: the plugin a job runs (content hash), when outcomes were recorded and the
+/// 3 → 4: the plugin a job runs (content hash), when it ended to the millisecond (its
+/// `end_time` is Cortex's, to the second), when outcomes were recorded and the
 /// batch times of each group of successes (`NULL` before: those jobs have no chart),
 /// and an index of all jobs by time (the dashboard's list).
 const MIGRATIONS: &[&str] = &[
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE outcomes ADD COLUMN items INTEGER; \
      ALTER TABLE outcomes ADD COLUMN dead_items INTEGER",
     "ALTER TABLE jobs ADD COLUMN plugin TEXT; \
+     ALTER TABLE jobs ADD COLUMN ended_at REAL; \
      ALTER TABLE succeeded ADD COLUMN at REAL; \
      ALTER TABLE succeeded ADD COLUMN hist BLOB; \
      ALTER TABLE outcomes ADD COLUMN at REAL; \

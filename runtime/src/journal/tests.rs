@@ -15,6 +15,7 @@ fn job(id: &str) -> JobRow {
         status: JobState::Pending,
         submitted_at: 1.0,
         end_time: None,
+        ended_at: None,
         total_batch_count: None,
         hook: Hook::Pending,
         error: None,

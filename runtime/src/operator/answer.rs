@@ -45,12 +45,23 @@ pub(crate) fn service_error(e: &ServiceError) -> HttpResponse {
     error_response(kind, &e.to_string())
 }
 
+fn round_ms(seconds: f64) -> f64 {
+    (seconds.max(0.0) * 1000.0).round() / 1000.0
+}
+
 /// A job's `job_status`: the spec, its status and counts.
 pub(crate) fn job_status(row: &JobRow, counts: &Counts) -> Value {
     let mut status = row.spec.clone();
     status["status"] = json!(row.status.as_str());
     if let Some(end) = &row.end_time {
         status["end_time"] = json!(end);
+    }
+    // Ours: its time so far, or in all, to the millisecond (unknown for a job that
+    // ended before the journal recorded it so).
+    match (row.status.is_terminal(), row.ended_at) {
+        (false, _) => status["elapsed_secs"] = json!(round_ms(crate::journal::now() - row.submitted_at)),
+        (true, Some(end)) => status["elapsed_secs"] = json!(round_ms(end - row.submitted_at)),
+        (true, None) => {}
     }
     if let Some(total) = row.total_batch_count.filter(|&t| t > 0) {
         status["total_batch_count"] = json!(total);

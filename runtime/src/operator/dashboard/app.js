@@ -43,7 +43,8 @@ function notice(text, ok) {
 
 function seconds(s) {
   if (s == null || !isFinite(s)) return "–";
-  s = Math.max(0, Math.round(s));
+  if (s < 10) return `${Math.max(0, s).toFixed(s < 1 ? 2 : 1)}s`;
+  s = Math.round(s);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`;
 }
@@ -57,9 +58,10 @@ function progress(status, metrics) {
   const succeeded = metrics.succeeded || 0, failed = metrics.failed || 0;
   const ended = succeeded + status.dead_lettered_batch_count;
   const total = status.total_batch_count || null;
+  // The operator's own measure, to the millisecond; else the spec's times (seconds).
   const start = Date.parse(status.start_time) / 1000;
   const end = status.end_time ? Date.parse(status.end_time) / 1000 : Date.now() / 1000;
-  const elapsed = Math.max(0.001, end - start);
+  const elapsed = Math.max(0.001, status.elapsed_secs ?? end - start);
   const rate = ended / elapsed;
   const left = total ? Math.max(0, total - ended) : null;
   const active = status.status === "running" || status.status === "pending";
@@ -222,8 +224,10 @@ function chart(target, timeline, series, kind, unit) {
     if (kind === "bars") {
       s.values.forEach((v, i) => { if (v) root.append(svg("rect", { x: x(i), y: y(v), width: w, height: Math.max(0, y(0) - y(v)), fill: s.color })); });
     } else {
-      const pts = s.values.map((v, i) => (v == null ? null : `${x(i) + w / 2},${y(v)}`)).filter(Boolean);
-      if (pts.length) root.append(svg("polyline", { points: pts.join(" "), fill: "none", stroke: s.color, "stroke-width": 1.5 }));
+      const pts = s.values.map((v, i) => (v == null ? null : [x(i) + w / 2, y(v)])).filter(Boolean);
+      if (pts.length > 1) root.append(svg("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: s.color, "stroke-width": 1.5 }));
+      // Dots too, while there are few: a single step is a dot, not an invisible line.
+      if (pts.length <= 60) for (const [cx, cy] of pts) root.append(svg("circle", { cx, cy, r: 3, fill: s.color }));
     }
   }
   const span = svg("text", { x: left, y: height - 4 });

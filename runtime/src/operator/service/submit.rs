@@ -14,6 +14,7 @@ fn pending_row(job_id: &str, api: &Api, submission: Vec<u8>, spec: Value) -> Job
         status: JobState::Pending,
         submitted_at: now_secs(),
         end_time: None,
+        ended_at: None,
         total_batch_count: None,
         hook: Hook::Pending,
         error: None,
