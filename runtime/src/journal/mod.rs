@@ -316,8 +316,7 @@ impl Journal {
         })
     }
 
-    const COLUMNS: &str =
-        "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error, plugin, \
+    const COLUMNS: &str = "job_id, api_name, NULL, spec, status, submitted_at, end_time, total_batch_count, hook, error, plugin, \
          ended_at";
 
     /// A job's submission, as received.

@@ -157,7 +157,7 @@ pub(crate) const TIMELINE_POINTS: usize = 120;
 /// A step of whole seconds that cuts `span` into at most [`TIMELINE_POINTS`] steps.
 fn step_for(span: f64) -> f64 {
     const NICE: [f64; 14] = [1., 2., 5., 10., 15., 30., 60., 120., 300., 600., 900., 1800., 3600., 7200.];
-    let want = span / TIMELINE_POINTS as f64;
+    let want = span / (TIMELINE_POINTS - 1) as f64;
     NICE.iter().copied().find(|&s| s >= want).unwrap_or_else(|| (want / 3600.0).ceil() * 3600.0)
 }
 
@@ -335,10 +335,10 @@ mod tests {
         assert_eq!(step_for(0.0), 1.0);
         assert_eq!(step_for(119.0), 1.0);
         assert_eq!(step_for(121.0), 2.0);
-        assert_eq!(step_for(3600.0), 30.0);
-        assert_eq!(step_for(30.0 * 24.0 * 3600.0), 7200.0 * 3.0);
+        assert_eq!(step_for(3600.0), 60.0);
+        assert_eq!(step_for(30.0 * 24.0 * 3600.0), 7.0 * 3600.0);
         for span in [0.0, 5.0, 500.0, 86_400.0, 1e7] {
-            assert!((span / step_for(span)).floor() as usize + 1 <= TIMELINE_POINTS + 1, "{span}");
+            assert!(((span / step_for(span)).floor() as usize) < TIMELINE_POINTS, "{span}");
         }
     }
 }

@@ -91,12 +91,12 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     response
 }
 
-fn bad_query(message: String) -> HttpResponse {
-    error_response(ErrorKind::Error, &message)
+fn bad_query(message: String) -> ServiceError {
+    ServiceError::Invalid { kind: ErrorKind::Error, message }
 }
 
 /// A number in the query, or its default; anything else is a precise error.
-fn number(request: &Request<Incoming>, name: &str, default: u64, max: u64) -> Result<u64, HttpResponse> {
+fn number(request: &Request<Incoming>, name: &str, default: u64, max: u64) -> Result<u64, ServiceError> {
     match query_param(request, name) {
         None | Some("") => Ok(default),
         Some(text) => match text.parse::<u64>() {
@@ -141,7 +141,7 @@ pub(crate) async fn route(service: Arc<Service>, front: Login<'_>, request: Requ
         (_, ["jobs"]) => {
             let filter = match job_filter(&service, &request) {
                 Ok(filter) => filter,
-                Err(response) => return response,
+                Err(e) => return service_error(&e),
             };
             blocking(move || match service.journal().jobs_page(&filter) {
                 Ok(page) => {
@@ -170,13 +170,11 @@ pub(crate) async fn route(service: Arc<Service>, front: Login<'_>, request: Requ
             .await
         }
         (_, ["batch", api, "jobs", job_id, "dead-letters", "summary"]) => {
-            let offset = match number(&request, "offset", 0, u64::MAX >> 1) {
-                Ok(n) => n,
-                Err(response) => return response,
-            };
-            let limit = match number(&request, "limit", 50, MAX_PAGE) {
-                Ok(n) => n,
-                Err(response) => return response,
+            let page = number(&request, "offset", 0, u64::MAX >> 1)
+                .and_then(|offset| Ok((offset, number(&request, "limit", 50, MAX_PAGE)?)));
+            let (offset, limit) = match page {
+                Ok(page) => page,
+                Err(e) => return service_error(&e),
             };
             let (api, job_id) = (api.to_string(), job_id.to_string());
             blocking(move || {
@@ -211,12 +209,12 @@ pub(crate) async fn route(service: Arc<Service>, front: Login<'_>, request: Requ
 
 /// The filter of `GET /jobs`: `api` (a hosted API or one with jobs), `status` (state
 /// names, comma-separated), `offset` and `limit`.
-fn job_filter(service: &Service, request: &Request<Incoming>) -> Result<JobFilter, HttpResponse> {
+fn job_filter(service: &Service, request: &Request<Incoming>) -> Result<JobFilter, ServiceError> {
     let api = query_param(request, "api").filter(|a| !a.is_empty()).map(str::to_owned);
     if let Some(api) = &api
         && !service.knows_api(api)
     {
-        return Err(service_error(&ServiceError::ApiNotDeployed(api.clone())));
+        return Err(ServiceError::ApiNotDeployed(api.clone()));
     }
     let mut states = Vec::new();
     for name in query_param(request, "status").unwrap_or("").split(',').filter(|s| !s.is_empty()) {
