@@ -13,17 +13,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{plugin, wasmbatch, workspace_root};
 use crate::operator::{Operator, error_of};
+use crate::reload::install;
 
 /// The reach plugin's grants, as the config file writes them.
 const REACH_GRANTS: &str = "allow_http = [\"http://127.0.0.1:1\"]\nallow_read = [\"file:///nowhere/\"]\n\
                             allow_write = [\"file:///nowhere/\"]\n";
-
-/// Puts `from` at `to` whole (a copy beside it, renamed over it), as a deployment would.
-fn install(from: &Path, to: &Path) {
-    let staged = to.with_extension("staged");
-    std::fs::copy(from, &staged).unwrap();
-    std::fs::rename(&staged, to).unwrap();
-}
 
 /// An API `name` running the plugin file `file`, with `extra` settings.
 fn api(name: &str, file: &Path, extra: &str) -> String {

@@ -10,7 +10,7 @@ use crate::capabilities::REACH_LOADS as GRANTS;
 use crate::harness::{Server, agent, component_plugin, guest_file, plugin, reply};
 
 /// Puts `from` at `to` whole (a copy beside it, renamed over it), as a deployment would.
-fn install(from: &Path, to: &Path) {
+pub(crate) fn install(from: &Path, to: &Path) {
     let staged = to.with_extension("staged");
     std::fs::copy(from, &staged).unwrap();
     std::fs::rename(&staged, to).unwrap();
