@@ -491,9 +491,13 @@ impl Journal {
     /// The batch counts of a job, read on `c`.
     fn counts_in(c: &Connection, job_id: &str) -> rusqlite::Result<Counts> {
         let mut counts = Counts::default();
-        let (n, elapsed): (i64, f64) = c
-            .prepare_cached("SELECT COALESCE(SUM(n), 0), COALESCE(SUM(elapsed), 0) FROM succeeded WHERE job_id = ?1")?
-            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // One pass over the job's groups of successes: batches, time, items.
+        let (n, elapsed, done, unknown): (i64, f64, i64, i64) = c
+            .prepare_cached(
+                "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(elapsed), 0), COALESCE(SUM(items), 0), COUNT(*) - COUNT(items)
+                 FROM succeeded WHERE job_id = ?1",
+            )?
+            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         counts.succeeded = n as u64;
         counts.average_time_per_batch = (n > 0).then(|| elapsed / n as f64);
         let mut q = c.prepare_cached("SELECT state, COUNT(*) FROM outcomes WHERE job_id = ?1 GROUP BY state")?;
@@ -506,9 +510,6 @@ impl Journal {
         }
         // Items: those of succeeded batches, and those of dead-lettered ones not
         // dead-lettered themselves; unknown when any row lacks them.
-        let (done, unknown): (i64, i64) = c
-            .prepare_cached("SELECT COALESCE(SUM(items), 0), COUNT(*) - COUNT(items) FROM succeeded WHERE job_id = ?1")?
-            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let (items, dead, unknown_dead): (i64, i64, i64) = c
             .prepare_cached(
                 "SELECT COALESCE(SUM(items), 0), COALESCE(SUM(dead_items), 0), COUNT(*) - COUNT(dead_items)

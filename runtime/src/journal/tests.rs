@@ -122,6 +122,7 @@ fn the_dashboard_reads_pages_timelines_and_letter_heads_beside_the_writer() {
     assert!((1.5..2.5).contains(&point.p50.unwrap()), "{point:?}");
     assert!((37.5..62.5).contains(&point.p99.unwrap()), "{point:?}");
     assert!(journal.timeline("j00").unwrap().points.is_empty());
+    assert_eq!(journal.read_counts("j24").unwrap(), journal.counts("j24").unwrap());
     let (heads, total) = journal.dead_letter_heads("j24", 0, 10, 16).unwrap();
     assert_eq!(total, 1);
     assert_eq!(heads[0].0.body, b"[1,1,1,1,1,1,1,1");

@@ -208,6 +208,12 @@ impl Journal {
         })
     }
 
+    /// A job's counts, read beside the writers (a client watching a job of a million
+    /// batches does not hold up its recording).
+    pub(crate) fn read_counts(&self, job_id: &str) -> std::io::Result<Counts> {
+        self.read(|c| Self::counts_in(c, job_id))
+    }
+
     /// Whether any job of `api_name` is in the journal.
     pub(crate) fn has_jobs(&self, api_name: &str) -> std::io::Result<bool> {
         self.read(|c| {

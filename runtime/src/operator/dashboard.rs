@@ -162,7 +162,7 @@ pub(crate) async fn route(service: Arc<Service>, front: Login<'_>, request: Requ
         (_, ["batch", api, "jobs", job_id, "timeline"]) => {
             let (api, job_id) = (api.to_string(), job_id.to_string());
             blocking(move || {
-                match service.job(&api, &job_id).and_then(|_| Ok(service.journal().timeline(&job_id)?)) {
+                match service.job_row(&api, &job_id).and_then(|_| Ok(service.journal().timeline(&job_id)?)) {
                     Ok(timeline) => json_response(StatusCode::OK, &json!(timeline)),
                     Err(e) => service_error(&e),
                 }
@@ -179,7 +179,7 @@ pub(crate) async fn route(service: Arc<Service>, front: Login<'_>, request: Requ
             let (api, job_id) = (api.to_string(), job_id.to_string());
             blocking(move || {
                 let heads = service
-                    .job(&api, &job_id)
+                    .job_row(&api, &job_id)
                     .and_then(|_| Ok(service.journal().dead_letter_heads(&job_id, offset, limit, HEAD)?));
                 match heads {
                     Ok((letters, total)) => {

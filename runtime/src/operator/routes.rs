@@ -161,7 +161,7 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
             blocking(move || {
                 let listed = service.journal().jobs(&api, limit).and_then(|rows| {
                     rows.iter()
-                        .map(|row| service.journal().counts(&row.job_id).map(|c| job_status(row, &c)))
+                        .map(|row| service.journal().read_counts(&row.job_id).map(|c| job_status(row, &c)))
                         .collect::<std::io::Result<Vec<Value>>>()
                 });
                 match listed {
@@ -174,7 +174,8 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
         (Method::GET, ["batch", api, "jobs", job_id, "dead-letters"]) => {
             let (api, job_id) = (api.to_string(), job_id.to_string());
             blocking(move || {
-                let letters = service.job(&api, &job_id).and_then(|_| Ok(service.journal().dead_letters(&job_id)?));
+                let letters =
+                    service.job_row(&api, &job_id).and_then(|_| Ok(service.journal().dead_letters(&job_id)?));
                 match letters {
                     Ok(letters) => {
                         let mut out = Vec::new();
@@ -192,7 +193,7 @@ async fn route(service: Arc<Service>, front: Arc<Front>, request: Request<Incomi
         }
         (Method::GET, ["batch", api, "jobs", job_id, "results"]) => {
             let (api, job_id) = (api.to_string(), job_id.to_string());
-            blocking(move || match service.job(&api, &job_id) {
+            blocking(move || match service.job_row(&api, &job_id) {
                 Ok(_) => match std::fs::read(service.journal().results_path(&job_id)) {
                     Ok(bytes) => respond(StatusCode::OK, "application/x-ndjson", bytes),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

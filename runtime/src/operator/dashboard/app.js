@@ -175,12 +175,14 @@ async function showJob(api, id) {
   const now = Date.now();
   if (now - state.lastTimeline >= 2 * POLL_MS || !p.active) {
     state.lastTimeline = now;
-    const [timeline, letters] = await Promise.all([
+    const [timeline, letters, apis] = await Promise.all([
       call(`/batch/${enc(api)}/jobs/${enc(id)}/timeline`),
       call(`/batch/${enc(api)}/jobs/${enc(id)}/dead-letters/summary?offset=${state.dlOffset}&limit=${PAGE}`),
+      call("/apis"),
     ]);
     drawCharts(timeline);
     drawLetters(letters);
+    drawApis(apis);
   }
 }
 

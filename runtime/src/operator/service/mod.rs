@@ -301,17 +301,21 @@ impl Service {
     /// The job `job_id` of `api_name` (Cortex does not check the API; neither do we
     /// for reading).
     pub(crate) fn job(&self, api_name: &str, job_id: &str) -> Result<(JobRow, crate::journal::Counts), ServiceError> {
+        let row = self.job_row(api_name, job_id)?;
+        let counts = self.journal.read_counts(job_id)?;
+        Ok((row, counts))
+    }
+
+    /// The row of job `job_id` of `api_name`, without its counts.
+    pub(crate) fn job_row(&self, api_name: &str, job_id: &str) -> Result<JobRow, ServiceError> {
         if !self.knows_api(api_name) {
             return Err(ServiceError::ApiNotDeployed(api_name.into()));
         }
         // A job is found only under its own API.
-        let row = self
-            .journal
+        self.journal
             .job(job_id)?
             .filter(|row| row.api_name == api_name)
-            .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() })?;
-        let counts = self.journal.counts(job_id)?;
-        Ok((row, counts))
+            .ok_or_else(|| ServiceError::JobNotFound { api: api_name.into(), job_id: job_id.into() })
     }
 
     /// Stops a job; waits (up to 10 s) until its final status is recorded.
