@@ -131,7 +131,7 @@ impl Ledger for JobLedger {
         let packed: Vec<u8> = batches.iter().flat_map(|(index, _)| index.to_le_bytes()).collect();
         let elapsed: f64 = batches.iter().map(|(_, e)| e.as_secs_f64()).sum();
         let items = items.map(|n| n as i64);
-        let hist = super::views::Histogram::of(batches.iter().map(|(_, e)| *e)).encode();
+        let hist = super::views::Histogram::encode_times(batches.iter().map(|(_, e)| *e));
         self.journal.with(|c| {
             c.prepare_cached(
                 "INSERT INTO succeeded (job_id, n, elapsed, indexes, items, at, hist)

@@ -52,12 +52,27 @@ impl Histogram {
     }
 
     /// The histogram of `times`.
+    #[cfg(test)]
     pub(crate) fn of(times: impl IntoIterator<Item = Duration>) -> Histogram {
         let mut h = Histogram::default();
         for t in times {
             h.counts[Self::bucket(t.as_micros().min(u64::MAX as u128) as u64)] += 1;
         }
         h
+    }
+
+    /// The encoding of `times`' histogram, without making the histogram (a group of
+    /// successes is recorded on the batch path: a few dozen times, sorted by bucket).
+    pub(crate) fn encode_times(times: impl IntoIterator<Item = Duration>) -> Vec<u8> {
+        let mut buckets: Vec<u8> =
+            times.into_iter().map(|t| Self::bucket(t.as_micros().min(u64::MAX as u128) as u64) as u8).collect();
+        buckets.sort_unstable();
+        let mut out = Vec::new();
+        for run in buckets.chunk_by(|a, b| a == b) {
+            out.push(run[0]);
+            out.extend_from_slice(&(run.len().min(u32::MAX as usize) as u32).to_le_bytes());
+        }
+        out
     }
 
     /// The buckets in use, each as its index (1 byte) and count (4 bytes, LE).
@@ -334,6 +349,9 @@ mod tests {
         assert!((0.75..1.25).contains(&p50), "{p50}");
         assert!((75.0..125.0).contains(&p99), "{p99}");
         assert_eq!(a.encode().len(), 5, "one bucket used, five bytes");
+        let mixed = times(&[5, 1, 100, 1, 5, 0, 7_000]);
+        assert_eq!(Histogram::encode_times(mixed.clone()), Histogram::of(mixed).encode());
+        assert!(Histogram::encode_times([]).is_empty());
     }
 
     #[test]
