@@ -75,7 +75,9 @@ impl Histogram {
         out
     }
 
-    /// The buckets in use, each as its index (1 byte) and count (4 bytes, LE).
+    /// The buckets in use, each as its index (1 byte) and count (4 bytes, LE): the
+    /// format of [`Histogram::encode_times`], which the tests hold it to.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
